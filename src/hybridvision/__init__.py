@@ -1,0 +1,26 @@
+"""hybridvision: does self-attention help convolutional vision models, and at what cost?
+
+Public API::
+
+    import hybridvision as hv
+    hv.list_models("nl_fcos*")
+    model = hv.create_model("fcos_r50_fpn", num_classes=80)
+    summary = hv.train(hv.TrainConfig(model="fcos_demo", data="builtin:amounts", epochs=2))
+    evaluation = hv.evaluate_run(run="runs/train")
+    hv.predict("images/", weights="runs/train/checkpoints/best.safetensors", out="preds")
+"""
+
+from hybridvision.api import evaluate_files, evaluate_run, load_trained, predict
+from hybridvision.config import TrainConfig
+from hybridvision.engine.trainer import train
+from hybridvision.errors import DataError, UserInputError
+from hybridvision.layers.registry import create_attn, list_attn
+from hybridvision.registry import create_model, list_models, register_model
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "create_model", "list_models", "register_model", "create_attn", "list_attn", "train",
+    "TrainConfig", "evaluate_run", "evaluate_files", "predict", "load_trained",
+    "UserInputError", "DataError", "__version__",
+]

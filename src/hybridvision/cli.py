@@ -1,0 +1,273 @@
+"""The ``hybridvision`` command line: thin verbs that parse options and call the library.
+
+Every error a user can cause (bad data, unknown model, missing file) ends in one line on stderr
+and a non-zero exit; ``--debug`` (or ``HYBRIDVISION_DEBUG=1``) shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from hybridvision.errors import UserInputError
+
+app = typer.Typer(
+    name="hybridvision",
+    help="Anchor-free detectors and hybrid convolution/attention backbones: train, evaluate, "
+    "benchmark and compare. Start with `hybridvision demo`.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+data_app = typer.Typer(help="Make built-in datasets, convert and check annotation files.",
+                       no_args_is_help=True)
+make_app = typer.Typer(help="Generate a built-in dataset.", no_args_is_help=True)
+convert_app = typer.Typer(help="Convert annotations to COCO JSON.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+data_app.add_typer(make_app, name="make")
+data_app.add_typer(convert_app, name="convert")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+# --------------------------------------------------------------------------------------- models
+@app.command("models")
+def models_cmd(
+    pattern: str = typer.Argument("*", help="shell-style filter, e.g. 'nl_fcos*'"),
+    task: Optional[str] = typer.Option(None, help="detection | classification"),
+    params: bool = typer.Option(False, "--params", help="also count parameters (slower)"),
+):
+    """List the registered models."""
+    from rich.table import Table
+
+    from hybridvision.registry import create_model, list_models, model_task
+
+    names = list_models(pattern, task=task)
+    if not names:
+        raise UserInputError(f"no model matches {pattern!r}; run `hybridvision models` for all")
+    table = Table("model", "task", *(["params"] if params else []))
+    for n in names:
+        row = [n, model_task(n)]
+        if params:
+            row.append(f"{sum(p.numel() for p in create_model(n).parameters()) / 1e6:.2f}M")
+        table.add_row(*row)
+    console.print(table)
+
+
+# ---------------------------------------------------------------------------------------- train
+@app.command("train", context_settings={"allow_extra_args": False})
+def train_cmd(
+    overrides: Optional[list[str]] = typer.Argument(None, help="extra settings as key=value, e.g. "
+                                                    "warmup_steps=200 model_kwargs.width=0.5"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (a run's config.yaml)"),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="registered model name"),
+    data: Optional[str] = typer.Option(None, "--data", "-d",
+                                       help="builtin:amounts | coco:ANN,IMAGES[,VAL_ANN,VAL_IMAGES] | "
+                                       "builtin:sketches | quickdraw:DIR | tuberlin:DIR"),
+    epochs: Optional[int] = typer.Option(None, help="training epochs"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="images per step and device"),
+    lr: Optional[float] = typer.Option(None, help="peak learning rate"),
+    optimizer: Optional[str] = typer.Option(None, help="sgd | adamw"),
+    image_size: Optional[int] = typer.Option(None, "--image-size", help="input size (longer side)"),
+    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N"),
+    seed: Optional[int] = typer.Option(None, help="random seed"),
+    workers: Optional[int] = typer.Option(None, help="data loader worker processes"),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="run folder (default runs/train)"),
+    resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its last checkpoint"),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="initial weights (.safetensors)"),
+    exist_ok: bool = typer.Option(False, "--exist-ok", help="overwrite an existing run folder"),
+):
+    """Train a model. Under torchrun it trains on every process (DDP).
+
+    Example: hybridvision train --model fcos_demo --data builtin:amounts --epochs 10
+    """
+    from hybridvision.config import TrainConfig, apply_overrides, load_config
+    from hybridvision.engine.trainer import train
+
+    if resume and config is None and out:
+        run_cfg = Path(out) / "config.yaml"
+        cfg = load_config(run_cfg) if run_cfg.is_file() else TrainConfig()
+    else:
+        cfg = load_config(config) if config else TrainConfig()
+    for key, value in dict(model=model, data=data, epochs=epochs, batch_size=batch_size, lr=lr,
+                           optimizer=optimizer, image_size=image_size, device=device, seed=seed,
+                           workers=workers, out=out).items():
+        if value is not None:
+            setattr(cfg, key, value)
+    cfg = apply_overrides(cfg, overrides or [])
+    summary = train(cfg, resume=resume, weights=str(weights) if weights else None, exist_ok=exist_ok)
+    _print_evaluation(summary["evaluation"])
+    console.print(f"run folder: {summary['out']}  ({summary['steps']} steps, {summary['seconds']:.0f} s)")
+
+
+def _print_evaluation(evaluation: dict) -> None:
+    if not evaluation:
+        return
+    if "metrics" in evaluation:
+        from hybridvision.evaluation.coco import format_metrics_table
+
+        console.print(format_metrics_table(evaluation["metrics"]))
+    else:
+        console.print("  ".join(f"{k} {v:.4f}" for k, v in evaluation.items()))
+
+
+# ----------------------------------------------------------------------------------------- eval
+@app.command("eval")
+def eval_cmd(
+    gt: Optional[Path] = typer.Option(None, "--gt", help="COCO ground-truth annotation JSON"),
+    dt: Optional[Path] = typer.Option(None, "--dt", help="COCO results JSON (detections)"),
+    run: Optional[Path] = typer.Option(None, "--run", help="a run folder written by train"),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="a .safetensors checkpoint"),
+    data: Optional[str] = typer.Option(None, "--data", help="data spec to evaluate on (with --weights)"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o",
+                                       help="with --gt/--dt: metrics JSON file; else output folder"),
+    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+):
+    """COCO evaluation: of a results file (--gt/--dt), or of a trained model (--run, --weights).
+
+    Prints the 12 COCO numbers (AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ARs, ARm, ARl)
+    and per-class AP; -1 marks an empty size bucket.
+    """
+    from hybridvision.api import evaluate_files, evaluate_run
+
+    if gt is not None or dt is not None:
+        if gt is None or dt is None:
+            raise UserInputError("eval: --gt and --dt go together (ground truth and results files)")
+        evaluation = evaluate_files(gt, dt, out)
+    else:
+        evaluation = evaluate_run(run=run, weights=weights, data=data, out=out, device=device)
+    _print_evaluation(evaluation)
+    per_class = evaluation.get("per_class") or {}
+    if per_class:
+        console.print("per-class AP: " + ", ".join(
+            f"{k} {v * 100:.1f}" if v >= 0 else f"{k} -" for k, v in per_class.items()))
+
+
+# -------------------------------------------------------------------------------------- predict
+@app.command("predict")
+def predict_cmd(
+    source: Path = typer.Argument(..., help="an image or a folder of images"),
+    weights: Path = typer.Option(..., "--weights", "-w", help="a .safetensors checkpoint"),
+    out: Path = typer.Option(Path("runs/predict"), "--out", "-o", help="output folder"),
+    conf: float = typer.Option(0.3, "--conf", help="minimum score to keep a detection"),
+    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+):
+    """Detect objects: annotated PNGs and a COCO-style predictions.json in --out."""
+    from hybridvision.api import predict
+
+    records = predict(source, weights=weights, out=out, device=device, score_threshold=conf)
+    console.print(f"{len(records)} detections → {out}/predictions.json and annotated PNGs")
+
+
+# ----------------------------------------------------------------------------------------- data
+@make_app.command("amounts")
+def make_amounts_cmd(
+    out: Path = typer.Option(Path("data/amounts"), "--out", "-o", help="output folder"),
+    train: int = typer.Option(2000, "--train", help="training images"),
+    val: int = typer.Option(300, "--val", help="validation images"),
+    seed: int = typer.Option(0, "--seed", help="random seed (same seed → same dataset)"),
+    image_size: int = typer.Option(128, "--image-size", help="canvas size in pixels"),
+):
+    """Handwritten amounts: 1–8 digits per image, COCO JSON + montos .txt labels."""
+    from hybridvision.data.builtin.amounts import make_amounts
+
+    make_amounts(out, n_train=train, n_val=val, seed=seed, image_size=image_size)
+    console.print(f"wrote {out}/{{train,val}}/images, annotations.json, labels/")
+
+
+@make_app.command("sketches")
+def make_sketches_cmd(
+    out: Path = typer.Option(Path("data/sketches"), "--out", "-o", help="output folder"),
+    per_class: int = typer.Option(200, "--per-class", help="drawings per class"),
+    seed: int = typer.Option(0, "--seed", help="random seed"),
+):
+    """Procedural sketches (≥30 classes) as QuickDraw simplified ndjson, one file per class."""
+    from hybridvision.data.builtin.sketches import make_sketches
+
+    make_sketches(out, per_class=per_class, seed=seed)
+    console.print(f"wrote {out}/<class>.ndjson")
+
+
+@convert_app.command("montos")
+def convert_montos_cmd(
+    labels_dir: Path = typer.Argument(..., help="folder of montos .txt files (<class>: <x>, <y>, <w>, <h>)"),
+    images: Path = typer.Option(..., "--images", help="folder of the images (same file stems)"),
+    out: Path = typer.Option(..., "--out", "-o", help="COCO annotation JSON to write"),
+):
+    """Montos text labels → COCO JSON."""
+    from hybridvision.data.converters import montos_to_coco
+
+    coco = montos_to_coco(labels_dir, images, out)
+    console.print(f"wrote {out}: {len(coco['images'])} images, {len(coco['annotations'])} boxes")
+
+
+@data_app.command("check")
+def check_cmd(
+    ann: Path = typer.Argument(..., help="COCO annotation JSON"),
+    images: Path = typer.Option(..., "--images", help="image folder"),
+    no_images: bool = typer.Option(False, "--no-images", help="skip opening the image files"),
+):
+    """Validate a COCO dataset: keys, boxes, ids, categories, image files."""
+    from hybridvision.data.validate import check_coco
+
+    findings = check_coco(ann, images, check_images=not no_images)
+    if findings:
+        for f in findings:
+            err_console.print(str(f), soft_wrap=True, highlight=False, markup=False)
+        err_console.print(f"{len(findings)} problem(s) in {ann}", highlight=False)
+        raise typer.Exit(1)
+    console.print(f"{ann}: OK")
+
+
+# ----------------------------------------------------------------------------------------- demo
+@app.command("demo")
+def demo_cmd(
+    out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="run folder"),
+    data_root: Path = typer.Option(Path("data"), "--data-root", help="where the built-in data goes"),
+    epochs: Optional[int] = typer.Option(None, help="override the demo's epochs"),
+    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+):
+    """Make the built-in `amounts` data, train the demo FCOS, evaluate, plot (about 10 min on 2 CPU cores)."""
+    from hybridvision.demo import run_demo
+
+    run_demo(out=out, data_root=data_root, epochs=epochs, device=device)
+
+
+# ----------------------------------------------------------------------------------- entry point
+def main() -> None:
+    debug = "--debug" in sys.argv or os.environ.get("HYBRIDVISION_DEBUG") == "1"
+    if "--debug" in sys.argv:
+        sys.argv.remove("--debug")
+    try:
+        app(standalone_mode=False)
+    except UserInputError as e:
+        if debug:
+            raise
+        err_console.print(f"error: {e}", soft_wrap=True, highlight=False, markup=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("interrupted; a training run continues with `hybridvision train --out RUN --resume`")
+        sys.exit(130)
+    except (typer.Exit, SystemExit) as e:
+        code = getattr(e, "exit_code", getattr(e, "code", 0))
+        sys.exit(code)
+    except Exception as e:  # click usage errors and the like
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        if isinstance(e, click.exceptions.Abort):
+            sys.exit(1)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,217 @@
+"""Tasks: what differs between detection and classification runs, behind one small interface.
+
+The trainer (``engine/trainer.py``) owns the loop, optimisation, checkpoints and distribution;
+a task owns the data (``build_data``), the loss of one batch (``batch_loss``) and evaluation
+(``evaluate``). Both tasks read datasets through a data spec string:
+
+- detection: ``builtin:amounts`` or ``coco:TRAIN_ANN,TRAIN_IMAGES[,VAL_ANN,VAL_IMAGES]``
+  (without a val pair, a fixed 20 % of the training images, chosen by seed, is held out);
+- classification: ``builtin:sketches``, ``quickdraw:DIR`` or ``tuberlin:DIR``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.data import Dataset, Subset
+
+from hybridvision.config import TrainConfig
+from hybridvision.errors import DataError, UserInputError
+
+__all__ = ["DataBundle", "DetectionTask", "ClassificationTask", "make_task", "resolve_detection_data"]
+
+
+@dataclass
+class DataBundle:
+    """Datasets and the metadata a checkpoint must carry to be usable alone."""
+
+    train: Dataset
+    val: Dataset
+    num_classes: int
+    class_names: list[str]
+    collate: Callable | None = None
+    meta: dict[str, Any] = field(default_factory=dict)  # e.g. label_to_cat_id, val GT dict
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside a DistributedDataParallel wrapper (or the model itself)."""
+    return model.module if hasattr(model, "module") else model
+
+
+# ----------------------------------------------------------------------------------- detection
+def resolve_detection_data(spec: str, data_root: str = "data", **data_kwargs) -> dict[str, Any]:
+    """Data spec → ``dict(train_ann, train_images, val_ann, val_images)`` (val may be None)."""
+    kind, _, rest = spec.partition(":")
+    if kind == "builtin":
+        if rest != "amounts":
+            raise UserInputError(f"--data {spec}: unknown built-in detection dataset; use builtin:amounts")
+        from hybridvision.data.builtin.amounts import ensure_amounts
+
+        root = Path(data_root) / "amounts"
+        ensure_amounts(root, **data_kwargs)
+        return dict(train_ann=root / "train" / "annotations.json", train_images=root / "train" / "images",
+                    val_ann=root / "val" / "annotations.json", val_images=root / "val" / "images")
+    if kind == "coco":
+        parts = [p for p in rest.split(",") if p]
+        if len(parts) not in (2, 4):
+            raise UserInputError(
+                f"--data {spec}: expected coco:TRAIN_ANN.json,TRAIN_IMAGES_DIR[,VAL_ANN.json,VAL_IMAGES_DIR]"
+            )
+        paths = [Path(p).expanduser() for p in parts]
+        return dict(train_ann=paths[0], train_images=paths[1],
+                    val_ann=paths[2] if len(paths) == 4 else None,
+                    val_images=paths[3] if len(paths) == 4 else None)
+    raise UserInputError(f"--data {spec}: unknown data spec; use builtin:amounts or coco:ANN.json,IMAGES_DIR")
+
+
+def _split_ids(ids: list[int], seed: int, val_fraction: float = 0.2) -> tuple[list[int], list[int]]:
+    ids = sorted(ids)
+    rng = random.Random(seed)
+    rng.shuffle(ids)
+    n_val = max(1, int(round(len(ids) * val_fraction))) if len(ids) > 1 else 0
+    return sorted(ids[n_val:]), sorted(ids[:n_val])
+
+
+class DetectionTask:
+    """COCO-format detection: focal/GIoU-style losses from the model, COCO AP for evaluation."""
+
+    name = "detection"
+    primary_metric = "AP"
+
+    def build_data(self, cfg: TrainConfig) -> DataBundle:
+        from hybridvision.data.coco import CocoDetection, collate_detection
+        from hybridvision.data.transforms import build_detection_transforms
+
+        paths = resolve_detection_data(cfg.data, cfg.data_root, **cfg.data_kwargs)
+        aug = dict(cfg.augment)
+        if cfg.data == "builtin:amounts":
+            aug.setdefault("hflip", 0.0)  # a mirrored digit is not a digit
+        t_train = build_detection_transforms(True, cfg.image_size, **aug)
+        t_val = build_detection_transforms(False, cfg.image_size)
+        train_full = CocoDetection(paths["train_ann"], paths["train_images"], t_train)
+        if paths["val_ann"] is not None:
+            val = CocoDetection(paths["val_ann"], paths["val_images"], t_val)
+            train = train_full
+            gt = json.loads(Path(paths["val_ann"]).read_text())
+            val_ids = [img["id"] for img in gt["images"]]
+        else:
+            # Hold out a seeded 20 % of the images; GT for evaluation is the filtered annotation file.
+            val_full = CocoDetection(paths["train_ann"], paths["train_images"], t_val, validate=False)
+            all_ids = [int(i) for i in train_full.image_ids]
+            train_ids, val_ids = _split_ids(all_ids, cfg.seed)
+            index = {iid: k for k, iid in enumerate(all_ids)}
+            train = Subset(train_full, [index[i] for i in train_ids])
+            val = Subset(val_full, [index[i] for i in val_ids])
+            gt = json.loads(Path(paths["train_ann"]).read_text())
+            keep = set(val_ids)
+            gt = {**gt, "images": [im for im in gt["images"] if im["id"] in keep],
+                  "annotations": [a for a in gt["annotations"] if a["image_id"] in keep]}
+        if cfg.val_limit and len(val) > cfg.val_limit:
+            val = Subset(val, list(range(cfg.val_limit)))
+            kept = set(_dataset_image_ids(val))
+            gt = {**gt, "images": [im for im in gt["images"] if im["id"] in kept],
+                  "annotations": [a for a in gt["annotations"] if a["image_id"] in kept]}
+        return DataBundle(
+            train=train, val=val, num_classes=len(train_full.class_names),
+            class_names=list(train_full.class_names), collate=collate_detection,
+            meta=dict(label_to_cat_id=list(train_full.label_to_cat_id), val_gt=gt),
+        )
+
+    def batch_loss(self, model: nn.Module, batch, device: torch.device) -> dict[str, torch.Tensor]:
+        images, targets, _sizes = batch
+        images = images.to(device, non_blocking=True)
+        targets = [{k: (v.to(device) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
+        outputs = model(images)
+        return unwrap(model).loss(outputs, targets)
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, loader, device: torch.device, bundle: DataBundle,
+                 progress: bool = False) -> tuple[dict[str, Any], list[dict]]:
+        from hybridvision.engine.inference import evaluate_detector
+
+        return evaluate_detector(unwrap(model), loader, device, bundle.meta["val_gt"],
+                                 bundle.meta["label_to_cat_id"], progress=progress)
+
+
+def _dataset_image_ids(ds: Dataset) -> list[int]:
+    """Image ids of a (possibly nested) Subset of a CocoDetection, without loading images."""
+    if isinstance(ds, Subset):
+        inner = _dataset_image_ids(ds.dataset)
+        return [inner[i] for i in ds.indices]
+    return [int(i) for i in ds.image_ids]
+
+
+# ------------------------------------------------------------------------------ classification
+class ClassificationTask:
+    """Image/sketch classification: cross-entropy with label smoothing, top-1/top-5."""
+
+    name = "classification"
+    primary_metric = "top1"
+
+    def __init__(self, label_smoothing: float = 0.1):
+        self.label_smoothing = label_smoothing
+
+    def build_data(self, cfg: TrainConfig) -> DataBundle:
+        from hybridvision.data.classification_transforms import build_classification_transforms
+        from hybridvision.data.sketches import build_sketch_dataset
+
+        in_chans = int(cfg.model_kwargs.get("in_chans", 1))
+        t_train = build_classification_transforms(True, cfg.image_size, sketch=True, in_chans=in_chans,
+                                                  **cfg.augment)
+        t_val = build_classification_transforms(False, cfg.image_size, sketch=True, in_chans=in_chans)
+        kw = dict(cfg.data_kwargs)
+        train = build_sketch_dataset(cfg.data, "train", t_train, root=cfg.data_root, seed=cfg.seed, **kw)
+        val = build_sketch_dataset(cfg.data, "val", t_val, root=cfg.data_root, seed=cfg.seed, **kw)
+        if cfg.val_limit and len(val) > cfg.val_limit:
+            g = torch.Generator().manual_seed(cfg.seed)
+            val = Subset(val, torch.randperm(len(val), generator=g)[: cfg.val_limit].tolist())
+        classes = list(train.classes)
+        return DataBundle(train=train, val=val, num_classes=len(classes), class_names=classes)
+
+    def batch_loss(self, model: nn.Module, batch, device: torch.device) -> dict[str, torch.Tensor]:
+        images, labels = batch
+        logits = model(images.to(device, non_blocking=True))
+        loss = F.cross_entropy(logits, labels.to(device), label_smoothing=self.label_smoothing)
+        return {"loss": loss}
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, loader, device: torch.device, bundle: DataBundle,
+                 progress: bool = False) -> tuple[dict[str, Any], list[dict]]:
+        from hybridvision.evaluation.classification import topk_accuracy
+
+        model = unwrap(model)
+        was_training = model.training
+        model.eval()
+        logits_all, labels_all = [], []
+        for images, labels in loader:
+            logits_all.append(model(images.to(device)).float().cpu())
+            labels_all.append(labels)
+        model.train(was_training)
+        logits = torch.cat(logits_all)
+        labels = torch.cat(labels_all)
+        k = min(5, logits.shape[1])
+        acc = topk_accuracy(logits, labels, ks=(1, k))
+        metrics = {"top1": float(acc[1] if 1 in acc else acc["top1"]),
+                   "top5": float(acc[k] if k in acc else acc[f"top{k}"])}
+        return metrics, []
+
+
+def make_task(cfg: TrainConfig):
+    """The task of a run: from ``cfg.task`` or, when ``auto``, from the model registry."""
+    from hybridvision.registry import model_task
+
+    task = cfg.task
+    if task == "auto":
+        task = model_task(cfg.model)
+    if task == "detection":
+        return DetectionTask()
+    if task == "classification":
+        return ClassificationTask(cfg.label_smoothing)
+    raise UserInputError(f"task {task!r}: use detection or classification")

@@ -1,0 +1,21 @@
+"""Shared fixtures: a tiny built-in dataset made once per test session."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+# Two cores: keep intra-op threads predictable so tests do not oversubscribe.
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(scope="session")
+def tiny_amounts(tmp_path_factory):
+    """A 32-train / 8-val `amounts` dataset at 64×64 under a session temp folder (the data root)."""
+    from hybridvision.data.builtin.amounts import make_amounts
+
+    root = tmp_path_factory.mktemp("data")
+    make_amounts(root / "amounts", n_train=32, n_val=8, seed=0, image_size=64)
+    return root

@@ -1,0 +1,125 @@
+"""Engine: schedule, checkpoints, resume equality, non-finite guard, DDP on gloo."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from hybridvision.config import TrainConfig, apply_overrides
+from hybridvision.engine.checkpoint import load_checkpoint_state, save_checkpoint
+from hybridvision.engine.trainer import NonFiniteLossError, lr_factor, train
+from hybridvision.errors import UserInputError
+
+
+def _cfg(root, out, **kw) -> TrainConfig:
+    base = dict(model="fcos_demo", data="builtin:amounts", data_root=str(root),
+                data_kwargs=dict(n_train=32, n_val=8, image_size=64), image_size=64, epochs=2,
+                batch_size=8, lr=0.01, warmup_steps=2, eval_every=0, out=str(out), progress=False,
+                device="cpu", seed=3)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_lr_schedule_hand_values():
+    cfg = TrainConfig(lr=1.0, warmup_steps=10, warmup_factor=0.1, schedule="cosine")
+    assert lr_factor(0, 100, cfg) == pytest.approx(0.1)
+    assert lr_factor(5, 100, cfg) == pytest.approx((0.1 * 0.5 + 0.5) * 0.5 * (1 + math.cos(math.pi * 0.05)))
+    assert lr_factor(50, 100, cfg) == pytest.approx(0.5)
+    assert lr_factor(100, 100, cfg) == pytest.approx(0.0)
+    step = TrainConfig(warmup_steps=0, schedule="step", milestones=[0.5, 0.75])
+    assert [lr_factor(s, 100, step) for s in (0, 49, 50, 75)] == pytest.approx([1, 1, 0.1, 0.01])
+
+
+def test_overrides_nested_and_errors():
+    cfg = apply_overrides(TrainConfig(), ["lr=0.5", "model_kwargs.width=0.5", "milestones=[0.5]"])
+    assert cfg.lr == 0.5 and cfg.model_kwargs == {"width": 0.5} and cfg.milestones == [0.5]
+    with pytest.raises(UserInputError, match="unknown key"):
+        apply_overrides(TrainConfig(), ["nope=1"])
+    with pytest.raises(UserInputError, match="key=value"):
+        apply_overrides(TrainConfig(), ["lr"])
+
+
+def test_checkpoint_roundtrip_restores_optimizer(tmp_path):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1)
+    for _ in range(3):
+        opt.zero_grad()
+        model(torch.randn(5, 4)).pow(2).sum().backward()
+        opt.step()
+    save_checkpoint(tmp_path, "last", model, optimizer=opt, extra={"epoch": 2, "step": 3})
+    model2 = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))
+    opt2 = torch.optim.AdamW(model2.parameters(), lr=0.1)
+    state = load_checkpoint_state(tmp_path, "last", model2, opt2)
+    assert state["epoch"] == 2
+    for a, b in zip(model.state_dict().values(), model2.state_dict().values()):
+        assert torch.equal(a, b)
+    s1, s2 = opt.state_dict(), opt2.state_dict()
+    for k in s1["state"]:
+        for name, v in s1["state"][k].items():
+            assert torch.equal(torch.as_tensor(v), torch.as_tensor(s2["state"][k][name]))
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_corrupt_weights_file_is_a_clear_error(tmp_path):
+    from hybridvision.engine.checkpoint import load_weights
+
+    bad = tmp_path / "w.safetensors"
+    bad.write_bytes(b"not a safetensors file")
+    with pytest.raises(UserInputError, match="w.safetensors"):
+        load_weights(torch.nn.Linear(2, 2), bad)
+
+
+def test_resume_equals_straight_run(tiny_amounts, tmp_path):
+    straight = train(_cfg(tiny_amounts, tmp_path / "a"))
+    assert straight["steps"] == 8
+    cfg_b = _cfg(tiny_amounts, tmp_path / "b")
+    first = train(cfg_b, stop_after=1)
+    assert first["steps"] == 4
+    assert json.loads((tmp_path / "b/checkpoints/last.json").read_text())["epoch"] == 1
+    train(cfg_b, resume=True)
+    wa = load_file(str(tmp_path / "a/checkpoints/last.safetensors"))
+    wb = load_file(str(tmp_path / "b/checkpoints/last.safetensors"))
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+    # and the run folder has what DESIGN promises
+    for rel in ("config.yaml", "metrics.jsonl", "checkpoints/best.safetensors", "eval/coco_metrics.json",
+                "predictions.json", "plots/loss.png"):
+        assert (tmp_path / "b" / rel).is_file(), rel
+
+
+def test_existing_run_folder_is_not_overwritten(tiny_amounts, tmp_path):
+    cfg = _cfg(tiny_amounts, tmp_path / "r", epochs=1, max_steps=1)
+    train(cfg)
+    with pytest.raises(UserInputError, match="--resume"):
+        train(cfg)
+
+
+def test_non_finite_loss_stops_without_saving(tiny_amounts, tmp_path):
+    cfg = _cfg(tiny_amounts, tmp_path / "nan", lr=1e30, warmup_steps=0, optimizer="sgd", epochs=1)
+    with pytest.raises(NonFiniteLossError, match="non-finite loss"):
+        train(cfg)
+    assert not (tmp_path / "nan/checkpoints/last.safetensors").exists()
+
+
+def test_ddp_two_processes_gloo(tiny_amounts, tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
+           "-m", "hybridvision", "train", "--model", "fcos_demo", "--data", "builtin:amounts",
+           "--epochs", "1", "--batch-size", "4", "--image-size", "64", "--device", "cpu",
+           "--out", str(out), f"data_root={tiny_amounts}", "data_kwargs={n_train: 32, n_val: 8, image_size: 64}",
+           "max_steps=1", "progress=false"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rec = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert rec[0]["step"] == 1 and math.isfinite(rec[0]["loss"])
+    assert (out / "checkpoints/last.safetensors").is_file()
