@@ -240,6 +240,60 @@ def demo_cmd(
     run_demo(out=out, data_root=data_root, epochs=epochs, device=device)
 
 
+# ---------------------------------------------------------------------------------------- study
+@app.command("study")
+def study_cmd(
+    name: str = typer.Argument(..., help="fcos-nonlocal | hybrid-classification"),
+    data: Optional[str] = typer.Option(None, "--data", "-d",
+                                       help="builtin:amounts | coco:ANN.json,IMAGES_DIR (detection); "
+                                       "builtin:sketches | quickdraw:DIR | tuberlin:DIR (classification)"),
+    seeds: int = typer.Option(3, "--seeds", help="seeds per row (mean ± std)"),
+    preset: str = typer.Option("quick", "--preset", help="quick (CPU minutes) | paper (the seed's recipe)"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="study folder (default runs/study-NAME-PRESET)"),
+    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="list the runs without training"),
+):
+    """Reproduce a seed experiment: train every row over seeds, print and save its tables.
+
+    Writes report.md, results.csv and results.json; a killed study resumes where it stopped.
+    """
+    from hybridvision.studies.base import run_study
+
+    result = run_study(name, preset=preset, seeds=seeds, data=data, out=out, dry_run=dry_run,
+                       device=device)
+    if dry_run:
+        for r in result["runs"]:
+            c = r["cfg"]
+            console.print(f"{r['row']:<22} seed {r['seed']}  {c.model:<24} {c.data}  {c.epochs} ep "
+                          f"@ {c.image_size}px → {c.out}")
+        console.print(f"{len(result['runs'])} runs")
+        return
+    console.print(result["report"], markup=False, highlight=False)
+    console.print(f"report: {result['out']}/report.md, results.csv, results.json")
+
+
+# -------------------------------------------------------------------------------------- explain
+@app.command("explain")
+def explain_cmd(
+    weights: Path = typer.Option(..., "--weights", "-w", help="a .safetensors checkpoint of an NL model"),
+    image: Path = typer.Option(..., "--image", "-i", help="the image"),
+    point: str = typer.Option(..., "--point", "-p", help="query pixel X,Y in image pixels"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="PNG to write"),
+    block: Optional[str] = typer.Option(None, "--block", help="module name of the block (default: first)"),
+    call: int = typer.Option(0, "--call", help="which call of a shared block (pyramid level index)"),
+    device: str = typer.Option("cpu", help="cpu | cuda"),
+):
+    """Save where a non-local block attends for one query pixel, overlaid on the image."""
+    from hybridvision.explain import explain
+
+    try:
+        x, y = (float(v) for v in point.split(","))
+    except ValueError:
+        raise UserInputError(f"--point {point}: expected X,Y in pixels, e.g. --point 64,40") from None
+    path = explain(weights, image, (x, y), out=out, block=block, call=call, device=device)
+    console.print(f"wrote {path}")
+
+
 # ----------------------------------------------------------------------------------- entry point
 def main() -> None:
     debug = "--debug" in sys.argv or os.environ.get("HYBRIDVISION_DEBUG") == "1"

@@ -1,0 +1,88 @@
+"""Where does a non-local block look? The attention map of one query pixel, over the image.
+
+``hybridvision explain --weights W --image IMG --point X,Y`` runs the model once, records the
+input of every attention block that can report its weights (``attention_map``), maps the query
+pixel (image coordinates) to the block's feature grid, and saves the map of the chosen block and
+call (a head block shared by all pyramid levels is called once per level) overlaid on the image.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hybridvision.errors import UserInputError
+
+__all__ = ["attention_maps", "explain"]
+
+
+@torch.inference_mode()
+def attention_maps(model: torch.nn.Module, batch: torch.Tensor, point_xy: tuple[float, float]
+                   ) -> list[dict[str, Any]]:
+    """One entry per (attention block, call): ``dict(name, call, map [h, w], feature_hw)``.
+
+    ``point_xy`` is in the pixels of ``batch`` (``[1, 3, H, W]``).
+    """
+    blocks = [(n, m) for n, m in model.named_modules() if callable(getattr(m, "attention_map", None))]
+    if not blocks:
+        raise UserInputError(f"{getattr(model, 'model_name', type(model).__name__)} has no attention "
+                             "block to explain; use a non-local model (e.g. nl_fcos_small)")
+    captured: list[tuple[str, torch.Tensor]] = []
+    hooks = [m.register_forward_pre_hook(lambda mod, args, n=n: captured.append((n, args[0])))
+             for n, m in blocks]
+    try:
+        model(batch)
+    finally:
+        for h in hooks:
+            h.remove()
+    modules = dict(blocks)
+    H, W = batch.shape[-2:]
+    x, y = point_xy
+    results, calls = [], {}
+    for name, feats in captured:
+        fh, fw = feats.shape[-2:]
+        qy = min(fh - 1, int(y * fh / H))
+        qx = min(fw - 1, int(x * fw / W))
+        amap = modules[name].attention_map(feats, (qy, qx))[0]  # [h', w']
+        calls[name] = calls.get(name, -1) + 1
+        results.append({"name": name, "call": calls[name], "map": amap.float().cpu(),
+                        "feature_hw": (fh, fw)})
+    return results
+
+
+def explain(weights: str | Path, image: str | Path, point: tuple[float, float], *,
+            out: str | Path | None = None, block: str | None = None, call: int = 0,
+            device: str = "cpu") -> Path:
+    """Save the attention map of ``block`` (default: the first) for the query ``point`` (x, y)."""
+    from torchvision.transforms.v2 import functional as TF
+
+    from hybridvision.api import _load_image, load_trained
+    from hybridvision.plots import plot_attention_overlay
+
+    model, info = load_trained(weights, device)
+    img = _load_image(Path(image))
+    h0, w0 = img.shape[-2:]
+    x, y = point
+    if not (0 <= x < w0 and 0 <= y < h0):
+        raise UserInputError(f"--point {x:g},{y:g} lies outside {image} ({w0}×{h0}); pass X,Y in pixels")
+    size = int(info.get("image_size") or max(h0, w0))
+    scale = size / max(h0, w0)
+    h, w = max(1, round(h0 * scale)), max(1, round(w0 * scale))
+    ph, pw = -(-h // 32) * 32, -(-w // 32) * 32
+    batch = torch.zeros(1, 3, ph, pw)
+    batch[0, :, :h, :w] = TF.resize(img, [h, w], antialias=True)
+    maps = attention_maps(model, batch.to(device), (x * scale, y * scale))
+    names = sorted({m["name"] for m in maps})
+    chosen = [m for m in maps if (block is None or m["name"] == block) and m["call"] == call]
+    if not chosen:
+        raise UserInputError(f"--block {block} --call {call}: not found; blocks: {', '.join(names)}")
+    entry = chosen[0]
+    amap = entry["map"]
+    # The map covers the padded canvas; keep the part over the image, in image proportions.
+    mh, mw = amap.shape
+    amap = amap[: max(1, round(mh * h / ph)), : max(1, round(mw * w / pw))]
+    out = Path(out or Path("runs/explain") / f"{Path(image).stem}_attn.png")
+    plot_attention_overlay(img, amap, (x, y), out)
+    return out

@@ -1,0 +1,152 @@
+"""Running a study: every row × seed trained, evaluated and costed, then one report.
+
+A study is data (:class:`Study`): its rows (a label and a registered model), presets (training
+settings), and the tables of its report. :func:`run_study` trains each (row, seed) into
+``OUT/<row>/seed<k>/`` and writes ``result.json`` there when done, so a killed study resumes:
+finished runs are read back, the run in flight continues from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from hybridvision.config import TrainConfig, atomic_write_text
+from hybridvision.engine.progress import console
+from hybridvision.errors import UserInputError
+from hybridvision.studies.report import aggregate, markdown_table, write_report
+
+__all__ = ["StudyRow", "Study", "run_study", "STUDIES", "register_study"]
+
+
+@dataclass
+class StudyRow:
+    label: str  # as in the seed's table, e.g. "NL-FCOS-cls"
+    model: str  # registered model name
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def slug(self) -> str:
+        return re.sub(r"[^A-Za-z0-9_.-]+", "_", self.label).strip("_")
+
+
+@dataclass
+class Study:
+    name: str
+    title: str
+    intro: str
+    rows: dict[str, list[StudyRow]]  # preset -> rows (quick presets use small models)
+    presets: dict[str, dict[str, Any]]  # preset -> TrainConfig fields
+    default_data: str
+    columns: list[str]
+    tables: list[tuple[str, list[str]]]  # (title, columns) of the report
+    formats: dict[str, tuple[float, int, bool]] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    measure: Callable[..., dict[str, float]] | None = None  # (model, cfg, device) -> cost metrics
+    extra_tables: Callable[..., list[tuple[str, str]]] | None = None  # (study, preset, out, device)
+
+
+STUDIES: dict[str, Study] = {}
+
+
+def register_study(study: Study) -> Study:
+    STUDIES[study.name] = study
+    return study
+
+
+def _load_studies() -> None:
+    import hybridvision.studies.fcos_nonlocal  # noqa: F401
+    import hybridvision.studies.hybrid_classification  # noqa: F401
+
+
+def get_study(name: str) -> Study:
+    _load_studies()
+    if name not in STUDIES:
+        raise UserInputError(f"unknown study {name!r}; known: {', '.join(sorted(STUDIES))}")
+    return STUDIES[name]
+
+
+def plan(study: Study, preset: str, seeds: int, data: str | None, out: Path) -> list[dict[str, Any]]:
+    if preset not in study.presets:
+        raise UserInputError(f"--preset {preset}: use one of {', '.join(study.presets)}")
+    if seeds < 1:
+        raise UserInputError("--seeds must be at least 1")
+    runs = []
+    for row in study.rows[preset]:
+        for seed in range(seeds):
+            cfg = TrainConfig.from_dict({
+                **TrainConfig().to_dict(), **study.presets[preset], "model": row.model,
+                "model_kwargs": dict(row.model_kwargs), "data": data or study.default_data,
+                "seed": seed, "out": str(out / row.slug / f"seed{seed}"), "progress": False})
+            runs.append({"row": row.label, "seed": seed, "cfg": cfg})
+    return runs
+
+
+def run_study(name: str, *, preset: str = "quick", seeds: int = 3, data: str | None = None,
+              out: str | Path | None = None, dry_run: bool = False, device: str = "auto",
+              data_root: str | None = None) -> dict[str, Any]:
+    """Train, evaluate and cost every (row, seed) of study ``name``; write the report.
+
+    Returns ``{"out", "summary", "runs", "report"}`` (``report`` is the Markdown text).
+    """
+    from hybridvision.engine.trainer import resolve_device, train
+
+    study = get_study(name)
+    out = Path(out or f"runs/study-{name}-{preset}")
+    runs = plan(study, preset, seeds, data, out)
+    if dry_run:
+        return {"out": str(out), "runs": runs, "summary": [], "report": ""}
+    dev = resolve_device(device)
+    records: list[dict[str, Any]] = []
+    t0 = time.time()
+    for k, run in enumerate(runs, 1):
+        cfg: TrainConfig = run["cfg"]
+        cfg.device = str(dev)
+        if data_root:
+            cfg.data_root = data_root
+        run_dir = Path(cfg.out)
+        result_file = run_dir / "result.json"
+        if result_file.is_file():
+            records.append(json.loads(result_file.read_text()))
+            console.print(f"[{k}/{len(runs)}] {run['row']} seed {run['seed']}: done earlier")
+            continue
+        console.print(f"[{k}/{len(runs)}] {run['row']} ({cfg.model}) seed {run['seed']} "
+                      f"· {time.time() - t0:.0f} s elapsed")
+        resume = (run_dir / "checkpoints" / "last.json").is_file()
+        summary = train(cfg, resume=resume, exist_ok=True)
+        evaluation = summary["evaluation"] or json.loads(
+            (run_dir / "checkpoints" / "last.json").read_text()).get("metrics", {})
+        metrics = dict(evaluation.get("metrics", evaluation))
+        metrics["train_s"] = summary["seconds"]
+        if study.measure is not None:
+            from hybridvision.api import load_trained
+
+            weights = run_dir / "checkpoints" / "last.safetensors"
+            model, _ = load_trained(weights, dev)
+            metrics.update(study.measure(model, cfg, dev))
+        record = {"row": run["row"], "seed": run["seed"], "model": cfg.model, "metrics": metrics}
+        atomic_write_text(result_file, json.dumps(record, indent=1))
+        records.append(record)
+    rows = [r.label for r in study.rows[preset]]
+    lines = aggregate(records, rows, study.columns)
+    tables = [(title, markdown_table(lines, cols, formats=study.formats, labels=study.labels))
+              for title, cols in study.tables]
+    if study.extra_tables is not None:
+        tables = study.extra_tables(study, preset, out, dev) + tables
+    n_seeds = sorted({r["seed"] for r in records})
+    intro = (f"{study.intro}\n\nPreset `{preset}`, data `{runs[0]['cfg'].data}`, seeds {n_seeds} "
+             f"(mean ± sample std over seeds), device `{dev}`, torch {torch.__version__}, "
+             f"{torch.get_num_threads()} threads. Command: `hybridvision study {name} --preset {preset} "
+             f"--seeds {seeds}" + (f" --data {data}" if data else "") + "`.")
+    meta = {"study": name, "preset": preset, "seeds": n_seeds, "data": runs[0]["cfg"].data,
+            "device": str(dev), "torch": torch.__version__, "seconds": time.time() - t0}
+    write_report(out, title=study.title, intro=intro, tables=tables, lines=lines,
+                 columns=study.columns, records=records, meta=meta)
+    report = (out / "report.md").read_text()
+    return {"out": str(out), "summary": lines, "runs": records, "report": report}

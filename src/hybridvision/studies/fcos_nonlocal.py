@@ -1,0 +1,105 @@
+"""Study ``fcos-nonlocal``: does a non-local block help FCOS? (seed 000, Tables 4.1–4.3).
+
+Rows as in the seed: FCOS, NL-FCOS-cls (block at the start of the classification branch),
+NL-FCOS-reg (regression branch), NL-FCOS (both), NL-FCOS-PANet (both + PANet bottom-up neck) and
+NL-FCOS-101 (both, deeper backbone). Columns: the 12 COCO numbers (Table 4.2) and the costs of
+Table 4.3 — inference ms/image (median), peak memory in inference and in one training step,
+parameters and GFLOPs (``torch.utils.flop_counter``). The seed reports one run; here every number
+is a mean ± std over seeds.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from hybridvision.config import TrainConfig
+from hybridvision.studies.base import Study, StudyRow, register_study
+
+COCO_COLUMNS = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
+COST_COLUMNS = ["infer_ms", "infer_mem_mb", "train_mem_mb", "params_m", "gflops", "train_s"]
+
+
+def measure_detector(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> dict[str, Any]:
+    """Costs of a detector at the study's input size: latency, memory, parameters, FLOPs."""
+    from hybridvision.evaluation.benchmark import (count_flops, count_params, measure_latency,
+                                                   measure_peak_memory)
+
+    s = -(-cfg.image_size // 32) * 32
+    model = model.to(device).eval()
+    x = torch.rand(1, 3, s, s, device=device)
+
+    def infer():
+        with torch.inference_mode():
+            model.decode(model(x), [(s, s)])
+
+    with torch.inference_mode():
+        flops = count_flops(model, (x,))
+    lat = measure_latency(infer, warmup=2, runs=7, device=device)
+    infer_mem = measure_peak_memory(infer, device)
+
+    # One training step's peak memory at the study's batch size (the seed's NL pain point).
+    b = cfg.batch_size
+    xb = torch.rand(b, 3, s, s, device=device)
+    box = torch.tensor([[s * 0.2, s * 0.2, s * 0.6, s * 0.7]], device=device)
+    targets = [{"boxes": box, "labels": torch.zeros(1, dtype=torch.int64, device=device)}] * b
+    model.train()
+
+    def train_step():
+        loss = model.loss(model(xb), targets)["loss"]
+        loss.backward()
+
+    train_mem = measure_peak_memory(train_step, device)
+    model.zero_grad(set_to_none=True)
+    model.eval()
+    return {"infer_ms": lat["median_ms"], "infer_mem_mb": infer_mem / 2**20,
+            "train_mem_mb": train_mem / 2**20, "params_m": count_params(model) / 1e6,
+            "gflops": flops / 1e9}
+
+
+QUICK_ROWS = [
+    StudyRow("FCOS", "fcos_small"),
+    StudyRow("NL-FCOS-cls", "nl_fcos_small_cls"),
+    StudyRow("NL-FCOS-reg", "nl_fcos_small_reg"),
+    StudyRow("NL-FCOS", "nl_fcos_small"),
+    StudyRow("NL-FCOS-PANet", "nl_fcos_small_panet"),
+    StudyRow("NL-FCOS-deep", "nl_fcos_small_deep"),
+]
+PAPER_ROWS = [
+    StudyRow("FCOS", "fcos_r50_fpn"),
+    StudyRow("NL-FCOS-cls", "nl_fcos_r50_fpn_cls"),
+    StudyRow("NL-FCOS-reg", "nl_fcos_r50_fpn_reg"),
+    StudyRow("NL-FCOS", "nl_fcos_r50_fpn"),
+    StudyRow("NL-FCOS-PANet", "nl_fcos_r50_panet"),
+    StudyRow("NL-FCOS-101", "nl_fcos_r101_fpn"),
+]
+
+STUDY = register_study(Study(
+    name="fcos-nonlocal",
+    title="Non-local blocks in FCOS (seed 000, Tables 4.1–4.3)",
+    intro=("Each row trains from scratch and is evaluated with the 12 COCO numbers (percent). "
+           "Costs: inference ms/image (median of 7 after warm-up, batch 1, forward + decode), peak "
+           "memory of inference (batch 1) and of one training step (study batch), parameters (M), "
+           "GFLOPs of one forward pass, training wall time (s)."),
+    rows={"quick": QUICK_ROWS, "paper": PAPER_ROWS},
+    presets={
+        # 2 CPU cores, ~45 minutes for 6 rows × 3 seeds on the built-in amounts data.
+        "quick": dict(image_size=128, epochs=3, batch_size=16, optimizer="adamw", lr=2e-3,
+                      weight_decay=1e-4, warmup_steps=50, grad_clip=10.0, eval_every=0),
+        # The seed's FCOS recipe (1x-like schedule; run on GPUs with a real dataset).
+        "paper": dict(image_size=800, epochs=12, batch_size=16, optimizer="sgd", lr=0.01,
+                      weight_decay=1e-4, warmup_steps=500, schedule="step", milestones=[0.67, 0.89],
+                      grad_clip=0.0, eval_every=1),
+    },
+    default_data="builtin:amounts",
+    columns=COCO_COLUMNS + COST_COLUMNS,
+    tables=[("COCO metrics (Tables 4.1/4.2 shape, percent)", COCO_COLUMNS),
+            ("Cost (Table 4.3 shape)", COST_COLUMNS)],
+    formats={"infer_ms": (1.0, 1, True), "infer_mem_mb": (1.0, 1, False),
+             "train_mem_mb": (1.0, 0, False), "params_m": (1.0, 2, False), "gflops": (1.0, 2, False),
+             "train_s": (1.0, 0, True)},
+    labels={"infer_ms": "ms/img", "infer_mem_mb": "infer MiB", "train_mem_mb": "train-step MiB",
+            "params_m": "params (M)", "gflops": "GFLOPs", "train_s": "train s"},
+    measure=measure_detector,
+))

@@ -1,0 +1,133 @@
+"""Study ``hybrid-classification``: convolution vs attention vs hybrids on sketches (seed 001).
+
+Two tables, as in the seed:
+
+- Table 3.1 — cost: parameters and MACs of each model at 250 classes and 224² (full width, as
+  published), and training / inference time relative to ResNet26 measured in the same run.
+- Table 4.1 — accuracy: top-1 / top-5 after training each model on the chosen sketch data, mean ±
+  std over seeds (the quick preset trains narrow models on small images; the paper preset uses
+  the seed's recipe: SGD 0.1, cosine, label smoothing 0.1, 224², batch 64).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from hybridvision.config import atomic_write_text
+from hybridvision.engine.progress import console
+from hybridvision.studies.base import Study, StudyRow, register_study
+
+# (label as in the seed's tables, registered name)
+MODELS = [
+    ("ResNet26", "resnet26"), ("ResNet26 (nl)", "resnet26_nl"),
+    ("SAN10 pairwise", "san10_pair"), ("SAN10 pairwise (nl)", "san10_pair_nl"),
+    ("SAN10 patchwise", "san10_patch"), ("SAN10 patchwise (nl)", "san10_patch_nl"),
+    ("HIB pair 2-2", "hib_pair_2_2"), ("HIB pair 2-2 (nl)", "hib_pair_2_2_nl"),
+    ("HIB patch 2-2", "hib_patch_2_2"), ("HIB patch 2-2 (nl)", "hib_patch_2_2_nl"),
+    ("HIB pair 3-1", "hib_pair_3_1"), ("HIB pair 3-1 (nl)", "hib_pair_3_1_nl"),
+    ("HIB patch 3-1", "hib_patch_3_1"), ("HIB patch 3-1 (nl)", "hib_patch_3_1_nl"),
+    ("Pure NL", "pure_nl"), ("HIB NL 2-2", "hib_nl_2_2"), ("HIB NL 3-1", "hib_nl_3_1"),
+]
+
+# Timing settings of Table 3.1 per preset: (batch, image size, runs).
+TIMING = {"quick": (8, 112, 3), "paper": (64, 224, 5)}
+
+
+def _time_model(name: str, batch: int, size: int, runs: int, device: torch.device) -> dict[str, float]:
+    from hybridvision.evaluation.benchmark import measure_latency
+    from hybridvision.registry import create_model
+
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=250).to(device)
+    x = torch.randn(batch, 3, size, size, device=device)
+    y = torch.randint(0, 250, (batch,), device=device)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+
+    def train_step():
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    def infer():
+        with torch.inference_mode():
+            model(x)
+
+    model.train()
+    t = measure_latency(train_step, warmup=1, runs=runs, device=device)["median_ms"]
+    model.eval()
+    i = measure_latency(infer, warmup=1, runs=runs, device=device)["median_ms"]
+    return {"train_ms": t, "infer_ms": i}
+
+
+def _complexity(name: str) -> dict[str, float]:
+    from hybridvision.evaluation.benchmark import count_params
+    from hybridvision.registry import create_model
+
+    model = create_model(name, num_classes=250)
+    out = {"params_m": count_params(model) / 1e6}
+    macs = getattr(model, "count_macs", None)
+    if callable(macs):
+        out["gmacs"] = macs(224) / 1e9
+    else:
+        from hybridvision.evaluation.benchmark import count_flops
+
+        with torch.inference_mode():
+            out["gmacs"] = count_flops(model.eval(), (torch.zeros(1, 3, 224, 224),)) / 2e9
+    return out
+
+
+def cost_table(study: Study, preset: str, out: Path, device: torch.device) -> list[tuple[str, str]]:
+    """Table 3.1: params, MACs (250 classes, 224²) and times relative to ResNet26, one run."""
+    cache = out / "table_3_1.json"
+    rows: dict[str, Any] = json.loads(cache.read_text()) if cache.is_file() else {}
+    batch, size, runs = TIMING[preset]
+    for label, name in MODELS:
+        if label in rows:
+            continue
+        console.print(f"Table 3.1: {label} (timing at batch {batch}, {size}²)")
+        rows[label] = {**_complexity(name), **_time_model(name, batch, size, runs, device)}
+        atomic_write_text(cache, json.dumps(rows, indent=1))
+    ref = rows["ResNet26"]
+    text = ("| model | params (M) | GMACs | rel. train | rel. infer | train ms | infer ms |\n"
+            "|---|---|---|---|---|---|---|\n")
+    for label, _ in MODELS:
+        r = rows[label]
+        text += (f"| {label} | {r['params_m']:.2f} | {r['gmacs']:.2f} | "
+                 f"{r['train_ms'] / ref['train_ms']:.2f} | {r['infer_ms'] / ref['infer_ms']:.2f} | "
+                 f"{r['train_ms']:.0f} | {r['infer_ms']:.0f} |\n")
+    note = (f"Parameters and MACs at 250 classes, 224², full width. Times: median of {runs} runs after "
+            f"warm-up, batch {batch} at {size}², on `{device}` (the seed: batch 64, 224², TITAN X).\n\n")
+    return [("Table 3.1 — complexity and relative time", note + text)]
+
+
+def _rows(kwargs: dict[str, Any]) -> list[StudyRow]:
+    return [StudyRow(label, name, dict(kwargs)) for label, name in MODELS]
+
+
+STUDY = register_study(Study(
+    name="hybrid-classification",
+    title="Hybrid convolution/attention models on sketches (seed 001, Tables 3.1 and 4.1)",
+    intro=("Accuracy: each model trained from scratch with SGD (momentum 0.9), cosine schedule, "
+           "label smoothing 0.1; top-1 / top-5 in percent on the held-out split."),
+    rows={"quick": _rows({"width": 0.25, "in_chans": 1}), "paper": _rows({"in_chans": 1})},
+    presets={
+        "quick": dict(image_size=64, epochs=4, batch_size=32, optimizer="sgd", lr=0.1,
+                      weight_decay=1e-4, warmup_steps=20, schedule="cosine", eval_every=0,
+                      label_smoothing=0.1, data_kwargs={"per_class": 120}),
+        "paper": dict(image_size=224, epochs=100, batch_size=64, optimizer="sgd", lr=0.1,
+                      weight_decay=1e-4, warmup_steps=0, schedule="cosine", eval_every=5,
+                      label_smoothing=0.1),
+    },
+    default_data="builtin:sketches",
+    columns=["top1", "top5", "train_s"],
+    tables=[("Table 4.1 — accuracy (percent)", ["top1", "top5", "train_s"])],
+    formats={"train_s": (1.0, 0, True)},
+    labels={"train_s": "train s"},
+    extra_tables=cost_table,
+))
