@@ -162,7 +162,7 @@ class ClassificationTask:
         from hybridvision.data.classification_transforms import build_classification_transforms
         from hybridvision.data.sketches import build_sketch_dataset
 
-        in_chans = int(cfg.model_kwargs.get("in_chans", 1))
+        in_chans = int(cfg.model_kwargs.get("in_chans", 3))
         t_train = build_classification_transforms(True, cfg.image_size, sketch=True, in_chans=in_chans,
                                                   **cfg.augment)
         t_val = build_classification_transforms(False, cfg.image_size, sketch=True, in_chans=in_chans)
