@@ -295,6 +295,15 @@ def explain_cmd(
 
 
 # ----------------------------------------------------------------------------------- entry point
+def _one_line(e: UserInputError) -> str:
+    """The first problem of an error, on one line; a count points to `data check` for the rest."""
+    if e.findings:
+        more = len(e.findings) - 1
+        tail = f" (+{more} more problem{'s' if more > 1 else ''}; `hybridvision data check` lists all)" if more else ""
+        return e.findings[0] + tail
+    return " ".join(str(e).split("\n")[0:1]) if "\n" in str(e) else str(e)
+
+
 def main() -> None:
     debug = "--debug" in sys.argv or os.environ.get("HYBRIDVISION_DEBUG") == "1"
     if "--debug" in sys.argv:
@@ -304,7 +313,7 @@ def main() -> None:
     except UserInputError as e:
         if debug:
             raise
-        err_console.print(f"error: {e}", soft_wrap=True, highlight=False, markup=False)
+        err_console.print(f"error: {_one_line(e)}", soft_wrap=True, highlight=False, markup=False)
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("interrupted; a training run continues with `hybridvision train --out RUN --resume`")

@@ -87,14 +87,13 @@ class DetectionTask:
 
     def build_data(self, cfg: TrainConfig) -> DataBundle:
         from hybridvision.data.coco import CocoDetection, collate_detection
-        from hybridvision.data.transforms import build_detection_transforms
+        from hybridvision.data.transforms import build_preset_transforms
 
         paths = resolve_detection_data(cfg.data, cfg.data_root, **cfg.data_kwargs)
-        aug = dict(cfg.augment)
-        if cfg.data == "builtin:amounts":
-            aug.setdefault("hflip", 0.0)  # a mirrored digit is not a digit
-        t_train = build_detection_transforms(True, cfg.image_size, **aug)
-        t_val = build_detection_transforms(False, cfg.image_size)
+        # amounts: no flip (a mirrored digit is not a digit), milder scale jitter; else the COCO recipe.
+        preset = "amounts" if cfg.data == "builtin:amounts" else "coco"
+        t_train = build_preset_transforms(preset, True, cfg.image_size, **cfg.augment)
+        t_val = build_preset_transforms(preset, False, cfg.image_size)
         train_full = CocoDetection(paths["train_ann"], paths["train_images"], t_train)
         if paths["val_ann"] is not None:
             val = CocoDetection(paths["val_ann"], paths["val_images"], t_val)
@@ -104,7 +103,7 @@ class DetectionTask:
         else:
             # Hold out a seeded 20 % of the images; GT for evaluation is the filtered annotation file.
             val_full = CocoDetection(paths["train_ann"], paths["train_images"], t_val, validate=False)
-            all_ids = [int(i) for i in train_full.image_ids]
+            all_ids = [int(i) for i in train_full.ids]
             train_ids, val_ids = _split_ids(all_ids, cfg.seed)
             index = {iid: k for k, iid in enumerate(all_ids)}
             train = Subset(train_full, [index[i] for i in train_ids])
@@ -145,7 +144,7 @@ def _dataset_image_ids(ds: Dataset) -> list[int]:
     if isinstance(ds, Subset):
         inner = _dataset_image_ids(ds.dataset)
         return [inner[i] for i in ds.indices]
-    return [int(i) for i in ds.image_ids]
+    return [int(i) for i in ds.ids]
 
 
 # ------------------------------------------------------------------------------ classification
