@@ -244,6 +244,9 @@ def demo_cmd(
 @app.command("study")
 def study_cmd(
     name: str = typer.Argument(..., help="fcos-nonlocal | hybrid-classification"),
+    overrides: Optional[list[str]] = typer.Argument(None, help="training settings for every run as "
+                                                    "key=value, e.g. epochs=1"),
+    rows: Optional[str] = typer.Option(None, "--rows", help="comma-separated row labels to run (default all)"),
     data: Optional[str] = typer.Option(None, "--data", "-d",
                                        help="builtin:amounts | coco:ANN.json,IMAGES_DIR (detection); "
                                        "builtin:sketches | quickdraw:DIR | tuberlin:DIR (classification)"),
@@ -260,7 +263,8 @@ def study_cmd(
     from hybridvision.studies.base import run_study
 
     result = run_study(name, preset=preset, seeds=seeds, data=data, out=out, dry_run=dry_run,
-                       device=device)
+                       device=device, overrides=overrides or [],
+                       rows=[r.strip() for r in rows.split(",")] if rows else None)
     if dry_run:
         for r in result["runs"]:
             c = r["cfg"]

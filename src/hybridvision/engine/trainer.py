@@ -254,7 +254,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, weights: str | None = None,
                     rec = {"epoch": epoch + 1, "step": step, "lr": lr,
                            **{k: v / n for k, v in running.items()}}
                     _append_jsonl(metrics_path, rec)
-                progress.update(bar, advance=1, info=f"loss {float(loss):.3f} lr {lr:.2g}")
+                progress.update(bar, advance=1, info=f"loss {float(loss.detach()):.3f} lr {lr:.2g}")
 
             epoch_done = epoch + 1
             do_eval = (cfg.eval_every and epoch_done % cfg.eval_every == 0) or epoch_done == cfg.epochs \

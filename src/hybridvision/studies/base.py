@@ -72,26 +72,42 @@ def get_study(name: str) -> Study:
     return STUDIES[name]
 
 
-def plan(study: Study, preset: str, seeds: int, data: str | None, out: Path) -> list[dict[str, Any]]:
+def plan(study: Study, preset: str, seeds: int, data: str | None, out: Path,
+         overrides: list[str] | None = None, rows: list[str] | None = None) -> list[dict[str, Any]]:
+    from hybridvision.config import apply_overrides
+
     if preset not in study.presets:
         raise UserInputError(f"--preset {preset}: use one of {', '.join(study.presets)}")
     if seeds < 1:
         raise UserInputError("--seeds must be at least 1")
+    selected = study.rows[preset]
+    if rows:
+        known = {r.label for r in selected}
+        bad = [r for r in rows if r not in known]
+        if bad:
+            raise UserInputError(f"--rows {','.join(bad)}: not a row of {study.name}; rows: "
+                                 f"{', '.join(r.label for r in selected)}")
+        selected = [r for r in selected if r.label in rows]
     runs = []
-    for row in study.rows[preset]:
+    for row in selected:
         for seed in range(seeds):
             cfg = TrainConfig.from_dict({
                 **TrainConfig().to_dict(), **study.presets[preset], "model": row.model,
                 "model_kwargs": dict(row.model_kwargs), "data": data or study.default_data,
                 "seed": seed, "out": str(out / row.slug / f"seed{seed}"), "progress": False})
+            cfg = apply_overrides(cfg, overrides or [])
             runs.append({"row": row.label, "seed": seed, "cfg": cfg})
     return runs
 
 
 def run_study(name: str, *, preset: str = "quick", seeds: int = 3, data: str | None = None,
               out: str | Path | None = None, dry_run: bool = False, device: str = "auto",
-              data_root: str | None = None) -> dict[str, Any]:
+              data_root: str | None = None, overrides: list[str] | None = None,
+              rows: list[str] | None = None) -> dict[str, Any]:
     """Train, evaluate and cost every (row, seed) of study ``name``; write the report.
+
+    ``overrides`` (``key=value``) change the preset's training settings for every run; ``rows``
+    restricts the study to some of its rows (labels as in the report).
 
     Returns ``{"out", "summary", "runs", "report"}`` (``report`` is the Markdown text).
     """
@@ -99,7 +115,7 @@ def run_study(name: str, *, preset: str = "quick", seeds: int = 3, data: str | N
 
     study = get_study(name)
     out = Path(out or f"runs/study-{name}-{preset}")
-    runs = plan(study, preset, seeds, data, out)
+    runs = plan(study, preset, seeds, data, out, overrides, rows)
     if dry_run:
         return {"out": str(out), "runs": runs, "summary": [], "report": ""}
     dev = resolve_device(device)
@@ -133,8 +149,8 @@ def run_study(name: str, *, preset: str = "quick", seeds: int = 3, data: str | N
         record = {"row": run["row"], "seed": run["seed"], "model": cfg.model, "metrics": metrics}
         atomic_write_text(result_file, json.dumps(record, indent=1))
         records.append(record)
-    rows = [r.label for r in study.rows[preset]]
-    lines = aggregate(records, rows, study.columns)
+    row_labels = list(dict.fromkeys(r["row"] for r in runs))
+    lines = aggregate(records, row_labels, study.columns)
     tables = [(title, markdown_table(lines, cols, formats=study.formats, labels=study.labels))
               for title, cols in study.tables]
     if study.extra_tables is not None:
@@ -143,7 +159,8 @@ def run_study(name: str, *, preset: str = "quick", seeds: int = 3, data: str | N
     intro = (f"{study.intro}\n\nPreset `{preset}`, data `{runs[0]['cfg'].data}`, seeds {n_seeds} "
              f"(mean ± sample std over seeds), device `{dev}`, torch {torch.__version__}, "
              f"{torch.get_num_threads()} threads. Command: `hybridvision study {name} --preset {preset} "
-             f"--seeds {seeds}" + (f" --data {data}" if data else "") + "`.")
+             f"--seeds {seeds}" + (f" --data {data}" if data else "")
+             + "".join(f" {o}" for o in overrides or []) + "`.")
     meta = {"study": name, "preset": preset, "seeds": n_seeds, "data": runs[0]["cfg"].data,
             "device": str(dev), "torch": torch.__version__, "seconds": time.time() - t0}
     write_report(out, title=study.title, intro=intro, tables=tables, lines=lines,
