@@ -31,6 +31,7 @@ DEMO_CONFIG = TrainConfig(
     warmup_steps=100,
     grad_clip=10.0,
     eval_every=0,
+    workers=1,  # one loader process decodes and augments while the main process trains
     out="runs/demo",
 )
 
