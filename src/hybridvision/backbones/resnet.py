@@ -1,0 +1,254 @@
+"""ResNet-18/26/34/50/101 backbones, trained from scratch, with interleaved attention blocks.
+
+He et al., "Deep Residual Learning for Image Recognition", CVPR 2016 (v1.5 bottleneck: stride on
+the 3×3), and the pre-activation form of He et al., "Identity Mappings in Deep Residual Networks",
+ECCV 2016. The module layout and parameter names follow torchvision's ``resnet*`` (``conv1``,
+``bn1``, ``layer1..4``), so parameter counts match it exactly at ``width=1``.
+
+Feature indices follow timm's ``features_only`` convention:
+
+====== ========= ====== ==================
+index  module    stride name in papers
+====== ========= ====== ==================
+0      stem      2      (after conv1-bn-relu)
+1      layer1    4      C2
+2      layer2    8      C3
+3      layer3    16     C4
+4      layer4    32     C5
+====== ========= ====== ==================
+
+Attention (e.g. the non-local block of Wang et al., CVPR 2018) is inserted *after* given blocks,
+interleaved like timm's ``byobnet``: ``attn_at=[(3, 1), (3, 3)]`` puts one block after blocks 1
+and 3 of ``layer3``. Inside a stage, the attention modules are named ``attn{i}`` (after block
+``i``) so block parameter names stay torchvision's.
+
+Symbols: B batch, C channels, H×W input size.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any, Sequence
+
+import torch
+import torch.nn as nn
+
+from hybridvision.errors import UserInputError
+from hybridvision.layers.blocks import BasicBlock, Bottleneck, NormLayer
+from hybridvision.layers.registry import create_attn
+
+__all__ = ["ResNet", "resnet18", "resnet26", "resnet34", "resnet50", "resnet101", "RESNET_DEPTHS"]
+
+# depth -> (block type, blocks per stage)
+RESNET_DEPTHS: dict[int, tuple[type[nn.Module], tuple[int, int, int, int]]] = {
+    18: (BasicBlock, (2, 2, 2, 2)),
+    26: (Bottleneck, (1, 2, 4, 1)),
+    34: (BasicBlock, (3, 4, 6, 3)),
+    50: (Bottleneck, (3, 4, 6, 3)),
+    101: (Bottleneck, (3, 4, 23, 3)),
+}
+
+_STAGE_BASE_WIDTHS = (64, 128, 256, 512)  # inner widths; output = inner × block expansion
+
+
+def _scaled(channels: int, width: float) -> int:
+    return max(1, int(round(channels * width)))
+
+
+class ResNet(nn.Module):
+    """ResNet backbone (or classifier when ``num_classes > 0``).
+
+    Args:
+        block: :class:`BasicBlock` or :class:`Bottleneck`.
+        layers: blocks per stage, e.g. ``(3, 4, 6, 3)`` for ResNet-50.
+        width: multiplier on every channel count (stem and stages); ``0.25`` gives a tiny CPU
+            model (ResNet-18: 16/32/64/128 channels).
+        in_chans: input channels.
+        out_indices: which features ``forward`` returns (0 = stem, 1..4 = ``layer1..4``).
+        preact: pre-activation blocks; the stem then has no norm-ReLU and a norm-ReLU follows the
+            last stage (as in He et al. 2016b / thesis B).
+        norm_layer: norm constructor ``f(channels)`` used everywhere.
+        attn: name of an attention block in ``hybridvision.layers`` (``create_attn``), or None.
+        attn_at: ``(stage, block)`` positions, stage in 1..4, block a (possibly negative) index
+            into that stage; the attention block is inserted right after it.
+        attn_kwargs: keyword arguments for ``create_attn``.
+        num_classes: > 0 adds global average pooling and a linear classifier; ``forward`` then
+            returns logits instead of the feature list.
+        zero_init_last: start every residual branch at zero (Goyal et al. 2017).
+
+    Outputs: ``forward(x)`` with ``num_classes == 0`` returns ``list[Tensor]``, one
+    ``[B, feature_info[i]["channels"], H / stride, W / stride]`` per entry of ``out_indices``.
+    """
+
+    def __init__(
+        self,
+        block: type[BasicBlock] | type[Bottleneck],
+        layers: Sequence[int],
+        *,
+        width: float = 1.0,
+        in_chans: int = 3,
+        out_indices: Sequence[int] = (2, 3, 4),
+        preact: bool = False,
+        norm_layer: NormLayer = nn.BatchNorm2d,
+        attn: str | None = None,
+        attn_at: Sequence[tuple[int, int]] = (),
+        attn_kwargs: dict[str, Any] | None = None,
+        num_classes: int = 0,
+        zero_init_last: bool = False,
+    ) -> None:
+        super().__init__()
+        if len(layers) != 4:
+            raise UserInputError(f"ResNet needs 4 stage depths, got layers={tuple(layers)}")
+        out_indices = tuple(int(i) for i in out_indices)
+        if not out_indices or any(i < 0 or i > 4 for i in out_indices):
+            raise UserInputError(
+                f"ResNet out_indices={out_indices} must be in 0..4 (0 = stem, 1..4 = layer1..4)"
+            )
+        if attn is None and attn_at:
+            raise UserInputError(f"ResNet attn_at={tuple(attn_at)} given without attn=<block name>")
+        self.out_indices = out_indices
+        self.preact = preact
+        self.num_classes = num_classes
+
+        stem_width = _scaled(64, width)
+        self.conv1 = nn.Conv2d(in_chans, stem_width, 7, stride=2, padding=3, bias=False)
+        # Pre-activation nets normalise at the start of each block instead (thesis B's layout).
+        self.bn1: nn.Module = nn.Identity() if preact else norm_layer(stem_width)
+        self.relu: nn.Module = nn.Identity() if preact else nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+
+        attn_by_stage = self._parse_attn_at(attn_at, layers)
+        attn_kwargs = dict(attn_kwargs or {})
+        info = [dict(channels=stem_width, stride=2)]
+        in_ch, stride = stem_width, 4
+        for s, (n_blocks, base) in enumerate(zip(layers, _STAGE_BASE_WIDTHS), start=1):
+            out_ch = _scaled(base, width) * block.expansion
+            first_stride = 1 if s == 1 else 2  # layer1 follows the max-pool: no extra stride
+            stride *= first_stride
+            mods: OrderedDict[str, nn.Module] = OrderedDict()
+            for b in range(n_blocks):
+                mods[str(b)] = block(
+                    in_ch if b == 0 else out_ch,
+                    out_ch,
+                    first_stride if b == 0 else 1,
+                    preact=preact,
+                    norm_layer=norm_layer,
+                )
+                if b in attn_by_stage.get(s, ()):
+                    mods[f"attn{b}"] = create_attn(attn, out_ch, **attn_kwargs)  # type: ignore[arg-type]
+            self.add_module(f"layer{s}", nn.Sequential(mods))
+            info.append(dict(channels=out_ch, stride=stride))
+            in_ch = out_ch
+        self.num_features = in_ch
+        # Pre-activation: the last block's output is un-normalised, so normalise before use.
+        self.final_act: nn.Module = (
+            nn.Sequential(norm_layer(in_ch), nn.ReLU(inplace=True)) if preact else nn.Identity()
+        )
+        self.feature_info: list[dict[str, int]] = [info[i] for i in out_indices]
+
+        if num_classes > 0:
+            self.global_pool = nn.AdaptiveAvgPool2d(1)
+            self.fc = nn.Linear(in_ch, num_classes)
+        self._init_weights(zero_init_last)
+
+    @staticmethod
+    def _parse_attn_at(
+        attn_at: Sequence[tuple[int, int]], layers: Sequence[int]
+    ) -> dict[int, set[int]]:
+        out: dict[int, set[int]] = {}
+        for pos in attn_at:
+            try:
+                stage, idx = (int(v) for v in pos)
+            except (TypeError, ValueError):
+                raise UserInputError(
+                    f"ResNet attn_at entry {pos!r} must be a (stage, block) pair, e.g. (3, 1)"
+                ) from None
+            if not 1 <= stage <= 4:
+                raise UserInputError(f"ResNet attn_at stage {stage} must be in 1..4 (layer1..4)")
+            n = layers[stage - 1]
+            if not -n <= idx < n:
+                raise UserInputError(
+                    f"ResNet attn_at block {idx} is out of range for stage {stage} ({n} blocks)"
+                )
+            out.setdefault(stage, set()).add(idx % n)
+        return out
+
+    def _init_weights(self, zero_init_last: bool) -> None:
+        # torchvision's init, applied before attention blocks keep their own (they are created
+        # with their init already done, so only touch plain convs/norms of the ResNet itself).
+        for name, m in self.named_modules():
+            if ".attn" in name or name.startswith("attn"):
+                continue
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)) and m.affine:
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        if zero_init_last:
+            for m in self.modules():
+                if isinstance(m, (BasicBlock, Bottleneck)):
+                    m.zero_init_last()
+
+    def stem(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.bn1(self.conv1(x)))  # [B, C0, H/2, W/2]
+
+    def forward_pyramid(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Feature maps at ``out_indices``: ``list[[B, C_i, H / s_i, W / s_i]]``."""
+        feats: list[torch.Tensor] = []
+        x = self.stem(x)
+        if 0 in self.out_indices:
+            feats.append(x)
+        last = max(self.out_indices)
+        x = self.maxpool(x)
+        for s in range(1, last + 1):
+            x = getattr(self, f"layer{s}")(x)
+            if s == 4:
+                x = self.final_act(x)
+            if s in self.out_indices:
+                feats.append(x)
+        return feats
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Last stage map ``[B, num_features, H/32, W/32]`` (timm's ``forward_features``)."""
+        x = self.maxpool(self.stem(x))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.final_act(x)
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled logits ``[B, num_classes]`` from a ``forward_features`` map."""
+        return self.fc(torch.flatten(self.global_pool(x), 1))
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor] | torch.Tensor:
+        if self.num_classes > 0:
+            return self.forward_head(self.forward_features(x))
+        return self.forward_pyramid(x)
+
+
+def _resnet(depth: int, **kwargs: Any) -> ResNet:
+    block, layers = RESNET_DEPTHS[depth]
+    return ResNet(block, layers, **kwargs)  # type: ignore[arg-type]
+
+
+def resnet18(**kwargs: Any) -> ResNet:
+    """ResNet-18 (basic blocks [2, 2, 2, 2]); keyword arguments go to :class:`ResNet`."""
+    return _resnet(18, **kwargs)
+
+
+def resnet26(**kwargs: Any) -> ResNet:
+    """ResNet-26 (bottlenecks [1, 2, 4, 1], thesis B); keyword arguments go to :class:`ResNet`."""
+    return _resnet(26, **kwargs)
+
+
+def resnet34(**kwargs: Any) -> ResNet:
+    """ResNet-34 (basic blocks [3, 4, 6, 3]); keyword arguments go to :class:`ResNet`."""
+    return _resnet(34, **kwargs)
+
+
+def resnet50(**kwargs: Any) -> ResNet:
+    """ResNet-50 (bottlenecks [3, 4, 6, 3]); keyword arguments go to :class:`ResNet`."""
+    return _resnet(50, **kwargs)
+
+
+def resnet101(**kwargs: Any) -> ResNet:
+    """ResNet-101 (bottlenecks [3, 4, 23, 3]); keyword arguments go to :class:`ResNet`."""
+    return _resnet(101, **kwargs)
