@@ -16,13 +16,15 @@ from typing import Callable
 
 import torch.nn as nn
 
+from hybridvision.errors import UserInputError
+
 __all__ = ["register_model", "create_model", "list_models", "model_builder", "UnknownModelError"]
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 _TASKS: dict[str, str] = {}
 
 
-class UnknownModelError(KeyError):
+class UnknownModelError(UserInputError, KeyError):
     """Raised for a model name that is not registered; the message lists close matches."""
 
     def __str__(self) -> str:  # KeyError quotes its message; we want it plain

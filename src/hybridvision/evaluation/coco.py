@@ -325,8 +325,14 @@ def _plain(obj: Any) -> Any:
 
 
 def write_metrics_json(metrics: Mapping[str, Any], path: str | os.PathLike) -> Path:
-    """Write ``metrics`` (e.g. :func:`evaluate_coco`'s result) as JSON, atomically; returns the path."""
+    """Write ``metrics`` as JSON, atomically; returns the path.
+
+    Given :func:`evaluate_coco`'s whole result, the file holds the 12 COCO keys at the top level
+    (fractions, -1 for an empty size bucket) plus ``per_class`` (class name → AP).
+    """
     path = Path(path)
+    if "metrics" in metrics and isinstance(metrics["metrics"], Mapping):
+        metrics = {**metrics["metrics"], "per_class": metrics.get("per_class", {})}
     atomic_write_text(path, json.dumps(_plain(metrics), indent=2) + "\n")
     return path
 
