@@ -70,38 +70,6 @@ def test_fused_matches_naive_forward_backward(mode, sub_sample, reduce):
         torch.testing.assert_close(gp_f[name], gp_n[name], atol=1e-10, rtol=1e-9, msg=name)
 
 
-@pytest.mark.parametrize("mode", ["embedded_gaussian", "gaussian"])
-def test_cpu_chunked_backward_with_many_chunks(mode, monkeypatch):
-    # A 1-byte budget forces one query row per chunk: every chunk boundary is exercised.
-    import hybridvision.layers.attention as attention
-
-    monkeypatch.setattr(attention, "CPU_BACKWARD_CHUNK_BYTES", 1)
-    block = _block(mode, sub_sample=True)
-    x = _input()
-    torch.manual_seed(2)
-    grad_out = torch.randn_like(x)
-    y_f, gx_f, gp_f = _run(block, x, True, grad_out)
-    y_n, gx_n, gp_n = _run(block, x, False, grad_out)
-    torch.testing.assert_close(gx_f, gx_n, atol=1e-10, rtol=1e-9)
-    for name in gp_n:
-        torch.testing.assert_close(gp_f[name], gp_n[name], atol=1e-10, rtol=1e-9, msg=name)
-
-
-def test_cpu_chunked_backward_matches_sdpa_autograd():
-    from hybridvision.layers.attention import _SDPAChunkedBackward
-
-    torch.manual_seed(0)
-    q, k, v = (torch.randn(2, n, 8, dtype=torch.float64, requires_grad=True) for n in (30, 9, 9))
-    g = torch.randn(2, 30, 8, dtype=torch.float64)
-    out = _SDPAChunkedBackward.apply(q, k, v, 0.7, 2 * 9 * 8 * 4)  # chunks of 4 queries
-    grads = torch.autograd.grad(out, (q, k, v), g)
-    ref = F.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None], scale=0.7)[:, 0]
-    ref_grads = torch.autograd.grad(ref, (q, k, v), g)
-    torch.testing.assert_close(out, ref)
-    for a, b in zip(grads, ref_grads):
-        torch.testing.assert_close(a, b)
-
-
 @pytest.mark.parametrize("mode", NL_MODES)
 def test_fused_matches_naive_float32(mode):
     block = _block(mode, sub_sample=True).float().eval()

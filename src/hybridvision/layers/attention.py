@@ -23,9 +23,7 @@ mode                   f(x_i, x_j)                           normaliser C(x)
 ``fused=True`` never builds the [B, N, M] matrix where the maths allows it:
 
 * softmax modes go through ``torch.nn.functional.scaled_dot_product_attention`` (flash or
-  memory-efficient kernels on CPU and CUDA); on CPU under autograd the backward is an exact
-  query-chunked recomputation (``_SDPAChunkedBackward``), because torch's CPU flash backward
-  is 10-30× slower than even the naive one;
+  memory-efficient kernels on CPU and CUDA);
 * ``dot_product`` uses associativity, θ (φᵀ g) / M — O(N·d·dv) time, O(d·dv) extra memory;
 * ``concatenation`` is exact in O((N + M) log M): a 1×1 conv on [θ_i; φ_j] splits into
   a_i + b_j, and ReLU(a_i + b_j) > 0 iff b_j > −a_i, so y_i = (a_i Σ_{b_j>−a_i} g_j +
@@ -70,60 +68,8 @@ def _tokens(t: torch.Tensor) -> torch.Tensor:
     return t.flatten(2).transpose(1, 2).contiguous()
 
 
-# Bytes of one [B, chunk, M] buffer in the CPU attention backward (a few live at once).
-CPU_BACKWARD_CHUNK_BYTES = 64 * 2**20
-
-
-class _SDPAChunkedBackward(torch.autograd.Function):
-    """softmax(s·q kᵀ) v: SDPA forward, query-chunked exact backward (for CPU).
-
-    torch's CPU flash-attention backward parallelises over batch × heads only and runs
-    10-30× slower than the naive backward here (one head, N = 4096: 4 s vs 0.25 s). This
-    backward recomputes P one chunk of queries at a time and uses large GEMMs, the
-    FlashAttention recurrences (Dao et al. 2022) at chunk granularity:
-        D = rowsum(dO ⊙ O);  P_c = softmax(s·q_c kᵀ);  dV += P_cᵀ dO_c;
-        dS_c = P_c ⊙ (dO_c vᵀ − D_c);  dQ_c = s·dS_c k;  dK += s·dS_cᵀ q_c
-    so memory stays O(chunk · M), never O(N · M).
-    """
-
-    @staticmethod
-    def forward(ctx, q, k, v, scale: float, chunk_bytes: int):  # q [B, N, d], k/v [B, M, d]
-        out = F.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None], scale=scale)
-        out = out[:, 0]  # [B, N, d]
-        ctx.save_for_backward(q, k, v, out)
-        ctx.scale, ctx.chunk_bytes = scale, chunk_bytes
-        return out
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, d_out):
-        q, k, v, out = ctx.saved_tensors
-        s = ctx.scale
-        b, n, _ = q.shape
-        m = k.shape[1]
-        d_out = d_out.contiguous()
-        delta = (d_out * out).sum(-1, keepdim=True)  # [B, N, 1]
-        dq = torch.empty_like(q)
-        dk = torch.zeros_like(k)
-        dv = torch.zeros_like(v)
-        kt, vt = k.transpose(1, 2), v.transpose(1, 2)  # [B, d, M]
-        step = max(1, ctx.chunk_bytes // (b * m * q.element_size()))
-        for i in range(0, n, step):
-            qc, doc = q[:, i : i + step], d_out[:, i : i + step]  # [B, c, d]
-            p = torch.softmax(torch.bmm(qc, kt).mul_(s), dim=-1)  # [B, c, M]
-            dv.baddbmm_(p.transpose(1, 2), doc)
-            ds = torch.bmm(doc, vt).sub_(delta[:, i : i + step]).mul_(p).mul_(s)  # [B, c, M]
-            del p
-            torch.bmm(ds, k, out=dq[:, i : i + step])
-            dk.baddbmm_(ds.transpose(1, 2), qc)
-        return dq, dk, dv, None, None
-
-
 def _softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float):
-    """softmax(s·q kᵀ) v for q [B, N, d], k/v [B, M, d], never as a [B, N, M] matrix."""
-    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
-    if q.device.type == "cpu" and needs_grad:
-        return _SDPAChunkedBackward.apply(q, k, v, scale, CPU_BACKWARD_CHUNK_BYTES)
+    """softmax(s·q kᵀ) v for q [B, N, d], k/v [B, M, d] (equal d) via SDPA, one head."""
     return F.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None], scale=scale)[:, 0]
 
 

@@ -10,6 +10,8 @@ from typing import Callable
 
 import torch.nn as nn
 
+from hybridvision.errors import UserInputError
+
 __all__ = ["register_attn", "create_attn", "list_attn"]
 
 _ATTN: dict[str, Callable[..., nn.Module]] = {}
@@ -38,5 +40,5 @@ def create_attn(name: str, channels: int, **kw) -> nn.Module:
     """Build the attention block registered as ``name`` for ``channels`` input channels."""
     _ensure_loaded()
     if name not in _ATTN:
-        raise KeyError(f"unknown attention block {name!r}; known: {', '.join(sorted(_ATTN))}")
+        raise UserInputError(f"unknown attention block {name!r}; known: {', '.join(sorted(_ATTN))}")
     return _ATTN[name](channels, **kw)
