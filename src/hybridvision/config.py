@@ -49,6 +49,7 @@ class TrainConfig:
     amp: bool = True  # mixed precision, used on CUDA only
     augment: dict[str, Any] = field(default_factory=dict)  # options for the transform builder
     workers: int = 0
+    cache_images: bool = False  # decode a detection dataset's images once into memory
     seed: int = 0
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
     out: str = "runs/train"

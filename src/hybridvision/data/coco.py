@@ -34,13 +34,18 @@ from torch.utils.data import Dataset
 from hybridvision.data.validate import check_coco, raise_for_findings
 from hybridvision.errors import DataError
 
-__all__ = ["CocoDetection", "collate_detection", "load_image"]
+__all__ = ["CocoDetection", "collate_detection", "load_image", "load_image_uint8"]
 
 Target = dict[str, Any]
 
 
 def load_image(path: str | os.PathLike) -> Tensor:
     """Read an image file as float32 ``[3, H, W]`` RGB in [0, 1]; :class:`DataError` if it fails."""
+    return load_image_uint8(path).float().div_(255.0)
+
+
+def load_image_uint8(path: str | os.PathLike) -> Tensor:
+    """Read an image file as uint8 ``[3, H, W]`` RGB; :class:`DataError` if it fails."""
     try:
         with Image.open(path) as f:
             arr = np.asarray(f.convert("RGB"))  # [H, W, 3] uint8
@@ -48,7 +53,7 @@ def load_image(path: str | os.PathLike) -> Tensor:
         raise DataError(f"{path}: image file not found; put it there or fix file_name / the images folder") from None
     except Exception as e:  # PIL raises many types for corrupt files
         raise DataError(f"{path}: cannot decode image ({e.__class__.__name__}: {e}); replace the file") from None
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)  # [3, H, W]
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()  # [3, H, W] uint8
 
 
 class CocoDetection(Dataset):
@@ -78,10 +83,13 @@ class CocoDetection(Dataset):
         *,
         validate: bool = True,
         check_images: bool = True,
+        cache_images: bool = False,
     ) -> None:
         self.ann_file = Path(ann_file)
         self.images_dir = Path(images_dir)
         self.transforms = transforms
+        self.cache_images = cache_images
+        self._cache: dict[int, Tensor] = {}
         if validate:
             raise_for_findings(
                 check_coco(ann_file, images_dir, check_images=check_images), what=str(ann_file)
@@ -147,11 +155,29 @@ class CocoDetection(Dataset):
             "orig_size": (h, w),
         }
 
+    def preload(self) -> "CocoDetection":
+        """Decode every image once into memory (uint8); later reads skip file decoding.
+
+        Worth it for small datasets on CPU, where PNG decoding costs as much as a training
+        step's compute; loader workers forked afterwards share the decoded images.
+        """
+        for i in range(len(self)):
+            if i not in self._cache:
+                self._cache[i] = load_image_uint8(self.image_path(i))
+        return self
+
     def __getitem__(self, index: int) -> tuple[Tensor, Target]:
-        image = load_image(self.image_path(index))  # [3, H, W]
+        # Decode and augment in uint8 (resampling uint8 is ~3× cheaper), convert to float last.
+        image = self._cache.get(index)
+        if image is None:
+            image = load_image_uint8(self.image_path(index))  # [3, H, W] uint8
+            if self.cache_images:
+                self._cache[index] = image
         target = self.get_target(index, (int(image.shape[-2]), int(image.shape[-1])))
         if self.transforms is not None:
             image, target = self.transforms(image, target)
+        if image.dtype == torch.uint8:
+            image = image.float().div_(255.0)  # [3, H, W] in [0, 1]
         return image, target
 
     def __repr__(self) -> str:

@@ -95,8 +95,10 @@ class DetectionTask:
         t_train = build_preset_transforms(preset, True, cfg.image_size, **cfg.augment)
         t_val = build_preset_transforms(preset, False, cfg.image_size)
         train_full = CocoDetection(paths["train_ann"], paths["train_images"], t_train)
+        if cfg.cache_images:
+            train_full.preload()
         if paths["val_ann"] is not None:
-            val = CocoDetection(paths["val_ann"], paths["val_images"], t_val)
+            val = CocoDetection(paths["val_ann"], paths["val_images"], t_val, cache_images=cfg.cache_images)
             train = train_full
             gt = json.loads(Path(paths["val_ann"]).read_text())
             val_ids = [img["id"] for img in gt["images"]]

@@ -86,7 +86,8 @@ STUDY = register_study(Study(
     presets={
         # 2 CPU cores, ~45 minutes for 6 rows × 3 seeds on the built-in amounts data.
         "quick": dict(image_size=128, epochs=3, batch_size=16, optimizer="adamw", lr=2e-3,
-                      weight_decay=1e-4, warmup_steps=50, grad_clip=10.0, eval_every=0),
+                      weight_decay=1e-4, warmup_steps=50, grad_clip=10.0, eval_every=0,
+                      cache_images=True),
         # The seed's FCOS recipe (1x-like schedule; run on GPUs with a real dataset).
         "paper": dict(image_size=800, epochs=12, batch_size=16, optimizer="sgd", lr=0.01,
                       weight_decay=1e-4, warmup_steps=500, schedule="step", milestones=[0.67, 0.89],
