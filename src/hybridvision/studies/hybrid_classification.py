@@ -109,7 +109,7 @@ STUDY = register_study(Study(
            "label smoothing 0.1; top-1 / top-5 in percent on the held-out split."),
     rows={"quick": _rows({"width": 0.25, "in_chans": 1}), "paper": _rows({"in_chans": 1})},
     presets={
-        "quick": dict(image_size=64, epochs=4, batch_size=32, optimizer="sgd", lr=0.1,
+        "quick": dict(image_size=64, epochs=2, batch_size=32, optimizer="sgd", lr=0.1,
                       weight_decay=1e-4, warmup_steps=20, schedule="cosine", eval_every=0,
                       label_smoothing=0.1, data_kwargs={"per_class": 120}),
         "paper": dict(image_size=224, epochs=100, batch_size=64, optimizer="sgd", lr=0.1,
