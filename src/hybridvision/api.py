@@ -16,7 +16,8 @@ from typing import Any
 
 import torch
 
-from hybridvision.config import TrainConfig, atomic_write_text
+from hybridvision.config import TrainConfig
+from hybridvision.fileio import atomic_write_text
 from hybridvision.engine.checkpoint import load_weights, read_sidecar
 from hybridvision.errors import UserInputError
 

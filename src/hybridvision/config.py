@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import yaml
 
 from hybridvision.errors import UserInputError
+from hybridvision.fileio import atomic_write_text
 
 __all__ = ["TrainConfig", "load_config", "apply_overrides", "atomic_write_text"]
 
@@ -114,22 +114,6 @@ def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
             target = target[part]
         target[parts[-1]] = _parse_value(value)
     return TrainConfig.from_dict(d, source="overrides")
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` through a temp file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_config(cfg: TrainConfig, path: str | os.PathLike) -> None:

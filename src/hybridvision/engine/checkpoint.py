@@ -24,7 +24,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from hybridvision.config import atomic_write_text
+from hybridvision.fileio import atomic_write_text
 from hybridvision.errors import UserInputError
 
 __all__ = ["save_checkpoint", "load_checkpoint_state", "load_weights", "read_sidecar"]

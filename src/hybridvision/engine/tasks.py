@@ -197,11 +197,8 @@ class ClassificationTask:
         model.train(was_training)
         logits = torch.cat(logits_all)
         labels = torch.cat(labels_all)
-        k = min(5, logits.shape[1])
-        acc = topk_accuracy(logits, labels, ks=(1, k))
-        metrics = {"top1": float(acc[1] if 1 in acc else acc["top1"]),
-                   "top5": float(acc[k] if k in acc else acc[f"top{k}"])}
-        return metrics, []
+        acc = topk_accuracy(logits, labels, ks=(1, min(5, logits.shape[1])))
+        return {"top1": float(acc["top1"]), "top5": float(acc.get("top5", 1.0))}, []
 
 
 def make_task(cfg: TrainConfig):

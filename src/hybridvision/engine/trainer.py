@@ -30,11 +30,12 @@ import torch.distributed as dist
 import torch.nn as nn
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
-from hybridvision.config import TrainConfig, atomic_write_text, save_config
+from hybridvision.config import TrainConfig, save_config
 from hybridvision.engine.checkpoint import load_checkpoint_state, load_weights, save_checkpoint
 from hybridvision.engine.progress import console, is_main_process, make_progress
 from hybridvision.engine.tasks import DataBundle, make_task, unwrap
 from hybridvision.errors import UserInputError
+from hybridvision.fileio import atomic_write_text
 
 __all__ = ["train", "NonFiniteLossError", "resolve_device", "lr_factor"]
 
@@ -220,6 +221,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, weights: str | None = None,
             bar = progress.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=len(loader), info="")
             train_model.train()
             running: dict[str, float] = {}
+            n_running = 0
             for i, batch in enumerate(loader):
                 if cfg.max_steps and step >= cfg.max_steps:
                     break
@@ -248,12 +250,14 @@ def train(cfg: TrainConfig, *, resume: bool = False, weights: str | None = None,
                 step += 1
                 for k, v in losses.items():
                     running[k] = running.get(k, 0.0) + float(v.detach())
+                n_running += 1
                 last_of_epoch = i == len(loader) - 1 or (cfg.max_steps and step >= cfg.max_steps)
                 if is_main_process() and (step % 10 == 0 or last_of_epoch):
-                    n = i + 1
+                    # the mean over the steps since the previous record (a smooth curve, no resets)
                     rec = {"epoch": epoch + 1, "step": step, "lr": lr,
-                           **{k: v / n for k, v in running.items()}}
+                           **{k: v / n_running for k, v in running.items()}}
                     _append_jsonl(metrics_path, rec)
+                    running, n_running = {}, 0
                 progress.update(bar, advance=1, info=f"loss {float(loss.detach()):.3f} lr {lr:.2g}")
 
             epoch_done = epoch + 1

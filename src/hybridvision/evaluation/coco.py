@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torchvision.ops import box_convert
 
-from hybridvision.config import atomic_write_text
+from hybridvision.fileio import atomic_write_text
 from hybridvision.errors import UserInputError
 
 __all__ = [

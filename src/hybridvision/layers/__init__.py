@@ -1,14 +1,10 @@
-"""Building blocks: attention (non-local family, SAN), pooling, residual blocks."""
+"""Building blocks: attention (non-local family, SAN), residual blocks.
 
-import importlib
+Importing this package registers every attention block with :func:`create_attn`.
+"""
 
+import hybridvision.layers.attention  # noqa: F401  non-local family
+import hybridvision.layers.san  # noqa: F401  SAN pairwise / patchwise
 from hybridvision.layers.registry import create_attn, list_attn, register_attn
-
-for _mod in ("attention", "san"):
-    try:
-        importlib.import_module(f"hybridvision.layers.{_mod}")
-    except ModuleNotFoundError as e:
-        if e.name != f"hybridvision.layers.{_mod}":
-            raise
 
 __all__ = ["create_attn", "list_attn", "register_attn"]

@@ -17,7 +17,8 @@ from typing import Any, Callable
 
 import torch
 
-from hybridvision.config import TrainConfig, atomic_write_text
+from hybridvision.config import TrainConfig
+from hybridvision.fileio import atomic_write_text
 from hybridvision.engine.progress import console
 from hybridvision.errors import UserInputError
 from hybridvision.studies.report import aggregate, markdown_table, write_report

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from hybridvision.config import atomic_write_text
+from hybridvision.fileio import atomic_write_text
 from hybridvision.engine.progress import console
 from hybridvision.studies.base import Study, StudyRow, register_study
 

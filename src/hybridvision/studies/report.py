@@ -15,7 +15,7 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
-from hybridvision.config import atomic_write_text
+from hybridvision.fileio import atomic_write_text
 
 __all__ = ["aggregate", "markdown_table", "write_report"]
 
