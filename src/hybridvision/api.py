@@ -163,6 +163,8 @@ def predict(source: str | Path, *, weights: str | Path, out: str | Path = "runs/
     model, info = load_trained(weights, dev)
     if info.get("task", "detection") != "detection":
         raise UserInputError(f"{weights}: a {info.get('task')} model; predict draws detections")
+    if hasattr(model, "score_thresh"):  # let --conf go below the decoder's candidate threshold
+        model.score_thresh = min(float(model.score_thresh), score_threshold)
     size = int(image_size or info.get("image_size") or 512)
     names = info.get("class_names") or [str(i) for i in range(info.get("num_classes", 0))]
     cat_ids = info.get("label_to_cat_id") or list(range(1, len(names) + 1))
