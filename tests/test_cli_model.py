@@ -94,3 +94,13 @@ def test_attention_maps_cover_each_level(nl_run):
     assert len(maps) == 3 * len(names)  # 3 levels (P3–P5) per block
     for m in maps:
         assert float(m["map"].sum()) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_demo_grid_of_val_predictions(nl_run):
+    """The demo's last step: validation images, ground truth beside predictions, as one PNG."""
+    from hybridvision.config import load_config
+    from hybridvision.demo import _save_val_grid
+
+    _save_val_grid(load_config(nl_run / "config.yaml"), nl_run, n=4)
+    img = Image.open(nl_run / "plots/val_predictions.png")
+    assert img.size[0] > 2 * 64 and img.size[1] > 4 * 64  # two columns, four rows of 64² images

@@ -21,7 +21,8 @@ from hybridvision.fileio import atomic_write_text
 from hybridvision.engine.checkpoint import load_weights, read_sidecar
 from hybridvision.errors import UserInputError
 
-__all__ = ["load_trained", "evaluate_run", "evaluate_files", "predict", "IMAGE_EXTENSIONS"]
+__all__ = ["load_trained", "evaluate_run", "evaluate_files", "predict", "prepare_image",
+           "IMAGE_EXTENSIONS"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -144,6 +145,24 @@ def _load_image(path: Path) -> torch.Tensor:
     return pil_to_tensor(img).float() / 255.0
 
 
+def prepare_image(img: torch.Tensor, size: int | None = None) -> tuple[torch.Tensor, tuple[int, int]]:
+    """One image ``[3, H, W]`` → a batch ``[1, 3, H', W']`` and its content size ``(h, w)``.
+
+    Resizes keeping the aspect ratio so the longer side is ``size`` (the evaluation transform's
+    convention; ``None`` keeps the size), then zero-pads bottom/right to a multiple of 32.
+    """
+    from torchvision.transforms.v2 import functional as TF
+
+    h, w = img.shape[-2:]
+    if size is not None:
+        scale = size / max(h, w)
+        h, w = max(1, round(h * scale)), max(1, round(w * scale))
+        img = TF.resize(img, [h, w], antialias=True)
+    batch = img.new_zeros(1, 3, -(-h // 32) * 32, -(-w // 32) * 32)
+    batch[0, :, :h, :w] = img
+    return batch, (h, w)
+
+
 @torch.inference_mode()
 def predict(source: str | Path, *, weights: str | Path, out: str | Path = "runs/predict",
             device: str = "auto", score_threshold: float = 0.3, image_size: int | None = None
@@ -153,8 +172,6 @@ def predict(source: str | Path, *, weights: str | Path, out: str | Path = "runs/
     Writes ``OUT/<stem>.png`` (boxes drawn) and ``OUT/predictions.json`` (COCO-style records with
     ``file_name``, ``category_id``, ``category``, ``bbox`` [x, y, w, h] in original pixels, ``score``).
     """
-    from torchvision.transforms.v2 import functional as TF
-
     from hybridvision.engine.inference import scale_detections
     from hybridvision.engine.trainer import resolve_device
     from hybridvision.plots import draw_detections
@@ -174,12 +191,7 @@ def predict(source: str | Path, *, weights: str | Path, out: str | Path = "runs/
     for path in _list_images(Path(source)):
         img = _load_image(path)
         h0, w0 = img.shape[-2:]
-        scale = size / max(h0, w0)  # keep aspect: longer side to the training size
-        h, w = max(1, round(h0 * scale)), max(1, round(w0 * scale))
-        x = TF.resize(img, [h, w], antialias=True)
-        ph, pw = -(-h // 32) * 32, -(-w // 32) * 32
-        batch = torch.zeros(1, 3, ph, pw)
-        batch[0, :, :h, :w] = x
+        batch, (h, w) = prepare_image(img, size)
         dets = model.decode(model(batch.to(dev)), [(h, w)])[0]
         dets = scale_detections({k: v.cpu() for k, v in dets.items()}, w0 / w, h0 / h)
         keep = dets["scores"] >= score_threshold

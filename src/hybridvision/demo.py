@@ -63,7 +63,7 @@ def run_demo(out: str | Path = "runs/demo", data_root: str | Path = "data", epoc
 @torch.inference_mode()
 def _save_val_grid(cfg: TrainConfig, out: Path, n: int = 8) -> None:
     """Validation images with ground truth beside the trained model's predictions."""
-    from hybridvision.api import load_trained
+    from hybridvision.api import load_trained, prepare_image
     from hybridvision.engine.tasks import make_task
     from hybridvision.plots import save_gt_pred_grid
 
@@ -74,11 +74,8 @@ def _save_val_grid(cfg: TrainConfig, out: Path, n: int = 8) -> None:
     gts = [{"boxes": t["boxes"], "labels": t["labels"]} for _, t in items]
     preds = []
     for img in images:
-        h, w = img.shape[-2:]
-        ph, pw = -(-h // 32) * 32, -(-w // 32) * 32
-        batch = torch.zeros(1, 3, ph, pw)
-        batch[0, :, :h, :w] = img
-        d = model.decode(model(batch), [(h, w)])[0]
+        batch, hw = prepare_image(img)  # val images are already at the model's size
+        d = model.decode(model(batch), [hw])[0]
         keep = d["scores"] >= 0.3
         preds.append({k: v[keep] for k, v in d.items()})
     save_gt_pred_grid(images, gts, preds, info["class_names"], out / "plots" / "val_predictions.png")

@@ -56,9 +56,7 @@ def explain(weights: str | Path, image: str | Path, point: tuple[float, float], 
             out: str | Path | None = None, block: str | None = None, call: int = 0,
             device: str = "cpu") -> Path:
     """Save the attention map of ``block`` (default: the first) for the query ``point`` (x, y)."""
-    from torchvision.transforms.v2 import functional as TF
-
-    from hybridvision.api import _load_image, load_trained
+    from hybridvision.api import _load_image, load_trained, prepare_image
     from hybridvision.plots import plot_attention_overlay
 
     model, info = load_trained(weights, device)
@@ -69,10 +67,8 @@ def explain(weights: str | Path, image: str | Path, point: tuple[float, float], 
         raise UserInputError(f"--point {x:g},{y:g} lies outside {image} ({w0}×{h0}); pass X,Y in pixels")
     size = int(info.get("image_size") or max(h0, w0))
     scale = size / max(h0, w0)
-    h, w = max(1, round(h0 * scale)), max(1, round(w0 * scale))
-    ph, pw = -(-h // 32) * 32, -(-w // 32) * 32
-    batch = torch.zeros(1, 3, ph, pw)
-    batch[0, :, :h, :w] = TF.resize(img, [h, w], antialias=True)
+    batch, (h, w) = prepare_image(img, size)
+    ph, pw = batch.shape[-2:]
     maps = attention_maps(model, batch.to(device), (x * scale, y * scale))
     names = sorted({m["name"] for m in maps})
     chosen = [m for m in maps if (block is None or m["name"] == block) and m["call"] == call]
