@@ -41,7 +41,7 @@ def load_trained(weights: str | Path, device: str | torch.device = "cpu",
     name = model or info.get("model")
     if not name:
         raise UserInputError(f"{weights}: no {weights.with_suffix('.json').name} beside it to name the "
-                             "model; pass --model NAME (and its options)")
+                             "model; keep the .json that `hybridvision train` writes next to the weights")
     kwargs = {**info.get("model_kwargs", {}), **model_kwargs}
     if "num_classes" not in kwargs and "num_classes" in info:
         kwargs["num_classes"] = info["num_classes"]
