@@ -55,3 +55,24 @@ def test_detector_contract(name: str) -> None:
         assert (det["labels"] >= 0).all() and (det["labels"] < NUM_CLASSES).all()
         assert (det["boxes"][:, 0::2] <= SIZE - 8 + 1e-4).all() and (det["boxes"][:, 1::2] <= SIZE + 1e-4).all()
         assert (det["scores"][:-1] >= det["scores"][1:]).all()  # best first
+
+
+def test_padding_is_the_mean_after_normalisation() -> None:
+    """A mixed-size batch normalises as if each image were normalised alone, then zero-padded
+    (torchvision's GeneralizedRCNNTransform order): padded pixels are 0, not ``-mean / std``."""
+    from hybridvision.data.coco import collate_detection
+
+    model = create_model("fcos_demo", num_classes=NUM_CLASSES)
+    small, large = torch.rand(3, 40, 50), torch.rand(3, 64, 70)
+    images, _, sizes = collate_detection([(small, {}), (large, {})], size_divisible=32)
+    assert images.shape == (2, 3, 64, 96) and sizes == [(40, 50), (64, 70)]
+
+    x = model.normalize(images, sizes)
+    for b, im in enumerate((small, large)):
+        h, w = im.shape[-2:]
+        alone = model.normalize(im[None])[0]
+        torch.testing.assert_close(x[b, :, :h, :w], alone)
+        assert x[b, :, h:, :].abs().sum() == 0 and x[b, :, :, w:].abs().sum() == 0
+    # without sizes the padding keeps its old value, -mean/std (a dark border)
+    raw = model.normalize(images)
+    assert torch.allclose(raw[0, :, 50:, :], (-model.pixel_mean / model.pixel_std)[0].expand(3, 14, 96))

@@ -153,14 +153,15 @@ def prepare_image(img: torch.Tensor, size: int | None = None) -> tuple[torch.Ten
     """
     from torchvision.transforms.v2 import functional as TF
 
+    from hybridvision.detectors.base import batch_images
+
     h, w = img.shape[-2:]
     if size is not None:
         scale = size / max(h, w)
         h, w = max(1, round(h * scale)), max(1, round(w * scale))
         img = TF.resize(img, [h, w], antialias=True)
-    batch = img.new_zeros(1, 3, -(-h // 32) * 32, -(-w // 32) * 32)
-    batch[0, :, :h, :w] = img
-    return batch, (h, w)
+    batch, sizes = batch_images([img], 32)
+    return batch, sizes[0]
 
 
 @torch.inference_mode()
@@ -192,7 +193,7 @@ def predict(source: str | Path, *, weights: str | Path, out: str | Path = "runs/
         img = _load_image(path)
         h0, w0 = img.shape[-2:]
         batch, (h, w) = prepare_image(img, size)
-        dets = model.decode(model(batch.to(dev)), [(h, w)])[0]
+        dets = model.decode(model(batch.to(dev), [(h, w)]), [(h, w)])[0]
         dets = scale_detections({k: v.cpu() for k, v in dets.items()}, w0 / w, h0 / h)
         keep = dets["scores"] >= score_threshold
         dets = {k: v[keep] for k, v in dets.items()}

@@ -75,7 +75,7 @@ def _save_val_grid(cfg: TrainConfig, out: Path, n: int = 8) -> None:
     preds = []
     for img in images:
         batch, hw = prepare_image(img)  # val images are already at the model's size
-        d = model.decode(model(batch), [hw])[0]
+        d = model.decode(model(batch, [hw]), [hw])[0]
         keep = d["scores"] >= 0.3
         preds.append({k: v[keep] for k, v in d.items()})
     save_gt_pred_grid(images, gts, preds, info["class_names"], out / "plots" / "val_predictions.png")

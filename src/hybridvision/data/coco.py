@@ -211,14 +211,9 @@ def collate_detection(
         targets: the targets, unchanged, as a list.
         image_sizes: ``(h, w)`` of each image before padding.
     """
+    from hybridvision.detectors.base import batch_images
+
     if len(batch) == 0:
         raise ValueError("collate_detection: empty batch")
-    images = [b[0] for b in batch]
-    sizes = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
-    d = max(1, int(size_divisible))
-    H = math.ceil(max(h for h, _ in sizes) / d) * d
-    W = math.ceil(max(w for _, w in sizes) / d) * d
-    out = images[0].new_zeros((len(images), images[0].shape[0], H, W))  # [B, 3, H, W]
-    for i, (im, (h, w)) in enumerate(zip(images, sizes)):
-        out[i, :, :h, :w].copy_(im)
-    return out, [b[1] for b in batch], sizes
+    images, sizes = batch_images([b[0] for b in batch], max(1, int(size_divisible)))
+    return images, [b[1] for b in batch], sizes

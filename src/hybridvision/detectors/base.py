@@ -2,8 +2,11 @@
 
 The contract (DESIGN.md, DETR's criterion/postprocessor split):
 
-* ``model(images) -> dict[str, Tensor | list[Tensor]]`` — raw head outputs, the same in train and
-  eval mode; ``images`` is ``[B, 3, H, W]`` float in [0, 1], zero-padded bottom/right.
+* ``model(images, image_sizes=None) -> dict[str, Tensor | list[Tensor]]`` — raw head outputs, the
+  same in train and eval mode; ``images`` is ``[B, 3, H, W]`` float in [0, 1], zero-padded
+  bottom/right; ``image_sizes`` (the ``(h, w)`` of each image before padding) lets the model give
+  padded pixels the value 0 after normalisation, as if every image had been normalised before
+  batching (torchvision's ``GeneralizedRCNNTransform``).
 * ``model.loss(outputs, targets) -> dict[str, Tensor]`` with a ``"loss"`` key (the total).
 * ``model.decode(outputs, image_sizes) -> list[dict(boxes, scores, labels)]``.
 
@@ -111,16 +114,35 @@ class Detector(nn.Module):
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(1, -1, 1, 1))
 
-    def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """``[B, 3, H, W]`` in [0, 1] -> standardised ``[B, 3, H, W]``."""
+    def normalize(
+        self, images: torch.Tensor, image_sizes: Sequence[tuple[int, int]] | None = None
+    ) -> torch.Tensor:
+        """``[B, 3, H, W]`` in [0, 1] -> standardised ``[B, 3, H, W]``.
+
+        With ``image_sizes``, everything right of / below each image's ``(h, w)`` becomes 0 (the
+        mean), not ``-mean / std``: zero padding would otherwise look like a dark border to the
+        network, and differently so for each image of a mixed-size batch.
+        """
         if images.ndim != 4 or images.shape[1] != self.pixel_mean.shape[1]:
             raise ValueError(
                 f"expected images [B, {self.pixel_mean.shape[1]}, H, W], got {tuple(images.shape)}"
             )
-        return (images - self.pixel_mean) / self.pixel_std
+        x = (images - self.pixel_mean) / self.pixel_std
+        if image_sizes is not None:
+            if len(image_sizes) != x.shape[0]:
+                raise ValueError(f"got {len(image_sizes)} image sizes for {x.shape[0]} images")
+            H, W = x.shape[-2:]
+            for b, (h, w) in enumerate(image_sizes):
+                if h < H:
+                    x[b, :, h:, :] = 0
+                if w < W:
+                    x[b, :, :, w:] = 0
+        return x
 
-    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor | list[torch.Tensor]]:
-        return self.forward_normalized(self.normalize(images))
+    def forward(
+        self, images: torch.Tensor, image_sizes: Sequence[tuple[int, int]] | None = None
+    ) -> dict[str, torch.Tensor | list[torch.Tensor]]:
+        return self.forward_normalized(self.normalize(images, image_sizes))
 
     def forward_normalized(self, x: torch.Tensor) -> dict[str, torch.Tensor | list[torch.Tensor]]:
         raise NotImplementedError
@@ -142,5 +164,5 @@ class Detector(nn.Module):
             images, image_sizes = batch_images(images, getattr(self, "size_divisible", 32))
         if image_sizes is None:
             image_sizes = [tuple(images.shape[-2:])] * images.shape[0]  # type: ignore[list-item]
-        return self.decode(self(images), image_sizes)
+        return self.decode(self(images, image_sizes), image_sizes)
 

@@ -36,8 +36,9 @@ def predict_batches(model: nn.Module, loader: Iterable, device: torch.device,
 
         batches = track(loader, description="evaluating", total=len(loader))
     for images, targets, sizes in batches:
-        outputs = model(images.to(device))
-        dets = model.decode(outputs, [tuple(s) for s in sizes])
+        sizes = [tuple(s) for s in sizes]
+        outputs = model(images.to(device), sizes)
+        dets = model.decode(outputs, sizes)
         for d, t, (h, w) in zip(dets, targets, sizes):
             oh, ow = (int(v) for v in t["orig_size"])
             d = {k: v.float().cpu() if k != "labels" else v.cpu() for k, v in d.items()}

@@ -126,10 +126,10 @@ class DetectionTask:
         )
 
     def batch_loss(self, model: nn.Module, batch, device: torch.device) -> dict[str, torch.Tensor]:
-        images, targets, _sizes = batch
+        images, targets, sizes = batch
         images = images.to(device, non_blocking=True)
         targets = [{k: (v.to(device) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
-        outputs = model(images)
+        outputs = model(images, sizes)
         return unwrap(model).loss(outputs, targets)
 
     @torch.no_grad()
