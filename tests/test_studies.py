@@ -89,3 +89,52 @@ def test_fcos_study_runs_on_user_coco(tmp_path):
     marker = (out / "FCOS/seed0/result.json").stat().st_mtime_ns
     run_study("fcos-nonlocal", **kw)
     assert (out / "FCOS/seed0/result.json").stat().st_mtime_ns == marker
+
+
+def _write_user_tuberlin(root):
+    """TU-Berlin layout: DIR/<class>/<n>.png, white paper with a black stroke per class."""
+    for c, name in enumerate(("airplane", "bell")):
+        (root / name).mkdir(parents=True)
+        for n in range(6):
+            img = np.full((48, 48), 255, np.uint8)
+            if c == 0:
+                img[20 + n % 3, 5:43] = 0  # horizontal stroke
+            else:
+                img[5:43, 20 + n % 3] = 0  # vertical stroke
+            Image.fromarray(img).save(root / name / f"{n + 1}.png")
+    return root
+
+
+def _write_user_quickdraw(root):
+    """QuickDraw simplified ndjson: DIR/<class>.ndjson, one drawing per line."""
+    root.mkdir(parents=True)
+    for c, word in enumerate(("circle", "line")):
+        lines = []
+        for n in range(6):
+            stroke = [[10, 128, 245], [128, 128 + n, 128]] if c else [[128, 200, 128, 56, 128],
+                                                                       [56, 128, 200, 128, 56]]
+            lines.append(json.dumps({"word": word, "countrycode": "CL", "timestamp": "x",
+                                     "recognized": True, "key_id": str(n), "drawing": [stroke]}))
+        (root / f"{word}.ndjson").write_text("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.mark.parametrize("kind", ["tuberlin", "quickdraw"])
+def test_hybrid_study_runs_on_user_sketches(tmp_path, kind):
+    """The classification study reads a user's real-format sketches unchanged, and its Table 3.1
+    covers the selected rows plus the ResNet26 reference, not all 17 models."""
+    writer = _write_user_tuberlin if kind == "tuberlin" else _write_user_quickdraw
+    root = writer(tmp_path / kind)
+    out = tmp_path / "study"
+    res = run_study("hybrid-classification", preset="quick", seeds=1, data=f"{kind}:{root}", out=out,
+                    device="cpu", overrides=["epochs=1", "max_steps=1", "image_size=32", "batch_size=4"],
+                    rows=["HIB NL 3-1"])
+    (line,) = res["summary"]
+    assert line["row"] == "HIB NL 3-1"
+    assert 0 <= line["top1"]["mean"] <= 1 and line["top5"]["mean"] == 1  # 2 classes: top-5 is all
+    table = json.loads((out / "table_3_1.json").read_text())
+    assert set(table) == {"ResNet26", "HIB NL 3-1"}
+    assert table["HIB NL 3-1"]["params_m"] == pytest.approx(11.37, rel=0.01)
+    report = (out / "report.md").read_text()
+    assert "| HIB NL 3-1 |" in report and "| SAN10 pairwise |" not in report
+    assert f"{kind}:" in report

@@ -50,7 +50,7 @@ class Study:
     formats: dict[str, tuple[float, int, bool]] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
     measure: Callable[..., dict[str, float]] | None = None  # (model, cfg, device) -> cost metrics
-    extra_tables: Callable[..., list[tuple[str, str]]] | None = None  # (study, preset, out, device)
+    extra_tables: Callable[..., list[tuple[str, str]]] | None = None  # (study, preset, out, device, row labels)
 
 
 STUDIES: dict[str, Study] = {}
@@ -155,7 +155,7 @@ def run_study(name: str, *, preset: str = "quick", seeds: int = 3, data: str | N
     tables = [(title, markdown_table(lines, cols, formats=study.formats, labels=study.labels))
               for title, cols in study.tables]
     if study.extra_tables is not None:
-        tables = study.extra_tables(study, preset, out, dev) + tables
+        tables = study.extra_tables(study, preset, out, dev, row_labels) + tables
     n_seeds = sorted({r["seed"] for r in records})
     intro = (f"{study.intro}\n\nPreset `{preset}`, data `{runs[0]['cfg'].data}`, seeds {n_seeds} "
              f"(mean ± sample std over seeds), device `{dev}`, torch {torch.__version__}, "

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,12 +75,20 @@ def _complexity(name: str) -> dict[str, float]:
     return {"params_m": count_params(model) / 1e6, "gmacs": model.count_macs(224) / 1e9}
 
 
-def cost_table(study: Study, preset: str, out: Path, device: torch.device) -> list[tuple[str, str]]:
-    """Table 3.1: params, MACs (250 classes, 224²) and times relative to ResNet26, one run."""
+def cost_table(study: Study, preset: str, out: Path, device: torch.device,
+               row_labels: Sequence[str] | None = None) -> list[tuple[str, str]]:
+    """Table 3.1: params, MACs (250 classes, 224²) and times relative to ResNet26, one run.
+
+    Covers the study's rows (``row_labels``; all 17 by default) plus ResNet26, the reference of
+    the relative times. Finished rows are cached in ``OUT/table_3_1.json``, so a resumed study
+    does not time them again.
+    """
     cache = out / "table_3_1.json"
     rows: dict[str, Any] = json.loads(cache.read_text()) if cache.is_file() else {}
     batch, size, runs = TIMING[preset]
-    for label, name in MODELS:
+    wanted = set(row_labels or (label for label, _ in MODELS)) | {"ResNet26"}
+    models = [(label, name) for label, name in MODELS if label in wanted]
+    for label, name in models:
         if label in rows:
             continue
         console.print(f"Table 3.1: {label} (timing at batch {batch}, {size}²)")
@@ -88,7 +97,7 @@ def cost_table(study: Study, preset: str, out: Path, device: torch.device) -> li
     ref = rows["ResNet26"]
     text = ("| model | params (M) | GMACs | rel. train | rel. infer | train ms | infer ms |\n"
             "|---|---|---|---|---|---|---|\n")
-    for label, _ in MODELS:
+    for label, _ in models:
         r = rows[label]
         text += (f"| {label} | {r['params_m']:.2f} | {r['gmacs']:.2f} | "
                  f"{r['train_ms'] / ref['train_ms']:.2f} | {r['infer_ms'] / ref['infer_ms']:.2f} | "
