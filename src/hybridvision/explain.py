@@ -19,11 +19,12 @@ __all__ = ["attention_maps", "explain"]
 
 
 @torch.inference_mode()
-def attention_maps(model: torch.nn.Module, batch: torch.Tensor, point_xy: tuple[float, float]
-                   ) -> list[dict[str, Any]]:
+def attention_maps(model: torch.nn.Module, batch: torch.Tensor, point_xy: tuple[float, float],
+                   image_sizes: list[tuple[int, int]] | None = None) -> list[dict[str, Any]]:
     """One entry per (attention block, call): ``dict(name, call, map [h, w], feature_hw)``.
 
-    ``point_xy`` is in the pixels of ``batch`` (``[1, 3, H, W]``).
+    ``point_xy`` is in the pixels of ``batch`` (``[1, 3, H, W]``); ``image_sizes`` (a detector's
+    ``(h, w)`` before padding) is passed to the model so padding is normalised as in training.
     """
     blocks = [(n, m) for n, m in model.named_modules() if callable(getattr(m, "attention_map", None))]
     if not blocks:
@@ -33,7 +34,7 @@ def attention_maps(model: torch.nn.Module, batch: torch.Tensor, point_xy: tuple[
     hooks = [m.register_forward_pre_hook(lambda mod, args, n=n: captured.append((n, args[0])))
              for n, m in blocks]
     try:
-        model(batch)
+        model(batch) if image_sizes is None else model(batch, image_sizes)
     finally:
         for h in hooks:
             h.remove()
@@ -69,7 +70,7 @@ def explain(weights: str | Path, image: str | Path, point: tuple[float, float], 
     scale = size / max(h0, w0)
     batch, (h, w) = prepare_image(img, size)
     ph, pw = batch.shape[-2:]
-    maps = attention_maps(model, batch.to(device), (x * scale, y * scale))
+    maps = attention_maps(model, batch.to(device), (x * scale, y * scale), [(h, w)])
     names = sorted({m["name"] for m in maps})
     chosen = [m for m in maps if (block is None or m["name"] == block) and m["call"] == call]
     if not chosen:
