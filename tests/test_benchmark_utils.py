@@ -11,6 +11,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from hybridvision.evaluation.benchmark import (
+    build_bench_target,
+    compare_models,
     count_flops,
     count_macs,
     count_params,
@@ -155,3 +157,37 @@ def test_peak_memory_cuda_single_allocation():
 
     peak = measure_peak_memory(fn, "cuda")
     assert 8 * MB <= peak < 8 * MB + 2 * 1024 * 1024  # caching allocator rounds to 2 MiB
+
+
+def test_compare_models_rows_and_reference_ratio():
+    from hybridvision.registry import create_model
+
+    targets = [build_bench_target(n, size=64, num_classes=3) for n in ("fcos_demo", "nl_fcos_small")]
+    rows = compare_models(targets, runs=3, warmup=1)
+    assert [r["name"] for r in rows] == ["fcos_demo", "nl_fcos_small"]
+    assert rows[0]["ratio"] == 1.0 and all(len(r["runs_ms"]) == 3 for r in rows)
+    for r in rows:
+        assert r["params"] == count_params(create_model(r["name"], num_classes=3))
+        assert r["task"] == "detection" and r["gflops"] > 0 and r["peak_mb"] > 0
+    # the non-local head blocks add parameters and multiply-adds to the same detector
+    assert rows[1]["params"] > rows[0]["params"] and rows[1]["gflops"] > rows[0]["gflops"]
+
+
+def test_torchvision_peer_matches_torchvision_published_counts():
+    """ResNet-18 built through ``torchvision:`` has the parameters and MACs that torchvision
+    publishes for it (weights metadata; nothing is downloaded)."""
+    import torchvision
+
+    meta = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.meta
+    (row,) = compare_models([build_bench_target("torchvision:resnet18", size=224)], runs=1,
+                            warmup=0, memory=False)
+    assert row["params"] == meta["num_params"] == 11_689_512
+    assert row["gflops"] / 2 == pytest.approx(meta["_ops"], rel=1e-3)  # torchvision's "GFLOPS" are MACs
+    assert row["peak_mb"] is None and row["task"] == "classification"
+
+
+def test_unknown_torchvision_model_is_a_user_error():
+    from hybridvision.errors import UserInputError
+
+    with pytest.raises(UserInputError, match="torchvision:nope"):
+        build_bench_target("torchvision:nope", size=64)

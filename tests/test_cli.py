@@ -15,7 +15,7 @@ from hybridvision.cli import main
 
 VERBS = [[], ["models"], ["train"], ["eval"], ["predict"], ["demo"], ["data"], ["data", "make"],
          ["data", "make", "amounts"], ["data", "make", "sketches"], ["data", "convert"],
-         ["data", "convert", "montos"], ["data", "check"], ["study"], ["explain"]]
+         ["data", "convert", "montos"], ["data", "check"], ["study"], ["explain"], ["bench"]]
 
 
 def run_cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
@@ -143,3 +143,18 @@ def test_console_script_runs_as_a_process():
     proc = subprocess.run([sys.executable, "-m", "hybridvision", "data", "check", "/nonexistent.json",
                            "--images", "/tmp"], capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "nonexistent.json" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_bench_writes_rows_and_rejects_mixed_tasks(monkeypatch, capsys, tmp_path):
+    out = tmp_path / "bench.json"
+    code, stdout, _ = run_cli(monkeypatch, capsys, "bench", "fcos_demo", "fcos_small", "--size", "64",
+                              "--runs", "2", "--warmup", "0", "--no-memory", "--out", out)
+    assert code == 0 and "fcos_small" in stdout
+    data = json.loads(out.read_text())
+    assert data["size"] == 64 and [r["name"] for r in data["rows"]] == ["fcos_demo", "fcos_small"]
+    assert data["rows"][0]["ratio"] == 1.0
+
+    code, _, err = run_cli(monkeypatch, capsys, "bench", "resnet26", "fcos_demo")
+    assert code == 2 and "one task" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run_cli(monkeypatch, capsys, "bench", "torchvision:resnet18", "fcos_demo", "--size", "64")
+    assert code == 2 and "one task" in err and len(err.strip().splitlines()) == 1

@@ -276,6 +276,69 @@ def study_cmd(
     console.print(f"report: {result['out']}/report.md, results.csv, results.json")
 
 
+# ---------------------------------------------------------------------------------------- bench
+@app.command("bench")
+def bench_cmd(
+    models: list[str] = typer.Argument(..., help="registered names or torchvision:NAME (e.g. "
+                                       "torchvision:fcos_resnet50_fpn); the first is the reference"),
+    size: Optional[int] = typer.Option(None, "--size", "-s",
+                                       help="square input side (default 512 detection, 224 classification)"),
+    batch: int = typer.Option(1, "--batch", "-b", help="images per call"),
+    runs: int = typer.Option(7, "--runs", help="timed calls per model (median reported)"),
+    warmup: int = typer.Option(2, "--warmup", help="untimed calls per model first"),
+    num_classes: Optional[int] = typer.Option(None, "--num-classes",
+                                              help="default 80 (ours) / 91 (torchvision) detection, 1000 classification"),
+    in_chans: int = typer.Option(3, "--in-chans", help="input channels of hybridvision classifiers (1: sketches)"),
+    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (default: torch's)"),
+    no_memory: bool = typer.Option(False, "--no-memory", help="skip the peak-memory pass"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="also write the rows as JSON here"),
+):
+    """Compare models' parameters, FLOPs, latency and peak memory, side by side in one run.
+
+    Random weights, eval mode, one fixed random batch; calls interleaved across models.
+
+    Detectors are timed with their post-processing (decode, NMS); ratios are to the first model.
+    """
+    import json
+
+    import torch
+    from rich.table import Column, Table
+
+    from hybridvision.engine.trainer import resolve_device
+    from hybridvision.evaluation.benchmark import build_bench_target, compare_models
+    from hybridvision.fileio import atomic_write_text
+    from hybridvision.registry import model_task
+
+    if runs < 1 or warmup < 0 or batch < 1 or (size is not None and size < 32):
+        raise UserInputError("--runs and --batch must be >= 1, --warmup >= 0 and --size >= 32")
+    if threads:
+        torch.set_num_threads(threads)
+    tasks = {n: ("torchvision" if n.startswith("torchvision:") else model_task(n)) for n in models}
+    ours = {t for t in tasks.values() if t != "torchvision"}
+    if len(ours) > 1:
+        raise UserInputError(f"bench compares models of one task; got {', '.join(sorted(ours))}")
+    side = size or (224 if ours == {"classification"} else 512)
+    dev = resolve_device(device)
+    targets = [build_bench_target(n, size=side, batch=batch, num_classes=num_classes,
+                                  in_chans=in_chans, device=dev) for n in models]
+    if len({t.task for t in targets}) > 1:
+        raise UserInputError("bench compares models of one task; mix detectors or classifiers, not both")
+    rows = compare_models(targets, runs=runs, warmup=warmup, device=dev, memory=not no_memory)
+    table = Table(Column("model", no_wrap=True), "params (M)", "GFLOPs", "median ms", "× first", "peak MiB",
+                  title=f"{targets[0].task}, batch {batch} × {side}², {dev}, "
+                        f"{torch.get_num_threads()} threads, median of {runs}")
+    for r in rows:
+        table.add_row(r["name"], f"{r['params'] / 1e6:.2f}", f"{r['gflops']:.2f}", f"{r['median_ms']:.1f}",
+                      f"{r['ratio']:.2f}", "-" if r["peak_mb"] is None else f"{r['peak_mb']:.0f}")
+    console.print(table)
+    if out is not None:
+        meta = {"size": side, "batch": batch, "runs": runs, "warmup": warmup, "device": str(dev),
+                "threads": torch.get_num_threads(), "torch": torch.__version__}
+        atomic_write_text(out, json.dumps({**meta, "rows": rows}, indent=1))
+        console.print(f"wrote {out}")
+
+
 # -------------------------------------------------------------------------------------- explain
 @app.command("explain")
 def explain_cmd(

@@ -17,6 +17,7 @@ import os
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import torch
@@ -24,6 +25,9 @@ import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 __all__ = [
+    "BenchTarget",
+    "build_bench_target",
+    "compare_models",
     "count_params",
     "count_flops",
     "count_macs",
@@ -205,3 +209,118 @@ def measure_peak_memory(fn: Callable[[], Any], device: str | torch.device = "cpu
     if device.type != "cpu":
         raise ValueError(f"measure_peak_memory supports cpu and cuda devices, not {device}")
     return _cpu_peak_bytes(fn)
+
+
+# ------------------------------------------------------------------------- model comparison
+
+TORCHVISION_PREFIX = "torchvision:"
+
+
+@dataclass
+class BenchTarget:
+    """One model ready to time: ``run()`` is its whole inference call on a fixed random batch.
+
+    hybridvision detectors: forward + ``decode``; torchvision detectors: their eval call
+    (transform, forward, post-processing) with ``min_size = max_size =`` the input side, so both
+    see the same pixels; classifiers: the forward pass.
+    """
+
+    name: str
+    task: str  # "detection" | "classification"
+    model: nn.Module
+    run: Callable[[], Any]
+
+
+def _torchvision_target(name: str, *, size: int, batch: int, num_classes: int,
+                        device: torch.device) -> BenchTarget:
+    import torchvision
+
+    from hybridvision.errors import UserInputError
+
+    tv_name = name[len(TORCHVISION_PREFIX):]
+    detection = set(torchvision.models.list_models(module=torchvision.models.detection))
+    classification = set(torchvision.models.list_models(module=torchvision.models))
+    if tv_name not in detection | classification:
+        raise UserInputError(
+            f"{name}: not a torchvision detection or classification model; e.g. "
+            "torchvision:fcos_resnet50_fpn, torchvision:retinanet_resnet50_fpn, torchvision:resnet50 "
+            "(torchvision.models.list_models() lists them)")
+    kwargs: dict[str, Any] = {"weights": None, "num_classes": num_classes}
+    if tv_name in detection:  # random weights, nothing downloaded; resize to the bench size
+        kwargs.update(weights_backbone=None, min_size=size, max_size=size)
+    model = torchvision.models.get_model(tv_name, **kwargs).to(device).eval()
+    x = torch.rand(batch, 3, size, size, device=device)
+    if tv_name in detection:
+        images = list(x)
+        return BenchTarget(name, "detection", model, lambda: model(images))
+    return BenchTarget(name, "classification", model, lambda: model(x))
+
+
+def build_bench_target(name: str, *, size: int, batch: int = 1, num_classes: int | None = None,
+                       in_chans: int = 3, device: str | torch.device = "cpu") -> BenchTarget:
+    """A registered model, or ``torchvision:NAME``, with random weights in eval mode on ``device``.
+
+    ``num_classes`` defaults to 80 (detection) or 1000 (classification); ``in_chans`` applies to
+    hybridvision classifiers (1 for grey sketches); torchvision models always take 3 channels.
+    """
+    from hybridvision.registry import create_model, model_task
+
+    device = torch.device(device)
+    if name.startswith(TORCHVISION_PREFIX):
+        import torchvision
+
+        detection = name[len(TORCHVISION_PREFIX):] in set(
+            torchvision.models.list_models(module=torchvision.models.detection))
+        k = num_classes or (91 if detection else 1000)  # torchvision's own defaults
+        return _torchvision_target(name, size=size, batch=batch, num_classes=k, device=device)
+    task = model_task(name)
+    if task == "detection":
+        model = create_model(name, num_classes=num_classes or 80).to(device).eval()
+        x = torch.rand(batch, 3, size, size, device=device)
+        sizes = [(size, size)] * batch
+        return BenchTarget(name, task, model, lambda: model.decode(model(x, sizes), sizes))
+    model = create_model(name, num_classes=num_classes or 1000, in_chans=in_chans).to(device).eval()
+    x = torch.rand(batch, in_chans, size, size, device=device)
+    return BenchTarget(name, task, model, lambda: model(x))
+
+
+def compare_models(targets: list[BenchTarget], *, runs: int = 7, warmup: int = 2,
+                   device: str | torch.device = "cpu", memory: bool = True) -> list[dict[str, Any]]:
+    """Params, GFLOPs, latency and peak memory of each target, in one process, side by side.
+
+    Timed calls are interleaved — run ``i`` visits the targets in an order rotated by ``i`` — so
+    a load change on a shared machine hits every model alike. Latency is the median of ``runs``
+    calls after ``warmup`` calls each; ``ratio`` is that median over the first target's.
+
+    Returns one dict per target: ``name, task, params, gflops, median_ms, runs_ms, ratio,
+    peak_mb`` (``peak_mb`` is None when ``memory`` is False).
+    """
+    if not targets:
+        raise ValueError("compare_models needs at least one target")
+    if runs < 1:
+        raise ValueError(f"runs must be >= 1, got {runs}")
+    device = torch.device(device)
+    times: list[list[float]] = [[] for _ in targets]
+    with torch.inference_mode():
+        for t in targets:
+            for _ in range(warmup):
+                t.run()
+        for i in range(runs):
+            for k in range(len(targets)):
+                j = (i + k) % len(targets)
+                _sync(device)
+                t0 = time.perf_counter()
+                targets[j].run()
+                _sync(device)
+                times[j].append((time.perf_counter() - t0) * 1e3)
+        peaks = [measure_peak_memory(t.run, device) / 2**20 if memory else None for t in targets]
+    rows = []
+    for t, ms, peak in zip(targets, times, peaks):
+        rows.append({
+            "name": t.name, "task": t.task, "params": count_params(t.model),
+            "gflops": count_flops(t.run, ()) / 1e9, "median_ms": statistics.median(ms),
+            "runs_ms": ms, "peak_mb": peak,
+        })
+    for r in rows:
+        r["ratio"] = r["median_ms"] / rows[0]["median_ms"]
+    return rows
