@@ -15,7 +15,7 @@ from hybridvision.cli import main
 
 VERBS = [[], ["models"], ["train"], ["eval"], ["predict"], ["demo"], ["data"], ["data", "make"],
          ["data", "make", "amounts"], ["data", "make", "sketches"], ["data", "convert"],
-         ["data", "convert", "montos"], ["data", "check"], ["study"], ["explain"], ["bench"]]
+         ["data", "convert", "montos"], ["data", "check"], ["study"], ["explain"], ["bench"], ["export"]]
 
 
 def run_cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:

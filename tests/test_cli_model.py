@@ -6,6 +6,7 @@ import json
 import sys
 
 import pytest
+import torch
 from PIL import Image
 
 from hybridvision.cli import main
@@ -104,3 +105,50 @@ def test_demo_grid_of_val_predictions(nl_run):
     _save_val_grid(load_config(nl_run / "config.yaml"), nl_run, n=4)
     img = Image.open(nl_run / "plots/val_predictions.png")
     assert img.size[0] > 2 * 64 and img.size[1] > 4 * 64  # two columns, four rows of 64² images
+
+
+def test_export_onnx_round_trip_decodes_like_pytorch(nl_run, monkeypatch, capsys, tmp_path):
+    """The exported graph, run in onnxruntime and decoded in Python, gives PyTorch's detections."""
+    import onnxruntime as ort
+
+    from hybridvision.api import load_trained
+    from hybridvision.export import unflatten_outputs
+
+    weights = nl_run / "checkpoints" / "best.safetensors"
+    out = tmp_path / "nl.onnx"
+    code, stdout, err = run_cli(monkeypatch, capsys, "export", "--weights", weights, "--out", out)
+    assert code == 0, err
+    assert "onnxruntime agrees" in stdout
+    info = json.loads((tmp_path / "nl.onnx.json").read_text())
+    assert info["task"] == "detection" and info["input"]["shape"] == ["batch", 3, 64, 64]
+    assert len(info["outputs"]) == 3 * len(info["strides"]) and info["class_names"]
+    assert info["check"]["max_rel_diff"] < 1e-3
+
+    model, _ = load_trained(weights)
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(3))  # batch 1: dynamic axis
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    onnx_out = unflatten_outputs(info["outputs"], session.run(info["outputs"], {"images": x.numpy()}))
+    model.score_thresh = 0.0  # decode every candidate, so the comparison has boxes to compare
+    with torch.no_grad():
+        ref = model.decode(model(x), [(64, 64)])[0]
+        got = model.decode(onnx_out, [(64, 64)])[0]
+    assert len(ref["scores"]) > 0
+    assert torch.equal(got["labels"], ref["labels"])
+    torch.testing.assert_close(got["scores"], ref["scores"], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(got["boxes"], ref["boxes"], atol=1e-3, rtol=1e-4)
+
+
+def test_export_classifier_and_bad_requests(monkeypatch, capsys, tmp_path):
+    from hybridvision.export import export_onnx
+    from hybridvision.registry import create_model
+
+    model = create_model("hib_patch_2_2_nl", width=0.25, in_chans=1, num_classes=5)
+    info = export_onnx(model, tmp_path / "hib.onnx", size=64, in_chans=1)
+    assert info["task"] == "classification" and info["outputs"] == ["logits"]
+    assert info["check"]["max_rel_diff"] < 1e-3 and (tmp_path / "hib.onnx").is_file()
+
+    code, _, err = run_cli(monkeypatch, capsys, "export")
+    assert code == 2 and "--weights" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run_cli(monkeypatch, capsys, "export", "--model", "fcos_demo", "--size", "100",
+                           "--out", tmp_path / "x.onnx")
+    assert code == 2 and "multiple of 32" in err and not (tmp_path / "x.onnx").exists()

@@ -339,6 +339,63 @@ def bench_cmd(
         console.print(f"wrote {out}")
 
 
+# --------------------------------------------------------------------------------------- export
+@app.command("export")
+def export_cmd(
+    weights: Optional[Path] = typer.Option(None, "--weights", "-w", help="a trained .safetensors checkpoint"),
+    model: Optional[str] = typer.Option(None, "--model", "-m",
+                                        help="a registered model name: random weights, or the model of a bare --weights file"),
+    num_classes: Optional[int] = typer.Option(None, "--num-classes", help="with --model and no sidecar"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o",
+                                       help="the .onnx file (default: beside the weights, or runs/export/MODEL.onnx)"),
+    size: Optional[int] = typer.Option(None, "--size", "-s",
+                                       help="input side (default: the trained size, else 512 detection / 224)"),
+    in_chans: int = typer.Option(3, "--in-chans", help="input channels of a classifier built with --model"),
+    opset: int = typer.Option(18, "--opset", help="ONNX opset"),
+    check: bool = typer.Option(True, "--check/--no-check", help="compare onnxruntime with PyTorch"),
+):
+    """Export a model to ONNX (raw outputs; dynamic batch) and check it with onnxruntime.
+
+    Writes OUT.onnx and OUT.onnx.json (input shape, output names, classes, strides).
+    """
+    from hybridvision.export import check_size, default_size, export_onnx
+    from hybridvision.registry import create_model, model_task
+
+    if weights is None and model is None:
+        raise UserInputError("pass --weights CHECKPOINT.safetensors, or --model NAME for random weights")
+    meta: dict = {}
+    if weights is not None:
+        from hybridvision.api import load_trained
+
+        kwargs = {"num_classes": num_classes} if num_classes else {}
+        net, info = load_trained(weights, "cpu", model=model, **kwargs)
+        meta = {"weights": str(weights), "class_names": info.get("class_names")}
+        if info.get("label_to_cat_id"):
+            meta["label_to_cat_id"] = info["label_to_cat_id"]
+        name = info.get("model") or model
+        chans = int(info.get("model_kwargs", {}).get("in_chans", 3))
+        default_out = weights.with_suffix(".onnx")
+    else:
+        name = model
+        task = model_task(name)
+        kwargs = {"num_classes": num_classes} if num_classes else {}
+        if task == "classification":
+            kwargs["in_chans"] = in_chans
+        net, info, chans = create_model(name, **kwargs), {}, in_chans if task == "classification" else 3
+        default_out = Path("runs/export") / f"{name}.onnx"
+    task = model_task(name)
+    side = size or default_size(task, info)
+    check_size(side, net)
+    target = out or default_out
+    console.print(f"exporting {name} ({task}) at {side}×{side} → {target}")
+    result = export_onnx(net, target, size=side, in_chans=chans, opset=opset, check=check, meta=meta)
+    if check:
+        c = result["check"]
+        console.print(f"onnxruntime agrees with PyTorch: max |diff| {c['max_abs_diff']:.2e}, "
+                      f"{c['max_rel_diff']:.1e} of the output's scale ({c['worst_output']}, batch {c['batch']})")
+    console.print(f"wrote {target} and {target}.json ({len(result['outputs'])} outputs)")
+
+
 # -------------------------------------------------------------------------------------- explain
 @app.command("explain")
 def explain_cmd(

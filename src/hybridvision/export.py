@@ -1,0 +1,229 @@
+"""ONNX export of any registered model, checked against PyTorch with onnxruntime.
+
+``hybridvision export --weights W`` (or ``--model NAME`` for random weights) writes
+
+* ``OUT.onnx`` — the model's forward pass on ``[B, C, S, S]`` float images in [0, 1] (input
+  normalisation is inside the graph; the batch axis is dynamic). A detector exports its *raw*
+  head outputs, one ONNX output per key and pyramid level (``cls_logits_0`` …), as the model
+  contract defines them; decoding (``model.decode``) stays in Python, as in torchvision's exports
+  of anchor-free heads. A classifier exports its logits.
+* ``OUT.onnx.json`` — what a runtime needs to use it: model name, task, input shape, output
+  names, class names and, for detectors, the output strides.
+
+The export uses PyTorch's ``torch.export``-based exporter (``torch.onnx.export(dynamo=True)``,
+which needs ``onnxscript``); the check runs the file in onnxruntime on a fresh random batch of
+another batch size and compares every output with PyTorch's.
+
+Symbols: B batch, C channels, S input side.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from hybridvision.errors import UserInputError
+from hybridvision.fileio import atomic_write_text
+
+__all__ = ["ExportCheckError", "check_size", "default_size", "export_onnx", "flatten_outputs",
+           "unflatten_outputs"]
+
+
+class ExportCheckError(UserInputError):
+    """The export failed, or onnxruntime's outputs differ from PyTorch's beyond the tolerance.
+
+    A :class:`UserInputError` so the CLI reports it in one line (``--debug`` shows the trace).
+    """
+
+
+def flatten_outputs(outputs: Any) -> tuple[list[str], list[torch.Tensor]]:
+    """Model outputs → (names, tensors) in a fixed order.
+
+    A tensor is ``"logits"``; a dict is visited in sorted key order, a list value giving one
+    entry per element (``cls_logits_0``, ``cls_logits_1``, … for the pyramid levels).
+    """
+    if isinstance(outputs, torch.Tensor):
+        return ["logits"], [outputs]
+    if not isinstance(outputs, dict):
+        raise TypeError(f"cannot export outputs of type {type(outputs).__name__}")
+    names, tensors = [], []
+    for key in sorted(outputs):
+        value = outputs[key]
+        if isinstance(value, (list, tuple)):
+            for i, t in enumerate(value):
+                names.append(f"{key}_{i}")
+                tensors.append(t)
+        else:
+            names.append(key)
+            tensors.append(value)
+    return names, tensors
+
+
+def unflatten_outputs(names: list[str], values: list[Any]) -> Any:
+    """Inverse of :func:`flatten_outputs`: ONNX outputs (names from ``OUT.onnx.json``) back into
+    the model's output dict, so ``model.decode`` runs on an ONNX runtime's results.
+
+    ``["logits"]`` gives the tensor; ``key_0, key_1, …`` become the list ``out[key]``.
+    """
+    tensors = [torch.as_tensor(v) for v in values]
+    if names == ["logits"]:
+        return tensors[0]
+    out: dict[str, Any] = {}
+    for name, t in zip(names, tensors):
+        key, _, index = name.rpartition("_")
+        if key and index.isdigit():
+            out.setdefault(key, []).append(t)
+        else:
+            out[name] = t
+    return out
+
+
+def info_name(model: nn.Module) -> str:
+    """The registry name of ``model`` (its class name for an unregistered module)."""
+    return getattr(model, "model_name", type(model).__name__)
+
+
+class _Flat(nn.Module):
+    """The model with its outputs as a flat tuple (ONNX graphs return tensors, not dicts)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(flatten_outputs(self.model(images))[1])
+
+
+def export_onnx(
+    model: nn.Module,
+    out: str | Path,
+    *,
+    size: int,
+    in_chans: int = 3,
+    opset: int = 18,
+    check: bool = True,
+    atol: float = 1e-4,
+    rtol: float = 1e-3,
+    meta: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Export ``model`` (eval mode, CPU) to ONNX at ``out``; returns the metadata written beside it.
+
+    Args:
+        model: a registered detector or classifier.
+        out: the ``.onnx`` path; ``<out>.json`` receives the metadata. Both writes are atomic.
+        size: input side S (a detector's input must be a multiple of its coarsest stride).
+        in_chans: input channels C.
+        opset: ONNX opset.
+        check: run the file in onnxruntime on a batch of 3 (not the traced 2) and compare with PyTorch
+            (``max|ort - torch| <= atol + rtol·max|torch|`` for every output); raise
+            :class:`ExportCheckError` otherwise. The maximum difference is in the metadata.
+        meta: extra metadata (class names, the checkpoint's path …).
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    model = model.to("cpu").eval()
+    torch.manual_seed(0)
+    # Batch 2, not 1: torch.export specialises a size-1 dimension to the constant 1.
+    example = torch.rand(2, in_chans, size, size)
+    flat = _Flat(model).eval()
+    with torch.no_grad():
+        names, _ = flatten_outputs(model(example))
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".onnx.tmp")
+    os.close(fd)
+    try:
+        # The exporter reports its progress on stdout and logs failed guesses at ERROR level;
+        # the CLI prints its own summary, and a failure becomes one ExportCheckError.
+        torch_log = logging.getLogger("torch")
+        level = torch_log.level
+        torch_log.setLevel(logging.CRITICAL)
+        try:
+            with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(flat, (example,), tmp, dynamo=True, opset_version=opset,
+                                  input_names=["images"], output_names=names,
+                                  dynamic_shapes=({0: batch},), external_data=False)
+        except Exception as e:  # noqa: BLE001 - any exporter failure is reported the same way
+            first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
+            if isinstance(e, ImportError):
+                first += "; install the exporter with pip install 'hybridvision[export]'"
+            raise ExportCheckError(f"ONNX export of {info_name(model)} failed: {first} "
+                                   "(run with --debug for the exporter's trace)") from e
+        finally:
+            torch_log.setLevel(level)
+        info: dict[str, Any] = {
+            "model": info_name(model),
+            "task": "classification" if names == ["logits"] else "detection",
+            "input": {"name": "images", "shape": ["batch", in_chans, size, size], "range": [0, 1]},
+            "outputs": names,
+            "opset": opset,
+            "torch": torch.__version__,
+            **({"strides": list(model.strides)} if hasattr(model, "strides") else {}),
+            **(meta or {}),
+        }
+        if check:
+            info["check"] = _check(tmp, flat, size, in_chans, names, atol, rtol)
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    atomic_write_text(Path(f"{out}.json"), json.dumps(info, indent=1))
+    return info
+
+
+def _check(path: str, flat: nn.Module, size: int, in_chans: int, names: list[str], atol: float,
+           rtol: float) -> dict[str, Any]:
+    try:
+        import onnxruntime as ort
+    except ImportError as e:
+        raise ExportCheckError("the check needs onnxruntime: pip install 'hybridvision[export]', "
+                               "or pass --no-check") from e
+
+    x = torch.rand(3, in_chans, size, size, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref = [t.numpy() for t in flat(x)]
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    got = session.run(names, {"images": x.numpy()})
+    worst, worst_name, worst_rel = 0.0, names[0], 0.0
+    for name, r, g in zip(names, ref, got):
+        if r.shape != g.shape:
+            raise ExportCheckError(f"ONNX output {name} has shape {g.shape}, PyTorch {r.shape}")
+        # Tolerance relative to the output's scale, not elementwise: random-weight models can
+        # have activations of 1e20, where float32 rounding alone moves a near-zero entry by 1e13.
+        scale = float(np.abs(r).max(initial=0.0))
+        diff = float(np.abs(g - r).max(initial=0.0))
+        rel = diff / scale if scale else 0.0
+        if diff > worst:
+            worst, worst_name, worst_rel = diff, name, rel
+        if diff > atol + rtol * scale:
+            raise ExportCheckError(f"ONNX output {name} differs from PyTorch by up to {diff:.3g} "
+                                   f"({rel:.2g} of its largest value; atol {atol}, rtol {rtol}): "
+                                   "the export is not faithful")
+    return {"batch": 3, "max_abs_diff": worst, "max_rel_diff": worst_rel, "worst_output": worst_name,
+            "atol": atol, "rtol": rtol}
+
+
+def default_size(task: str, info: dict[str, Any]) -> int:
+    """The trained image size from a checkpoint's sidecar, else 512 (detection) / 224."""
+    size = info.get("image_size")
+    if size:
+        return int(size)
+    return 512 if task == "detection" else 224
+
+
+def check_size(size: int, model: nn.Module) -> None:
+    """A detector's input side must tile its coarsest stride."""
+    divisor = int(getattr(model, "size_divisible", 1))
+    if size < 1 or size % divisor:
+        raise UserInputError(f"--size {size}: this model needs a positive multiple of {divisor}")
