@@ -152,3 +152,14 @@ def test_export_classifier_and_bad_requests(monkeypatch, capsys, tmp_path):
     code, _, err = run_cli(monkeypatch, capsys, "export", "--model", "fcos_demo", "--size", "100",
                            "--out", tmp_path / "x.onnx")
     assert code == 2 and "multiple of 32" in err and not (tmp_path / "x.onnx").exists()
+
+
+def test_export_that_fails_its_check_writes_nothing(tmp_path):
+    """A zero tolerance cannot hold for float32 kernels of two runtimes: the check fails, and
+    neither the .onnx file nor a temporary one is left behind."""
+    from hybridvision.export import ExportCheckError, export_onnx
+    from hybridvision.registry import create_model
+
+    with pytest.raises(ExportCheckError, match="not faithful"):
+        export_onnx(create_model("fcos_demo", num_classes=3), tmp_path / "m.onnx", size=64, atol=0.0, rtol=0.0)
+    assert list(tmp_path.iterdir()) == []
