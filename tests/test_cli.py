@@ -11,25 +11,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hybridvision.cli import main
 
 VERBS = [[], ["models"], ["train"], ["eval"], ["predict"], ["demo"], ["data"], ["data", "make"],
          ["data", "make", "amounts"], ["data", "make", "sketches"], ["data", "convert"],
          ["data", "convert", "montos"], ["data", "check"], ["study"], ["explain"], ["bench"], ["export"]]
 
 
-def run_cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["hybridvision", *map(str, args)])
-    with pytest.raises(SystemExit) as e:
-        main()
-        raise SystemExit(0)
-    out = capsys.readouterr()
-    return int(e.value.code or 0), out.out, out.err
-
 
 @pytest.mark.parametrize("verb", VERBS, ids=lambda v: " ".join(v) or "root")
-def test_every_verb_has_help(monkeypatch, capsys, verb):
-    code, out, _ = run_cli(monkeypatch, capsys, *verb, "--help")
+def test_every_verb_has_help(cli, verb):
+    code, out, _ = cli(*verb, "--help")
     assert code == 0 and "Usage" in out
 
 
@@ -70,50 +61,50 @@ MALFORMED = {
 
 
 @pytest.mark.parametrize("case", sorted(MALFORMED))
-def test_data_check_and_train_reject_malformed(monkeypatch, capsys, tmp_path, case):
+def test_data_check_and_train_reject_malformed(cli, tmp_path, case):
     coco, img_dir = _valid_coco(tmp_path)
     coco = copy.deepcopy(coco)
     MALFORMED[case](coco, img_dir)
     ann = tmp_path / "ann.json"
     ann.write_text(json.dumps(coco))
     before = ann.read_bytes()
-    code, _, err = run_cli(monkeypatch, capsys, "data", "check", ann, "--images", img_dir)
+    code, _, err = cli("data", "check", ann, "--images", img_dir)
     assert code != 0
     assert "ann.json" in err or "im" in err
     assert "Traceback" not in err
-    code, _, err = run_cli(monkeypatch, capsys, "train", "--data", f"coco:{ann},{img_dir}",
+    code, _, err = cli("train", "--data", f"coco:{ann},{img_dir}",
                            "--epochs", "1", "--device", "cpu", "--out", tmp_path / "run")
     assert code != 0 and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1, err  # one line
     assert ann.read_bytes() == before  # nothing the user gave is modified
 
 
-def test_data_check_ok(monkeypatch, capsys, tmp_path):
+def test_data_check_ok(cli, tmp_path):
     coco, img_dir = _valid_coco(tmp_path)
     ann = tmp_path / "ann.json"
     ann.write_text(json.dumps(coco))
-    code, out, _ = run_cli(monkeypatch, capsys, "data", "check", ann, "--images", img_dir)
+    code, out, _ = cli("data", "check", ann, "--images", img_dir)
     assert code == 0 and "OK" in out
 
 
-def test_unreadable_json_is_one_line(monkeypatch, capsys, tmp_path):
+def test_unreadable_json_is_one_line(cli, tmp_path):
     ann = tmp_path / "broken.json"
     ann.write_text("{not json")
-    code, _, err = run_cli(monkeypatch, capsys, "data", "check", ann, "--images", tmp_path)
+    code, _, err = cli("data", "check", ann, "--images", tmp_path)
     assert code != 0 and "broken.json" in err and "Traceback" not in err
 
 
-def test_unknown_model_is_one_line(monkeypatch, capsys, tmp_path):
-    code, _, err = run_cli(monkeypatch, capsys, "train", "--model", "fcos_r5O_fpn", "--out", tmp_path / "x")
+def test_unknown_model_is_one_line(cli, tmp_path):
+    code, _, err = cli("train", "--model", "fcos_r5O_fpn", "--out", tmp_path / "x")
     assert code != 0 and "unknown model" in err and len(err.strip().splitlines()) == 1
 
 
-def test_models_lists_registry(monkeypatch, capsys):
-    code, out, _ = run_cli(monkeypatch, capsys, "models", "fcos*")
+def test_models_lists_registry(cli):
+    code, out, _ = cli("models", "fcos*")
     assert code == 0 and "fcos_r50_fpn" in out and "fcos_demo" in out
 
 
-def test_eval_gt_dt_writes_12_metrics(monkeypatch, capsys, tmp_path):
+def test_eval_gt_dt_writes_12_metrics(cli, tmp_path):
     coco, _ = _valid_coco(tmp_path)
     gt = tmp_path / "gt.json"
     gt.write_text(json.dumps(coco))
@@ -121,7 +112,7 @@ def test_eval_gt_dt_writes_12_metrics(monkeypatch, capsys, tmp_path):
             for a in coco["annotations"]]
     dt = tmp_path / "dt.json"
     dt.write_text(json.dumps(dets))
-    code, out, err = run_cli(monkeypatch, capsys, "eval", "--gt", gt, "--dt", dt, "--out", tmp_path / "m.json")
+    code, out, err = cli("eval", "--gt", gt, "--dt", dt, "--out", tmp_path / "m.json")
     assert code == 0, err
     m = json.loads((tmp_path / "m.json").read_text())
     keys = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
@@ -129,13 +120,13 @@ def test_eval_gt_dt_writes_12_metrics(monkeypatch, capsys, tmp_path):
     assert m["AP"] == pytest.approx(1.0) and m["APl"] == -1
 
 
-def test_eval_dt_not_json(monkeypatch, capsys, tmp_path):
+def test_eval_dt_not_json(cli, tmp_path):
     coco, _ = _valid_coco(tmp_path)
     gt = tmp_path / "gt.json"
     gt.write_text(json.dumps(coco))
     dt = tmp_path / "dt.json"
     dt.write_text("[{]")
-    code, _, err = run_cli(monkeypatch, capsys, "eval", "--gt", gt, "--dt", dt)
+    code, _, err = cli("eval", "--gt", gt, "--dt", dt)
     assert code != 0 and "dt.json" in err and "Traceback" not in err
 
 
@@ -145,16 +136,16 @@ def test_console_script_runs_as_a_process():
     assert proc.returncode != 0 and "nonexistent.json" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_bench_writes_rows_and_rejects_mixed_tasks(monkeypatch, capsys, tmp_path):
+def test_bench_writes_rows_and_rejects_mixed_tasks(cli, tmp_path):
     out = tmp_path / "bench.json"
-    code, stdout, _ = run_cli(monkeypatch, capsys, "bench", "fcos_demo", "fcos_small", "--size", "64",
+    code, stdout, _ = cli("bench", "fcos_demo", "fcos_small", "--size", "64",
                               "--runs", "2", "--warmup", "0", "--no-memory", "--out", out)
     assert code == 0 and "fcos_small" in stdout
     data = json.loads(out.read_text())
     assert data["size"] == 64 and [r["name"] for r in data["rows"]] == ["fcos_demo", "fcos_small"]
     assert data["rows"][0]["ratio"] == 1.0
 
-    code, _, err = run_cli(monkeypatch, capsys, "bench", "resnet26", "fcos_demo")
+    code, _, err = cli("bench", "resnet26", "fcos_demo")
     assert code == 2 and "one task" in err and len(err.strip().splitlines()) == 1
-    code, _, err = run_cli(monkeypatch, capsys, "bench", "torchvision:resnet18", "fcos_demo", "--size", "64")
+    code, _, err = cli("bench", "torchvision:resnet18", "fcos_demo", "--size", "64")
     assert code == 2 and "one task" in err and len(err.strip().splitlines()) == 1

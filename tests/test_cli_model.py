@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
 import torch
 from PIL import Image
 
-from hybridvision.cli import main
 from hybridvision.config import TrainConfig
 from hybridvision.engine.trainer import train
 
@@ -24,38 +22,30 @@ def nl_run(tiny_amounts, tmp_path_factory):
     return out
 
 
-def run_cli(monkeypatch, capsys, *args):
-    monkeypatch.setattr(sys, "argv", ["hybridvision", *map(str, args)])
-    with pytest.raises(SystemExit) as e:
-        main()
-        raise SystemExit(0)
-    out = capsys.readouterr()
-    return int(e.value.code or 0), out.out, out.err
-
 
 KEYS = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
 
 
-def test_eval_run_and_weights(monkeypatch, capsys, nl_run, tiny_amounts, tmp_path):
-    code, out, err = run_cli(monkeypatch, capsys, "eval", "--run", nl_run, "--device", "cpu")
+def test_eval_run_and_weights(cli, nl_run, tiny_amounts, tmp_path):
+    code, out, err = cli("eval", "--run", nl_run, "--device", "cpu")
     assert code == 0, err
     m = json.loads((nl_run / "eval/coco_metrics.json").read_text())
     assert all(k in m for k in KEYS) and "per_class" in m
     preds = json.loads((nl_run / "eval/predictions.json").read_text())
     assert isinstance(preds, list)
-    code, _, err = run_cli(monkeypatch, capsys, "eval", "--weights", nl_run / "checkpoints/last.safetensors",
+    code, _, err = cli("eval", "--weights", nl_run / "checkpoints/last.safetensors",
                            "--data", "builtin:amounts", "--out", tmp_path / "ev", "--device", "cpu")
     assert code == 0, err
     m2 = json.loads((tmp_path / "ev/coco_metrics.json").read_text())
     assert {k: m2[k] for k in KEYS} == pytest.approx({k: m[k] for k in KEYS})  # same data, same model
 
 
-def test_predict_folder_and_corrupt_image(monkeypatch, capsys, nl_run, tiny_amounts, tmp_path):
+def test_predict_folder_and_corrupt_image(cli, nl_run, tiny_amounts, tmp_path):
     src = tmp_path / "imgs"
     src.mkdir()
     for p in sorted((tiny_amounts / "amounts/val/images").iterdir())[:2]:
         (src / p.name).write_bytes(p.read_bytes())
-    code, _, err = run_cli(monkeypatch, capsys, "predict", src, "--weights",
+    code, _, err = cli("predict", src, "--weights",
                            nl_run / "checkpoints/last.safetensors", "--out", tmp_path / "pred",
                            "--conf", "0.0", "--device", "cpu")
     assert code == 0, err
@@ -65,19 +55,19 @@ def test_predict_folder_and_corrupt_image(monkeypatch, capsys, nl_run, tiny_amou
     assert recs and {"file_name", "category_id", "bbox", "score"} <= set(recs[0])
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"\x89PNG not really")
-    code, _, err = run_cli(monkeypatch, capsys, "predict", bad, "--weights",
+    code, _, err = cli("predict", bad, "--weights",
                            nl_run / "checkpoints/last.safetensors", "--out", tmp_path / "p2")
     assert code != 0 and "bad.png" in err and "Traceback" not in err
 
 
-def test_explain_writes_overlay(monkeypatch, capsys, nl_run, tiny_amounts, tmp_path):
+def test_explain_writes_overlay(cli, nl_run, tiny_amounts, tmp_path):
     img = sorted((tiny_amounts / "amounts/val/images").iterdir())[0]
     out = tmp_path / "attn.png"
-    code, _, err = run_cli(monkeypatch, capsys, "explain", "--weights", nl_run / "checkpoints/last.safetensors",
+    code, _, err = cli("explain", "--weights", nl_run / "checkpoints/last.safetensors",
                            "--image", img, "--point", "30,20", "--out", out)
     assert code == 0, err
     assert Image.open(out).size == Image.open(img).size
-    code, _, err = run_cli(monkeypatch, capsys, "explain", "--weights", nl_run / "checkpoints/last.safetensors",
+    code, _, err = cli("explain", "--weights", nl_run / "checkpoints/last.safetensors",
                            "--image", img, "--point", "999,20", "--out", out)
     assert code != 0 and "outside" in err
 
@@ -107,7 +97,7 @@ def test_demo_grid_of_val_predictions(nl_run):
     assert img.size[0] > 2 * 64 and img.size[1] > 4 * 64  # two columns, four rows of 64² images
 
 
-def test_export_onnx_round_trip_decodes_like_pytorch(nl_run, monkeypatch, capsys, tmp_path):
+def test_export_onnx_round_trip_decodes_like_pytorch(cli, nl_run, tmp_path):
     """The exported graph, run in onnxruntime and decoded in Python, gives PyTorch's detections."""
     import onnxruntime as ort
 
@@ -116,7 +106,7 @@ def test_export_onnx_round_trip_decodes_like_pytorch(nl_run, monkeypatch, capsys
 
     weights = nl_run / "checkpoints" / "best.safetensors"
     out = tmp_path / "nl.onnx"
-    code, stdout, err = run_cli(monkeypatch, capsys, "export", "--weights", weights, "--out", out)
+    code, stdout, err = cli("export", "--weights", weights, "--out", out)
     assert code == 0, err
     assert "onnxruntime agrees" in stdout
     info = json.loads((tmp_path / "nl.onnx.json").read_text())
@@ -138,7 +128,7 @@ def test_export_onnx_round_trip_decodes_like_pytorch(nl_run, monkeypatch, capsys
     torch.testing.assert_close(got["boxes"], ref["boxes"], atol=1e-3, rtol=1e-4)
 
 
-def test_export_classifier_and_bad_requests(monkeypatch, capsys, tmp_path):
+def test_export_classifier_and_bad_requests(cli, tmp_path):
     from hybridvision.export import export_onnx
     from hybridvision.registry import create_model
 
@@ -147,9 +137,9 @@ def test_export_classifier_and_bad_requests(monkeypatch, capsys, tmp_path):
     assert info["task"] == "classification" and info["outputs"] == ["logits"]
     assert info["check"]["max_rel_diff"] < 1e-3 and (tmp_path / "hib.onnx").is_file()
 
-    code, _, err = run_cli(monkeypatch, capsys, "export")
+    code, _, err = cli("export")
     assert code == 2 and "--weights" in err and len(err.strip().splitlines()) == 1
-    code, _, err = run_cli(monkeypatch, capsys, "export", "--model", "fcos_demo", "--size", "100",
+    code, _, err = cli("export", "--model", "fcos_demo", "--size", "100",
                            "--out", tmp_path / "x.onnx")
     assert code == 2 and "multiple of 32" in err and not (tmp_path / "x.onnx").exists()
 

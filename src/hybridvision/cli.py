@@ -306,24 +306,20 @@ def bench_cmd(
     from rich.table import Column, Table
 
     from hybridvision.engine.trainer import resolve_device
-    from hybridvision.evaluation.benchmark import build_bench_target, compare_models
+    from hybridvision.evaluation.benchmark import bench_task, build_bench_target, compare_models
     from hybridvision.fileio import atomic_write_text
-    from hybridvision.registry import model_task
 
     if runs < 1 or warmup < 0 or batch < 1 or (size is not None and size < 32):
         raise UserInputError("--runs and --batch must be >= 1, --warmup >= 0 and --size >= 32")
     if threads:
         torch.set_num_threads(threads)
-    tasks = {n: ("torchvision" if n.startswith("torchvision:") else model_task(n)) for n in models}
-    ours = {t for t in tasks.values() if t != "torchvision"}
-    if len(ours) > 1:
-        raise UserInputError(f"bench compares models of one task; got {', '.join(sorted(ours))}")
-    side = size or (224 if ours == {"classification"} else 512)
+    tasks = {bench_task(n) for n in models}
+    if len(tasks) > 1:
+        raise UserInputError(f"bench compares models of one task; got {', '.join(sorted(tasks))}")
+    side = size or (224 if tasks == {"classification"} else 512)
     dev = resolve_device(device)
     targets = [build_bench_target(n, size=side, batch=batch, num_classes=num_classes,
                                   in_chans=in_chans, device=dev) for n in models]
-    if len({t.task for t in targets}) > 1:
-        raise UserInputError("bench compares models of one task; mix detectors or classifiers, not both")
     rows = compare_models(targets, runs=runs, warmup=warmup, device=dev, memory=not no_memory)
     table = Table(Column("model", no_wrap=True), "params (M)", "GFLOPs", "median ms", "× first", "peak MiB",
                   title=f"{targets[0].task}, batch {batch} × {side}², {dev}, "
@@ -363,27 +359,22 @@ def export_cmd(
 
     if weights is None and model is None:
         raise UserInputError("pass --weights CHECKPOINT.safetensors, or --model NAME for random weights")
+    kwargs = {"num_classes": num_classes} if num_classes else {}
     meta: dict = {}
     if weights is not None:
         from hybridvision.api import load_trained
 
-        kwargs = {"num_classes": num_classes} if num_classes else {}
         net, info = load_trained(weights, "cpu", model=model, **kwargs)
-        meta = {"weights": str(weights), "class_names": info.get("class_names")}
-        if info.get("label_to_cat_id"):
-            meta["label_to_cat_id"] = info["label_to_cat_id"]
-        name = info.get("model") or model
-        chans = int(info.get("model_kwargs", {}).get("in_chans", 3))
+        meta = {"weights": str(weights), "class_names": info.get("class_names"),
+                "label_to_cat_id": info.get("label_to_cat_id")}
         default_out = weights.with_suffix(".onnx")
     else:
-        name = model
-        task = model_task(name)
-        kwargs = {"num_classes": num_classes} if num_classes else {}
-        if task == "classification":
+        if model_task(model) == "classification":
             kwargs["in_chans"] = in_chans
-        net, info, chans = create_model(name, **kwargs), {}, in_chans if task == "classification" else 3
-        default_out = Path("runs/export") / f"{name}.onnx"
-    task = model_task(name)
+        net, info = create_model(model, **kwargs), {}
+        default_out = Path("runs/export") / f"{model}.onnx"
+    name, task = net.model_name, model_task(net.model_name)
+    chans = getattr(net, "in_chans", 3)  # classifiers know theirs; detectors take RGB
     side = size or default_size(task, info)
     check_size(side, net)
     target = out or default_out

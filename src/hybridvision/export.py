@@ -23,8 +23,6 @@ import contextlib
 import io
 import json
 import logging
-import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -34,7 +32,7 @@ import torch
 import torch.nn as nn
 
 from hybridvision.errors import UserInputError
-from hybridvision.fileio import atomic_write_text
+from hybridvision.fileio import atomic_write_bytes, atomic_write_text
 
 __all__ = ["ExportCheckError", "check_size", "default_size", "export_onnx", "flatten_outputs",
            "unflatten_outputs"]
@@ -131,7 +129,6 @@ def export_onnx(
         meta: extra metadata (class names, the checkpoint's path …).
     """
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     model = model.to("cpu").eval()
     torch.manual_seed(0)
     # Batch 2, not 1: torch.export specialises a size-1 dimension to the constant 1.
@@ -139,50 +136,52 @@ def export_onnx(
     flat = _Flat(model).eval()
     with torch.no_grad():
         names, _ = flatten_outputs(model(example))
-    batch = torch.export.Dim("batch", min=1, max=1024)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".onnx.tmp")
-    os.close(fd)
-    try:
-        # The exporter reports its progress on stdout and logs failed guesses at ERROR level;
-        # the CLI prints its own summary, and a failure becomes one ExportCheckError.
-        torch_log = logging.getLogger("torch")
-        level = torch_log.level
-        torch_log.setLevel(logging.CRITICAL)
-        try:
-            with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                torch.onnx.export(flat, (example,), tmp, dynamo=True, opset_version=opset,
-                                  input_names=["images"], output_names=names,
-                                  dynamic_shapes=({0: batch},), external_data=False)
-        except Exception as e:  # noqa: BLE001 - any exporter failure is reported the same way
-            first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
-            if isinstance(e, ImportError):
-                first += "; install the exporter with pip install 'hybridvision[export]'"
-            raise ExportCheckError(f"ONNX export of {info_name(model)} failed: {first} "
-                                   "(run with --debug for the exporter's trace)") from e
-        finally:
-            torch_log.setLevel(level)
-        info: dict[str, Any] = {
-            "model": info_name(model),
-            "task": "classification" if names == ["logits"] else "detection",
-            "input": {"name": "images", "shape": ["batch", in_chans, size, size], "range": [0, 1]},
-            "outputs": names,
-            "opset": opset,
-            "torch": torch.__version__,
-            **({"strides": list(model.strides)} if hasattr(model, "strides") else {}),
-            **(meta or {}),
-        }
-        if check:
-            info["check"] = _check(tmp, flat, size, in_chans, names, atol, rtol)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    onnx_bytes = _export_bytes(flat, example, names, opset, info_name(model))
+    info: dict[str, Any] = {
+        "model": info_name(model),
+        "task": "classification" if names == ["logits"] else "detection",
+        "input": {"name": "images", "shape": ["batch", in_chans, size, size], "range": [0, 1]},
+        "outputs": names,
+        "opset": opset,
+        "torch": torch.__version__,
+        **({"strides": list(model.strides)} if hasattr(model, "strides") else {}),
+        **(meta or {}),
+    }
+    if check:  # before anything is written: a failed check leaves no file
+        info["check"] = _check(onnx_bytes, flat, size, in_chans, names, atol, rtol)
+    atomic_write_bytes(out, onnx_bytes)
     atomic_write_text(Path(f"{out}.json"), json.dumps(info, indent=1))
     return info
 
 
-def _check(path: str, flat: nn.Module, size: int, in_chans: int, names: list[str], atol: float,
+def _export_bytes(flat: nn.Module, example: torch.Tensor, names: list[str], opset: int,
+                  model_name: str) -> bytes:
+    """The ONNX model as bytes (kept in memory: checked first, then written atomically)."""
+    buffer = io.BytesIO()
+    # The exporter reports its progress on stdout and logs failed guesses at ERROR level; the
+    # CLI prints its own summary, and a failure becomes one ExportCheckError.
+    torch_log = logging.getLogger("torch")
+    level = torch_log.level
+    torch_log.setLevel(logging.CRITICAL)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(flat, (example,), buffer, dynamo=True, opset_version=opset,
+                              input_names=["images"], output_names=names,
+                              dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1024)},),
+                              external_data=False)
+    except Exception as e:  # noqa: BLE001 - any exporter failure is reported the same way
+        first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
+        if isinstance(e, ImportError):
+            first += "; install the exporter with pip install 'hybridvision[export]'"
+        raise ExportCheckError(f"ONNX export of {model_name} failed: {first} "
+                               "(run with --debug for the exporter's trace)") from e
+    finally:
+        torch_log.setLevel(level)
+    return buffer.getvalue()
+
+
+def _check(onnx_bytes: bytes, flat: nn.Module, size: int, in_chans: int, names: list[str], atol: float,
            rtol: float) -> dict[str, Any]:
     try:
         import onnxruntime as ort
@@ -193,7 +192,7 @@ def _check(path: str, flat: nn.Module, size: int, in_chans: int, names: list[str
     x = torch.rand(3, in_chans, size, size, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         ref = [t.numpy() for t in flat(x)]
-    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
     got = session.run(names, {"images": x.numpy()})
     worst, worst_name, worst_rel = 0.0, names[0], 0.0
     for name, r, g in zip(names, ref, got):

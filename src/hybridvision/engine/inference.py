@@ -6,7 +6,6 @@ target's ``orig_size`` (the transforms resize; padding is bottom/right, so it sh
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Iterable
 
 import torch

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset, Subset
 
 from hybridvision.config import TrainConfig
-from hybridvision.errors import DataError, UserInputError
+from hybridvision.errors import UserInputError
 
 __all__ = ["DataBundle", "DetectionTask", "ClassificationTask", "make_task", "resolve_detection_data"]
 

@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from hybridvision.config import TrainConfig, save_config
 from hybridvision.engine.checkpoint import load_checkpoint_state, load_weights, save_checkpoint
 from hybridvision.engine.progress import console, is_main_process, make_progress
-from hybridvision.engine.tasks import DataBundle, make_task, unwrap
+from hybridvision.engine.tasks import DataBundle, make_task
 from hybridvision.errors import UserInputError
 from hybridvision.fileio import atomic_write_text
 

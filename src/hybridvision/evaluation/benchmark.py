@@ -26,6 +26,7 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, 
 
 __all__ = [
     "BenchTarget",
+    "bench_task",
     "build_bench_target",
     "compare_models",
     "count_params",
@@ -231,57 +232,61 @@ class BenchTarget:
     run: Callable[[], Any]
 
 
-def _torchvision_target(name: str, *, size: int, batch: int, num_classes: int,
-                        device: torch.device) -> BenchTarget:
+def bench_task(name: str) -> str:
+    """``"detection"`` or ``"classification"`` for a registered name or ``torchvision:NAME``."""
+    if not name.startswith(TORCHVISION_PREFIX):
+        from hybridvision.registry import model_task
+
+        return model_task(name)
     import torchvision
 
     from hybridvision.errors import UserInputError
 
     tv_name = name[len(TORCHVISION_PREFIX):]
-    detection = set(torchvision.models.list_models(module=torchvision.models.detection))
-    classification = set(torchvision.models.list_models(module=torchvision.models))
-    if tv_name not in detection | classification:
-        raise UserInputError(
-            f"{name}: not a torchvision detection or classification model; e.g. "
-            "torchvision:fcos_resnet50_fpn, torchvision:retinanet_resnet50_fpn, torchvision:resnet50 "
-            "(torchvision.models.list_models() lists them)")
-    kwargs: dict[str, Any] = {"weights": None, "num_classes": num_classes}
-    if tv_name in detection:  # random weights, nothing downloaded; resize to the bench size
-        kwargs.update(weights_backbone=None, min_size=size, max_size=size)
-    model = torchvision.models.get_model(tv_name, **kwargs).to(device).eval()
-    x = torch.rand(batch, 3, size, size, device=device)
-    if tv_name in detection:
-        images = list(x)
-        return BenchTarget(name, "detection", model, lambda: model(images))
-    return BenchTarget(name, "classification", model, lambda: model(x))
+    if tv_name in torchvision.models.list_models(module=torchvision.models.detection):
+        return "detection"
+    if tv_name in torchvision.models.list_models(module=torchvision.models):
+        return "classification"
+    raise UserInputError(
+        f"{name}: not a torchvision detection or classification model; e.g. "
+        "torchvision:fcos_resnet50_fpn, torchvision:retinanet_resnet50_fpn, torchvision:resnet50 "
+        "(torchvision.models.list_models() lists them)")
 
 
 def build_bench_target(name: str, *, size: int, batch: int = 1, num_classes: int | None = None,
                        in_chans: int = 3, device: str | torch.device = "cpu") -> BenchTarget:
     """A registered model, or ``torchvision:NAME``, with random weights in eval mode on ``device``.
 
-    ``num_classes`` defaults to 80 (detection) or 1000 (classification); ``in_chans`` applies to
-    hybridvision classifiers (1 for grey sketches); torchvision models always take 3 channels.
+    ``num_classes`` defaults to 80 (ours) / 91 (torchvision) for detection, 1000 for
+    classification; ``in_chans`` applies to hybridvision classifiers (1 for grey sketches);
+    torchvision models always take 3 channels.
     """
-    from hybridvision.registry import create_model, model_task
+    from hybridvision.registry import create_model
 
     device = torch.device(device)
+    task = bench_task(name)
+    detection = task == "detection"
     if name.startswith(TORCHVISION_PREFIX):
         import torchvision
 
-        detection = name[len(TORCHVISION_PREFIX):] in set(
-            torchvision.models.list_models(module=torchvision.models.detection))
-        k = num_classes or (91 if detection else 1000)  # torchvision's own defaults
-        return _torchvision_target(name, size=size, batch=batch, num_classes=k, device=device)
-    task = model_task(name)
-    if task == "detection":
-        model = create_model(name, num_classes=num_classes or 80).to(device).eval()
-        x = torch.rand(batch, 3, size, size, device=device)
-        sizes = [(size, size)] * batch
-        return BenchTarget(name, task, model, lambda: model.decode(model(x, sizes), sizes))
-    model = create_model(name, num_classes=num_classes or 1000, in_chans=in_chans).to(device).eval()
-    x = torch.rand(batch, in_chans, size, size, device=device)
-    return BenchTarget(name, task, model, lambda: model(x))
+        kwargs: dict[str, Any] = {"weights": None, "num_classes": num_classes or (91 if detection else 1000)}
+        if detection:  # random weights, nothing downloaded; resize to the bench size
+            kwargs.update(weights_backbone=None, min_size=size, max_size=size)
+        model = torchvision.models.get_model(name[len(TORCHVISION_PREFIX):], **kwargs)
+        in_chans = 3
+    elif detection:
+        model = create_model(name, num_classes=num_classes or 80)
+    else:
+        model = create_model(name, num_classes=num_classes or 1000, in_chans=in_chans)
+    model = model.to(device).eval()
+    x = torch.rand(batch, 3 if detection else in_chans, size, size, device=device)
+    if not detection:
+        return BenchTarget(name, task, model, lambda: model(x))
+    if name.startswith(TORCHVISION_PREFIX):
+        images = list(x)  # torchvision detectors take a list and post-process themselves
+        return BenchTarget(name, task, model, lambda: model(images))
+    sizes = [(size, size)] * batch
+    return BenchTarget(name, task, model, lambda: model.decode(model(x, sizes), sizes))
 
 
 def compare_models(targets: list[BenchTarget], *, runs: int = 7, warmup: int = 2,

@@ -12,7 +12,6 @@ Two tables, as in the seed:
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
