@@ -1,75 +1,255 @@
-"""Run configuration: one dataclass, YAML in and out, ``key=value`` overrides.
+"""Run configuration: one typed, validated model (pydantic 2), YAML in and out, ``key=value`` overrides.
 
 A run folder's ``config.yaml`` is exactly :meth:`TrainConfig.to_dict`, so ``hybridvision train
 --config runs/x/config.yaml`` repeats a run and ``--resume`` continues it.
+
+Every value is checked when a config is built and on every assignment (``cfg.epochs = 3``): an
+out-of-range or mistyped value raises :class:`~hybridvision.errors.UserInputError` with one line
+naming where it came from (the YAML file, ``overrides``), the key, the value and what is allowed,
+e.g. ``overrides: epochs=0 is not valid (input should be greater than or equal to 1); allowed: an
+integer >= 1``. Unknown keys are listed with the valid ones. The free-form mappings
+(``model_kwargs``, ``augment``, ``data_kwargs``) hold plain YAML values (mappings with string
+keys, lists, strings, finite numbers, booleans, null), at most ``MAX_NESTING`` levels deep.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import math
 import os
-from dataclasses import dataclass, field, fields
+import re
+import reprlib
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from hybridvision.errors import UserInputError
 from hybridvision.fileio import atomic_write_text
 
-__all__ = ["TrainConfig", "load_config", "apply_overrides", "atomic_write_text"]
+__all__ = ["TrainConfig", "load_config", "apply_overrides", "save_config", "atomic_write_text",
+           "MAX_NESTING", "DATA_KINDS"]
+
+MAX_NESTING = 16  # levels of mappings/lists inside model_kwargs, augment, data_kwargs
+MAX_VALUES = 10_000  # values inside one of those mappings (YAML aliases can multiply them)
+MAPPING_KEYS = ("model_kwargs", "augment", "data_kwargs")
+# The kinds of data spec the tasks read (engine/tasks.py, data/sketches.py).
+DATA_KINDS = ("builtin", "coco", "quickdraw", "tuberlin")
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+# Where the values being validated came from (a file, "overrides"); read by TrainConfig.__init__,
+# which pydantic also calls from model_validate.
+_SOURCE: ContextVar[str] = ContextVar("hybridvision_config_source", default="TrainConfig")
+
+_NUMBER_FIELDS = ("image_size", "epochs", "max_steps", "batch_size", "lr", "momentum", "weight_decay",
+                  "warmup_steps", "warmup_factor", "grad_clip", "label_smoothing", "workers", "seed",
+                  "eval_every", "val_limit")
 
 
-@dataclass
-class TrainConfig:
-    """Everything a training run needs. Defaults are the FCOS recipe at small scale."""
+def _plain(value: Any, where: str, depth: int = 0, count: list[int] | None = None) -> Any:
+    """A copy of ``value`` as plain YAML data (dict with str keys, list, str, int, float, bool,
+    None); ValueError for anything else, non-finite floats, too deep or too many values."""
+    count = [0] if count is None else count
+    count[0] += 1
+    if count[0] > MAX_VALUES:
+        raise ValueError(f"more than {MAX_VALUES} values")
+    if depth > MAX_NESTING:
+        raise ValueError(f"nested deeper than {MAX_NESTING} levels")
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise ValueError(f"key {k!r} in {where} is not a string")
+            out[k] = _plain(v, f"{where}.{k}", depth + 1, count)
+        return out
+    if isinstance(value, (list, tuple)):
+        return [_plain(v, f"{where}[{i}]", depth + 1, count) for i, v in enumerate(value)]
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{where} is {value}; use a finite number")
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    raise ValueError(f"{where} is a {type(value).__name__}; use YAML values (mapping, list, string, "
+                     "number, true/false, null)")
 
-    model: str = "fcos_demo"
-    model_kwargs: dict[str, Any] = field(default_factory=dict)
+
+class TrainConfig(BaseModel):
+    """Everything a training run needs. Defaults are the FCOS recipe at small scale.
+
+    Each field's ``description`` says what values are allowed (used in error messages and in
+    ``hybridvision train --help``).
+    """
+
+    model_config = ConfigDict(validate_assignment=True, extra="forbid", allow_inf_nan=False,
+                              coerce_numbers_to_str=True, protected_namespaces=(),
+                              validate_default=True)
+
+    model: str = Field("fcos_demo", min_length=1, description="a registered model name")
+    model_kwargs: dict[str, Any] = Field(default_factory=dict,
+                                         description="a mapping of the model's options, e.g. {width: 0.5}")
     # "builtin:amounts" | "coco:TRAIN_ANN,TRAIN_IMAGES[,VAL_ANN,VAL_IMAGES]" for detection;
     # "builtin:sketches" | "quickdraw:DIR" | "tuberlin:DIR" for classification.
-    data: str = "builtin:amounts"
-    data_root: str = "data"  # where built-in datasets are generated
-    data_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. n_train for builtin data
-    task: str = "auto"  # "detection" | "classification" | "auto" (from the model registry)
-    image_size: int = 128
-    epochs: int = 12
-    max_steps: int = 0  # > 0 stops after this many optimizer steps in total (smoke runs)
-    batch_size: int = 16
-    optimizer: str = "sgd"  # "sgd" | "adamw"
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    schedule: str = "cosine"  # "cosine" | "step"
-    milestones: list[float] = field(default_factory=lambda: [0.67, 0.89])  # fractions, step schedule
-    warmup_steps: int = 100
-    warmup_factor: float = 0.001
-    grad_clip: float = 0.0  # max gradient L2 norm; 0 disables
-    label_smoothing: float = 0.1  # classification only
-    amp: bool = True  # mixed precision, used on CUDA only
-    augment: dict[str, Any] = field(default_factory=dict)  # options for the transform builder
-    workers: int = 0
-    cache_images: bool = False  # decode a detection dataset's images once into memory
-    seed: int = 0
-    device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
-    out: str = "runs/train"
-    eval_every: int = 1  # evaluate every N epochs (0: only at the end)
-    val_limit: int = 0  # evaluate on at most this many val images (0: all)
-    progress: bool = True
+    data: str = Field("builtin:amounts", description="a data spec KIND:ARGS with KIND one of "
+                      + ", ".join(DATA_KINDS))
+    data_root: str = Field("data", min_length=1, description="a folder (where built-in datasets are generated)")
+    data_kwargs: dict[str, Any] = Field(default_factory=dict,
+                                        description="a mapping of dataset options, e.g. {n_train: 100}")
+    task: Literal["auto", "detection", "classification"] = Field(
+        "auto", description="auto, detection or classification")
+    image_size: int = Field(128, ge=32, description="an integer >= 32 (pixels)")
+    epochs: int = Field(12, ge=1, description="an integer >= 1")
+    max_steps: int = Field(0, ge=0, description="an integer >= 0 (0: no limit)")
+    batch_size: int = Field(16, ge=1, description="an integer >= 1")
+    optimizer: Literal["sgd", "adamw"] = Field("sgd", description="sgd or adamw")
+    lr: float = Field(0.01, gt=0, description="a finite number > 0")
+    momentum: float = Field(0.9, ge=0, lt=1, description="a number in [0, 1)")
+    weight_decay: float = Field(1e-4, ge=0, description="a finite number >= 0")
+    schedule: Literal["cosine", "step"] = Field("cosine", description="cosine or step")
+    milestones: list[float] = Field(default_factory=lambda: [0.67, 0.89],
+                                    description="a list of fractions of training, each in (0, 1)")
+    warmup_steps: int = Field(100, ge=0, description="an integer >= 0")
+    warmup_factor: float = Field(0.001, gt=0, le=1, description="a number in (0, 1]")
+    grad_clip: float = Field(0.0, ge=0, description="a finite number >= 0 (max gradient L2 norm; 0 disables)")
+    label_smoothing: float = Field(0.1, ge=0, lt=1, description="a number in [0, 1) (classification only)")
+    amp: bool = Field(True, description="true or false (mixed precision, used on CUDA only)")
+    augment: dict[str, Any] = Field(default_factory=dict,
+                                    description="a mapping of transform options, e.g. {hflip: 0.5}")
+    workers: int = Field(0, ge=0, description="an integer >= 0")
+    cache_images: bool = Field(False, description="true or false (decode detection images once into memory)")
+    seed: int = Field(0, ge=0, description="an integer >= 0")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
+    out: str = Field("runs/train", min_length=1, description="a folder path (the run folder)")
+    eval_every: int = Field(1, ge=0, description="an integer >= 0 (evaluate every N epochs; 0: at the end)")
+    val_limit: int = Field(0, ge=0, description="an integer >= 0 (evaluate on at most N val images; 0: all)")
+    progress: bool = Field(True, description="true or false")
+
+    # --------------------------------------------------------------------------- validators
+    @field_validator(*_NUMBER_FIELDS, mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, v: Any) -> Any:
+        if isinstance(v, bool):  # pydantic's lax mode would read true as 1
+            raise ValueError("a boolean is not a number")
+        return v
+
+    @field_validator(*MAPPING_KEYS, mode="before")
+    @classmethod
+    def _plain_mapping(cls, v: Any, info) -> Any:
+        if not isinstance(v, dict):
+            raise ValueError(f"{type(v).__name__} is not a mapping")
+        return _plain(v, info.field_name)
+
+    @field_validator("milestones", mode="before")
+    @classmethod
+    def _milestones_list(cls, v: Any) -> Any:
+        if not isinstance(v, (list, tuple)):
+            raise ValueError("not a list")
+        if any(isinstance(m, bool) for m in v):
+            raise ValueError("a boolean is not a number")
+        return list(v)
+
+    @field_validator("milestones")
+    @classmethod
+    def _milestones_range(cls, v: list[float]) -> list[float]:
+        bad = [m for m in v if not 0 < m < 1]
+        if bad:
+            raise ValueError(f"{bad[0]:g} is outside (0, 1)")
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _device_name(cls, v: str) -> str:
+        if not _DEVICE.match(v):
+            raise ValueError("unknown device")
+        return v
+
+    @field_validator("data")
+    @classmethod
+    def _data_spec(cls, v: str) -> str:
+        kind, sep, rest = v.partition(":")
+        if not sep or kind not in DATA_KINDS or not rest.strip():
+            raise ValueError("not KIND:ARGS (builtin:amounts, coco:ANN.json,IMAGES_DIR, "
+                             "builtin:sketches, quickdraw:DIR, tuberlin:DIR)")
+        return v
+
+    # ---------------------------------------------------------------------- construction
+    def __init__(self, **data: Any) -> None:
+        source = _SOURCE.get()
+        _check_keys(data, source)
+        try:
+            super().__init__(**data)
+        except ValidationError as e:
+            raise UserInputError(_describe(e, data, source)) from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name not in type(self).model_fields:
+            _check_keys({name: value}, "config")
+        try:
+            super().__setattr__(name, value)
+        except ValidationError as e:
+            raise UserInputError(_describe(e, {name: value}, "config")) from None
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Plain data (a fresh copy), as written to ``config.yaml``."""
+        return self.model_dump()
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], *, source: str = "config") -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise UserInputError(
-                f"{source}: unknown key(s) {', '.join(unknown)}; "
-                f"valid keys: {', '.join(sorted(known))}"
-            )
-        return cls(**d)
+    def from_dict(cls, d: Any, *, source: str = "config") -> "TrainConfig":
+        """Validate a mapping of config keys; errors name ``source`` (a file, ``overrides``…)."""
+        if not isinstance(d, dict):
+            raise UserInputError(f"{source}: expected a mapping of config keys, got "
+                                 f"{type(d).__name__}; valid keys: {', '.join(cls.model_fields)}")
+        _check_keys(d, source)  # also non-string keys, which cannot be keyword arguments
+        token = _SOURCE.set(source)
+        try:
+            return cls(**d)
+        finally:
+            _SOURCE.reset(token)
+
+    def updated(self, values: dict[str, Any], *, source: str = "config") -> "TrainConfig":
+        """A validated copy with ``values`` set (all checked together)."""
+        return type(self).from_dict({**self.to_dict(), **values}, source=source)
+
+
+def _check_keys(d: dict, source: str) -> None:
+    known = TrainConfig.model_fields
+    unknown = sorted(str(k) for k in d if k not in known)
+    if unknown:
+        raise UserInputError(
+            f"{source}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(known))}"
+        )
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxdict, _REPR.maxlist, _REPR.maxtuple = 3, 4, 4, 4
+_REPR.maxstring, _REPR.maxother = 40, 40
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    # reprlib: bounded in depth and width, so a huge or self-referencing value is cheap to show.
+    text = _REPR.repr(value)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _describe(e: ValidationError, given: dict[str, Any], source: str) -> str:
+    """One line: every invalid key with its value, the reason and what is allowed."""
+    parts = []
+    seen = set()
+    for err in e.errors(include_url=False):
+        loc = err.get("loc") or ("?",)
+        key = str(loc[0])
+        if key in seen:
+            continue
+        seen.add(key)
+        value = given.get(key, err.get("input"))
+        reason = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        reason = reason[:1].lower() + reason[1:]
+        if len(loc) > 1:
+            reason = f"at {'.'.join(map(str, loc[1:]))}: {reason}"
+        field = TrainConfig.model_fields.get(key)
+        allowed = f"; allowed: {field.description}" if field is not None and field.description else ""
+        parts.append(f"{key}={_short(value)} is not valid ({reason}){allowed}")
+    return f"{source}: " + "; ".join(parts)
 
 
 def load_config(path: str | os.PathLike) -> TrainConfig:
@@ -78,41 +258,65 @@ def load_config(path: str | os.PathLike) -> TrainConfig:
     if not p.is_file():
         raise UserInputError(f"{p}: config file not found; pass an existing YAML file")
     try:
-        d = yaml.safe_load(p.read_text()) or {}
+        d = yaml.safe_load(p.read_text())
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
         raise UserInputError(f"{p}{where}: not valid YAML; fix the syntax") from None
+    except RecursionError:
+        raise UserInputError(f"{p}: nested too deeply to read; a config is a flat mapping of keys "
+                             f"with values at most {MAX_NESTING} levels deep") from None
+    except (UnicodeDecodeError, OSError) as e:
+        raise UserInputError(f"{p}: cannot read the config ({e.__class__.__name__}); pass a UTF-8 "
+                             "YAML file") from None
+    if d is None:
+        d = {}
     if not isinstance(d, dict):
-        raise UserInputError(f"{p}: expected a mapping of config keys at the top level")
+        raise UserInputError(f"{p}: expected a mapping of config keys at the top level, got "
+                             f"{type(d).__name__}")
     return TrainConfig.from_dict(d, source=str(p))
 
 
-def _parse_value(text: str) -> Any:
+def _parse_value(item: str, text: str) -> Any:
     # YAML scalars: 0.1 -> float, true -> bool, [1,2] -> list, {a: 1} -> dict, else str.
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError:
         return text
+    except RecursionError:
+        raise UserInputError(f"overrides: {_short(item)} is nested too deeply; values may be at most "
+                             f"{MAX_NESTING} levels deep") from None
 
 
 def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
-    """Apply ``key=value`` strings; ``model_kwargs.width=0.5`` sets a nested key."""
+    """Apply ``key=value`` strings; ``model_kwargs.width=0.5`` sets a nested key.
+
+    All overrides are validated together; errors name ``overrides``.
+    """
     d = cfg.to_dict()
     for item in overrides:
         if "=" not in item:
-            raise UserInputError(f"override {item!r}: expected key=value, e.g. lr=0.01")
+            raise UserInputError(f"overrides: {item!r} is not key=value; e.g. lr=0.01")
         key, value = item.split("=", 1)
         parts = key.strip().split(".")
+        if len(parts) > MAX_NESTING:
+            raise UserInputError(f"overrides: {_short(key)} is nested deeper than {MAX_NESTING} levels")
+        if parts[0] not in TrainConfig.model_fields:
+            _check_keys({parts[0]: None}, "overrides")
         target = d
-        for part in parts[:-1]:
-            if part not in target or not isinstance(target[part], dict):
-                if parts[0] in ("model_kwargs", "augment", "data_kwargs"):
-                    target = target.setdefault(part, {})
-                    continue
-                raise UserInputError(f"override {item!r}: {part!r} is not a nested config key")
-            target = target[part]
-        target[parts[-1]] = _parse_value(value)
+        for depth, part in enumerate(parts[:-1]):
+            if parts[0] not in MAPPING_KEYS:
+                raise UserInputError(f"overrides: {item!r}: {parts[0]!r} is not a nested config key; "
+                                     f"nested keys go under {', '.join(MAPPING_KEYS)}")
+            nxt = target.get(part)
+            if nxt is None:
+                nxt = target[part] = {}
+            if not isinstance(nxt, dict):
+                where = ".".join(parts[: depth + 1])
+                raise UserInputError(f"overrides: {item!r}: {where} is {_short(nxt)}, not a mapping; "
+                                     f"set {where}={{...}} or drop the nested key")
+            target = nxt
+        target[parts[-1]] = _parse_value(item, value)
     return TrainConfig.from_dict(d, source="overrides")
 
 
