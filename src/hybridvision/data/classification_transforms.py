@@ -18,7 +18,9 @@ Output: float32 ``[in_chans, size, size]``; a 1-channel sketch is repeated to 3 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torchvision.transforms import v2
@@ -31,7 +33,56 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "build_classification_transforms",
+    "AUGMENT_OPTIONS",
+    "check_augment",
 ]
+
+# The ``augment`` options of a classification run (``augment.rotation=20`` …): what each accepts.
+AUGMENT_OPTIONS: dict[str, str] = {
+    "invert": "true, false or null (null: invert sketches)",
+    "scale": "[min, max] with 0 < min <= max <= 1",
+    "ratio": "[min, max] with 0 < min <= max",
+    "hflip": "a probability in [0, 1]",
+    "rotation": "degrees >= 0",
+    "resize_ratio": "a number > 0",
+    "mean": "a list of 1 or in_chans numbers",
+    "std": "a list of 1 or in_chans numbers > 0",
+}
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _pair_ok(v: Any, hi: float = math.inf) -> bool:
+    return (isinstance(v, (list, tuple)) and len(v) == 2 and all(map(_is_number, v))
+            and 0 < v[0] <= v[1] <= hi)
+
+
+def _augment_value_ok(key: str, v: Any) -> bool:
+    if key == "invert":
+        return v is None or isinstance(v, bool)
+    if key in ("scale", "ratio"):
+        return _pair_ok(v, 1.0 if key == "scale" else math.inf)
+    if key == "hflip":
+        return _is_number(v) and 0 <= v <= 1
+    if key == "rotation":
+        return _is_number(v) and v >= 0
+    if key == "resize_ratio":
+        return _is_number(v) and v > 0
+    if key in ("mean", "std"):
+        return (v is None or (isinstance(v, (list, tuple)) and len(v) >= 1 and all(map(_is_number, v))
+                              and (key == "mean" or all(x > 0 for x in v))))
+    return True
+
+
+def check_augment(augment: dict[str, Any]) -> None:
+    """UserInputError naming the first unknown or ill-typed ``augment`` option (classification)."""
+    for key, value in augment.items():
+        if key not in AUGMENT_OPTIONS:
+            raise UserInputError(f"augment.{key}: unknown option; valid: {', '.join(AUGMENT_OPTIONS)}")
+        if not _augment_value_ok(key, value):
+            raise UserInputError(f"augment.{key}={value!r}: not valid; use {AUGMENT_OPTIONS[key]}")
 
 MNIST_MEAN = (0.1307,)
 MNIST_STD = (0.3081,)
@@ -83,6 +134,7 @@ def build_classification_transforms(
     resize_ratio: float = 256 / 224,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
+    **unknown: Any,
 ) -> v2.Compose:
     """The train or val pipeline of thesis B's classification recipe.
 
@@ -99,9 +151,15 @@ def build_classification_transforms(
         resize_ratio: val short side = ``round(size · resize_ratio)`` before the centre crop.
         mean, std: override the normalisation (one value per output channel, or one for all).
 
+    The keyword options after ``in_chans`` are a run's ``augment`` options
+    (:data:`AUGMENT_OPTIONS`); an unknown or ill-typed one raises :class:`UserInputError`.
+
     Returns:
         ``v2.Compose``: image → float32 ``[in_chans, size, size]``, normalised.
     """
+    check_augment(unknown)  # names the unknown option with the valid ones
+    check_augment(dict(invert=invert, scale=scale, ratio=ratio, hflip=hflip, rotation=rotation,
+                       resize_ratio=resize_ratio, mean=mean, std=std))
     if in_chans not in (1, 3):
         raise UserInputError(f"in_chans {in_chans}: use 1 (grey) or 3 (RGB)")
     if size < 1:

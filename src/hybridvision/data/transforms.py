@@ -25,6 +25,7 @@ back to original pixels with ``orig_size`` and the transformed image's size.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -32,11 +33,15 @@ from torch import Tensor
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from hybridvision.errors import UserInputError
+
 __all__ = [
     "TRANSFORM_PRESETS",
+    "AUGMENT_OPTIONS",
     "DetectionTransforms",
     "build_detection_transforms",
     "build_preset_transforms",
+    "check_augment",
 ]
 
 Target = dict[str, Any]
@@ -47,6 +52,41 @@ TRANSFORM_PRESETS: dict[str, dict[str, Any]] = {
     "amounts": {"hflip": 0.0, "scale_jitter": (0.75, 1.25), "crop": True, "color_jitter": "light"},
     "coco": {"hflip": 0.5, "scale_jitter": (0.6, 1.3), "crop": True, "color_jitter": True},
 }
+
+
+# The ``augment`` options of a detection run (``augment.hflip=0.5`` …): what each accepts.
+AUGMENT_OPTIONS: dict[str, str] = {
+    "hflip": "a probability in [0, 1]",
+    "scale_jitter": "null or [min, max] with 0 < min <= max",
+    "crop": "true or false",
+    "color_jitter": "true, false or light",
+}
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _augment_value_ok(key: str, v: Any) -> bool:
+    if key == "hflip":
+        return _is_number(v) and 0 <= v <= 1
+    if key == "scale_jitter":
+        return v is None or (isinstance(v, (list, tuple)) and len(v) == 2 and all(map(_is_number, v))
+                             and 0 < v[0] <= v[1])
+    if key == "crop":
+        return isinstance(v, bool)
+    if key == "color_jitter":
+        return isinstance(v, bool) or v == "light"
+    return True
+
+
+def check_augment(augment: dict[str, Any]) -> None:
+    """UserInputError naming the first unknown or ill-typed ``augment`` option (detection)."""
+    for key, value in augment.items():
+        if key not in AUGMENT_OPTIONS:
+            raise UserInputError(f"augment.{key}: unknown option; valid: {', '.join(AUGMENT_OPTIONS)}")
+        if not _augment_value_ok(key, value):
+            raise UserInputError(f"augment.{key}={value!r}: not valid; use {AUGMENT_OPTIONS[key]}")
 
 
 class DetectionTransforms:
@@ -126,9 +166,12 @@ def build_detection_transforms(
 
 
 def build_preset_transforms(preset: str, train: bool, size: int, **overrides: Any) -> DetectionTransforms:
-    """:func:`build_detection_transforms` with a dataset preset (``TRANSFORM_PRESETS``) and overrides."""
-    if preset not in TRANSFORM_PRESETS:
-        from hybridvision.errors import UserInputError
+    """:func:`build_detection_transforms` with a dataset preset (``TRANSFORM_PRESETS``) and overrides.
 
+    ``overrides`` are a run's ``augment`` options (:data:`AUGMENT_OPTIONS`); an unknown or
+    ill-typed one raises :class:`UserInputError` naming it and what is allowed.
+    """
+    check_augment(overrides)
+    if preset not in TRANSFORM_PRESETS:
         raise UserInputError(f"unknown transform preset '{preset}'; use one of {sorted(TRANSFORM_PRESETS)}")
     return build_detection_transforms(train, size, **{**TRANSFORM_PRESETS[preset], **overrides})
