@@ -1,11 +1,20 @@
 """The ``hybridvision`` command line: thin verbs that parse options and call the library.
 
-Every error a user can cause (bad data, unknown model, missing file) ends in one line on stderr
-and a non-zero exit; ``--debug`` (or ``HYBRIDVISION_DEBUG=1``) shows the traceback instead.
+Every error a user can cause (bad data, unknown model, missing file, a bad option value) ends in
+one line on stderr and exit code 2; ``--debug`` (or ``HYBRIDVISION_DEBUG=1``) shows the traceback
+instead. Ctrl-C exits 130 with a hint on how to resume a training run.
+
+Imports: what the package's ``__init__`` loads anyway (config, api, the trainer, the registry) is
+imported here at the top. The verbs import their heavier, optional modules (studies, demo,
+export/onnx, explain, benchmarks, dataset generators and converters) in their bodies, only so that
+``hybridvision --help`` and the other verbs start without loading them; none of those modules
+imports this one.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -14,7 +23,12 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from hybridvision.api import evaluate_files, evaluate_run, predict
+from hybridvision.config import TrainConfig, apply_overrides, load_config
+from hybridvision.engine.progress import format_evaluation, format_train_evaluations
+from hybridvision.engine.trainer import resolve_device, train
 from hybridvision.errors import UserInputError
+from hybridvision.factory import create_model, list_models, model_task
 
 app = typer.Typer(
     name="hybridvision",
@@ -41,13 +55,11 @@ err_console = Console(stderr=True)
 @app.command("models")
 def models_cmd(
     pattern: str = typer.Argument("*", help="shell-style filter, e.g. 'nl_fcos*'"),
-    task: Optional[str] = typer.Option(None, help="detection | classification"),
+    task: Optional[str] = typer.Option(None, help="detection | classification \\[default: both]"),
     params: bool = typer.Option(False, "--params", help="also count parameters (slower)"),
 ):
     """List the registered models."""
     from rich.table import Table
-
-    from hybridvision.registry import create_model, list_models, model_task
 
     names = list_models(pattern, task=task)
     if not names:
@@ -62,72 +74,94 @@ def models_cmd(
 
 
 # ---------------------------------------------------------------------------------------- train
+def _from_config(help_text: str, key: str) -> str:
+    """Help of a train option whose default (None) leaves the config's value: the text plus that
+    value. The bracket is escaped for rich's markup."""
+    default = TrainConfig.model_fields[key].get_default(call_default_factory=True)
+    return f"{help_text} \\[default: {default} (from the config)]"
+
+
+def _resume_config(out: Path) -> TrainConfig:
+    """The config of the run in ``out``: its config.yaml, else the one in checkpoints/last.json."""
+    run_cfg = out / "config.yaml"
+    if run_cfg.is_file():
+        return load_config(run_cfg)
+    last = out / "checkpoints" / "last.json"
+    if not last.is_file():
+        raise UserInputError(f"--out {out}: no config.yaml and no checkpoints/last.json, so there is no "
+                             "run to resume; start without --resume, or pass the run's --config")
+    try:
+        state = json.loads(last.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+        raise UserInputError(f"{last}: checkpoint state is not valid JSON; cannot resume — start a "
+                             "new run") from None
+    stored = state.get("config") if isinstance(state, dict) else None
+    if not isinstance(stored, dict):
+        raise UserInputError(f"{last}: holds no \"config\"; pass the run's settings with --config")
+    return TrainConfig.from_dict(stored, source=str(last))
+
+
 @app.command("train", context_settings={"allow_extra_args": False})
 def train_cmd(
     overrides: Optional[list[str]] = typer.Argument(None, help="extra settings as key=value, e.g. "
                                                     "warmup_steps=200 model_kwargs.width=0.5"),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (a run's config.yaml)"),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="registered model name"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (a run's config.yaml) "
+                                          "\\[default: none: the built-in defaults]"),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help=_from_config("registered model name", "model")),
     data: Optional[str] = typer.Option(None, "--data", "-d",
-                                       help="builtin:amounts | coco:ANN,IMAGES[,VAL_ANN,VAL_IMAGES] | "
-                                       "builtin:sketches | quickdraw:DIR | tuberlin:DIR"),
-    epochs: Optional[int] = typer.Option(None, help="training epochs"),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="images per step and device"),
-    lr: Optional[float] = typer.Option(None, help="peak learning rate"),
-    optimizer: Optional[str] = typer.Option(None, help="sgd | adamw"),
-    image_size: Optional[int] = typer.Option(None, "--image-size", help="input size (longer side)"),
-    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N"),
-    seed: Optional[int] = typer.Option(None, help="random seed"),
-    workers: Optional[int] = typer.Option(None, help="data loader worker processes"),
-    out: Optional[str] = typer.Option(None, "--out", "-o", help="run folder (default runs/train)"),
-    resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its last checkpoint"),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="initial weights (.safetensors)"),
-    exist_ok: bool = typer.Option(False, "--exist-ok", help="overwrite an existing run folder"),
+                                       help=_from_config("builtin:amounts | coco:ANN,IMAGES[,VAL_ANN,VAL_IMAGES] | "
+                                       "builtin:sketches | quickdraw:DIR | tuberlin:DIR", "data")),
+    epochs: Optional[int] = typer.Option(None, help=_from_config("training epochs (>= 1)", "epochs")),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help=_from_config("images per step and device", "batch_size")),
+    lr: Optional[float] = typer.Option(None, help=_from_config("peak learning rate (> 0)", "lr")),
+    optimizer: Optional[str] = typer.Option(None, help=_from_config("sgd | adamw", "optimizer")),
+    image_size: Optional[int] = typer.Option(None, "--image-size", help=_from_config("input size (longer side, >= 32)", "image_size")),
+    device: Optional[str] = typer.Option(None, help=_from_config("auto | cpu | cuda | cuda:N", "device")),
+    seed: Optional[int] = typer.Option(None, help=_from_config("random seed", "seed")),
+    workers: Optional[int] = typer.Option(None, help=_from_config("data loader worker processes", "workers")),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help=_from_config("run folder", "out")),
+    resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its last checkpoint "
+                                "(with its config.yaml, else the config stored in checkpoints/last.json)"),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="initial weights (.safetensors) \\[default: none: random init]"),
+    exist_ok: bool = typer.Option(False, "--exist-ok", help="overwrite an existing run folder, or write into "
+                                  "a non-empty folder that is not one"),
 ):
     """Train a model. Under torchrun it trains on every process (DDP).
 
+    Settings come from the built-in defaults, then --config (or, with --resume, the run's own
+    config), then the options, then key=value overrides. At the end the last and the best
+    weights' evaluations are printed, each with its epoch.
+
     Example: hybridvision train --model fcos_demo --data builtin:amounts --epochs 10
     """
-    from hybridvision.config import TrainConfig, apply_overrides, load_config
-    from hybridvision.engine.trainer import train
-
-    if resume and config is None and out:
-        run_cfg = Path(out) / "config.yaml"
-        cfg = load_config(run_cfg) if run_cfg.is_file() else TrainConfig()
+    if resume and config is None:
+        cfg = _resume_config(Path(out or TrainConfig().out))
     else:
         cfg = load_config(config) if config else TrainConfig()
-    for key, value in dict(model=model, data=data, epochs=epochs, batch_size=batch_size, lr=lr,
-                           optimizer=optimizer, image_size=image_size, device=device, seed=seed,
-                           workers=workers, out=out).items():
-        if value is not None:
-            setattr(cfg, key, value)
+    options = dict(model=model, data=data, epochs=epochs, batch_size=batch_size, lr=lr,
+                   optimizer=optimizer, image_size=image_size, device=device, seed=seed,
+                   workers=workers, out=out)
+    cfg = cfg.updated({k: v for k, v in options.items() if v is not None}, source="options")
     cfg = apply_overrides(cfg, overrides or [])
     summary = train(cfg, resume=resume, weights=str(weights) if weights else None, exist_ok=exist_ok)
-    _print_evaluation(summary["evaluation"])
+    text = format_train_evaluations(summary)
+    if text:
+        console.print(text, markup=False, highlight=False)
     console.print(f"run folder: {summary['out']}  ({summary['steps']} steps, {summary['seconds']:.0f} s)")
-
-
-def _print_evaluation(evaluation: dict) -> None:
-    if not evaluation:
-        return
-    if "metrics" in evaluation:
-        from hybridvision.evaluation.coco import format_metrics_table
-
-        console.print(format_metrics_table(evaluation["metrics"]))
-    else:
-        console.print("  ".join(f"{k} {v:.4f}" for k, v in evaluation.items()))
 
 
 # ----------------------------------------------------------------------------------------- eval
 @app.command("eval")
 def eval_cmd(
-    gt: Optional[Path] = typer.Option(None, "--gt", help="COCO ground-truth annotation JSON"),
-    dt: Optional[Path] = typer.Option(None, "--dt", help="COCO results JSON (detections)"),
-    run: Optional[Path] = typer.Option(None, "--run", help="a run folder written by train"),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="a .safetensors checkpoint"),
-    data: Optional[str] = typer.Option(None, "--data", help="data spec to evaluate on (with --weights)"),
+    gt: Optional[Path] = typer.Option(None, "--gt", help="COCO ground-truth annotation JSON \\[default: none]"),
+    dt: Optional[Path] = typer.Option(None, "--dt", help="COCO results JSON (detections) \\[default: none]"),
+    run: Optional[Path] = typer.Option(None, "--run", help="a run folder written by train (evaluates its best weights) \\[default: none]"),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="a .safetensors checkpoint \\[default: none]"),
+    data: Optional[str] = typer.Option(None, "--data", help="data spec to evaluate on (with --weights) "
+                                       "\\[default: the data in the checkpoint's config]"),
     out: Optional[Path] = typer.Option(None, "--out", "-o",
-                                       help="with --gt/--dt: metrics JSON file; else output folder"),
+                                       help="with --gt/--dt: metrics JSON file; else output folder "
+                                       "\\[default: RUN/eval, runs/eval; with --gt/--dt: none]"),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
 ):
     """COCO evaluation: of a results file (--gt/--dt), or of a trained model (--run, --weights).
@@ -135,15 +169,13 @@ def eval_cmd(
     Prints the 12 COCO numbers (AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ARs, ARm, ARl)
     and per-class AP; -1 marks an empty size bucket.
     """
-    from hybridvision.api import evaluate_files, evaluate_run
-
     if gt is not None or dt is not None:
         if gt is None or dt is None:
             raise UserInputError("eval: --gt and --dt go together (ground truth and results files)")
         evaluation = evaluate_files(gt, dt, out)
     else:
         evaluation = evaluate_run(run=run, weights=weights, data=data, out=out, device=device)
-    _print_evaluation(evaluation)
+    console.print(format_evaluation(evaluation), markup=False, highlight=False)
     per_class = evaluation.get("per_class") or {}
     if per_class:
         console.print("per-class AP: " + ", ".join(
@@ -160,8 +192,8 @@ def predict_cmd(
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
 ):
     """Detect objects: annotated PNGs and a COCO-style predictions.json in --out."""
-    from hybridvision.api import predict
-
+    if not (math.isfinite(conf) and 0.0 <= conf <= 1.0):
+        raise UserInputError(f"--conf {conf:g}: not a score threshold; use a number in [0, 1], e.g. --conf 0.3")
     records = predict(source, weights=weights, out=out, device=device, score_threshold=conf)
     console.print(f"{len(records)} detections → {out}/predictions.json and annotated PNGs")
 
@@ -231,7 +263,7 @@ def check_cmd(
 def demo_cmd(
     out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="run folder"),
     data_root: Path = typer.Option(Path("data"), "--data-root", help="where the built-in data goes"),
-    epochs: Optional[int] = typer.Option(None, help="override the demo's epochs"),
+    epochs: Optional[int] = typer.Option(None, help="override the demo's epochs \\[default: 28 (the demo's)]"),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
 ):
     """Make the built-in `amounts` data, train the demo FCOS, evaluate, plot (about 10 min on 2 CPU cores)."""
@@ -246,13 +278,14 @@ def study_cmd(
     name: str = typer.Argument(..., help="fcos-nonlocal | hybrid-classification"),
     overrides: Optional[list[str]] = typer.Argument(None, help="training settings for every run as "
                                                     "key=value, e.g. epochs=1"),
-    rows: Optional[str] = typer.Option(None, "--rows", help="comma-separated row labels to run (default all)"),
+    rows: Optional[str] = typer.Option(None, "--rows", help="comma-separated row labels to run \\[default: all rows]"),
     data: Optional[str] = typer.Option(None, "--data", "-d",
                                        help="builtin:amounts | coco:ANN.json,IMAGES_DIR (detection); "
-                                       "builtin:sketches | quickdraw:DIR | tuberlin:DIR (classification)"),
+                                       "builtin:sketches | quickdraw:DIR | tuberlin:DIR (classification) "
+                                       "\\[default: the study's built-in data]"),
     seeds: int = typer.Option(3, "--seeds", help="seeds per row (mean ± std)"),
     preset: str = typer.Option("quick", "--preset", help="quick (CPU minutes) | paper (the seed's recipe)"),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="study folder (default runs/study-NAME-PRESET)"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="study folder \\[default: runs/study-NAME-PRESET]"),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     dry_run: bool = typer.Option(False, "--dry-run", help="list the runs without training"),
 ):
@@ -282,17 +315,17 @@ def bench_cmd(
     models: list[str] = typer.Argument(..., help="registered names or torchvision:NAME (e.g. "
                                        "torchvision:fcos_resnet50_fpn); the first is the reference"),
     size: Optional[int] = typer.Option(None, "--size", "-s",
-                                       help="square input side (default 512 detection, 224 classification)"),
+                                       help="square input side \\[default: 512 detection, 224 classification]"),
     batch: int = typer.Option(1, "--batch", "-b", help="images per call"),
     runs: int = typer.Option(7, "--runs", help="timed calls per model (median reported)"),
     warmup: int = typer.Option(2, "--warmup", help="untimed calls per model first"),
     num_classes: Optional[int] = typer.Option(None, "--num-classes",
-                                              help="default 80 (ours) / 91 (torchvision) detection, 1000 classification"),
+                                              help="classes \\[default: 80 (ours) / 91 (torchvision) detection, 1000 classification]"),
     in_chans: int = typer.Option(3, "--in-chans", help="input channels of hybridvision classifiers (1: sketches)"),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
-    threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (default: torch's)"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads \\[default: torch's]"),
     no_memory: bool = typer.Option(False, "--no-memory", help="skip the peak-memory pass"),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="also write the rows as JSON here"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="also write the rows as JSON here \\[default: none]"),
 ):
     """Compare models' parameters, FLOPs, latency and peak memory, side by side in one run.
 
@@ -300,13 +333,10 @@ def bench_cmd(
 
     Detectors are timed with their post-processing (decode, NMS); ratios are to the first model.
     """
-    import json
-
     import torch
     from rich.table import Column, Table
 
-    from hybridvision.engine.trainer import resolve_device
-    from hybridvision.evaluation.benchmark import bench_task, build_bench_target, compare_models
+    from hybridvision.evaluation.compare import bench_task, build_bench_target, compare_models
     from hybridvision.fileio import atomic_write_text
 
     if runs < 1 or warmup < 0 or batch < 1 or (size is not None and size < 32):
@@ -338,14 +368,15 @@ def bench_cmd(
 # --------------------------------------------------------------------------------------- export
 @app.command("export")
 def export_cmd(
-    weights: Optional[Path] = typer.Option(None, "--weights", "-w", help="a trained .safetensors checkpoint"),
+    weights: Optional[Path] = typer.Option(None, "--weights", "-w", help="a trained .safetensors checkpoint \\[default: none]"),
     model: Optional[str] = typer.Option(None, "--model", "-m",
-                                        help="a registered model name: random weights, or the model of a bare --weights file"),
-    num_classes: Optional[int] = typer.Option(None, "--num-classes", help="with --model and no sidecar"),
+                                        help="a registered model name: random weights, or the model of a bare --weights file "
+                                        "\\[default: the checkpoint's]"),
+    num_classes: Optional[int] = typer.Option(None, "--num-classes", help="with --model and no sidecar \\[default: the checkpoint's, else the model's]"),
     out: Optional[Path] = typer.Option(None, "--out", "-o",
-                                       help="the .onnx file (default: beside the weights, or runs/export/MODEL.onnx)"),
+                                       help="the .onnx file \\[default: beside the weights, or runs/export/MODEL.onnx]"),
     size: Optional[int] = typer.Option(None, "--size", "-s",
-                                       help="input side (default: the trained size, else 512 detection / 224)"),
+                                       help="input side \\[default: the trained size, else 512 detection / 224]"),
     in_chans: int = typer.Option(3, "--in-chans", help="input channels of a classifier built with --model"),
     opset: int = typer.Option(18, "--opset", help="ONNX opset"),
     check: bool = typer.Option(True, "--check/--no-check", help="compare onnxruntime with PyTorch"),
@@ -355,7 +386,6 @@ def export_cmd(
     Writes OUT.onnx and OUT.onnx.json (input shape, output names, classes, strides).
     """
     from hybridvision.export import check_size, default_size, export_onnx
-    from hybridvision.registry import create_model, model_task
 
     if weights is None and model is None:
         raise UserInputError("pass --weights CHECKPOINT.safetensors, or --model NAME for random weights")
@@ -393,8 +423,8 @@ def explain_cmd(
     weights: Path = typer.Option(..., "--weights", "-w", help="a .safetensors checkpoint of an NL model"),
     image: Path = typer.Option(..., "--image", "-i", help="the image"),
     point: str = typer.Option(..., "--point", "-p", help="query pixel X,Y in image pixels"),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="PNG to write"),
-    block: Optional[str] = typer.Option(None, "--block", help="module name of the block (default: first)"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="PNG to write \\[default: runs/explain/IMAGE_attn.png]"),
+    block: Optional[str] = typer.Option(None, "--block", help="module name of the block \\[default: the first]"),
     call: int = typer.Option(0, "--call", help="which call of a shared block (pyramid level index)"),
     device: str = typer.Option("cpu", help="cpu | cuda"),
 ):
@@ -419,13 +449,24 @@ def _one_line(e: UserInputError) -> str:
     return " ".join(str(e).split("\n")[0:1]) if "\n" in str(e) else str(e)
 
 
+INTERRUPTED = "interrupted; a training run continues with `hybridvision train --out RUN --resume`"
+
+
+def _interrupted() -> None:
+    err_console.print(INTERRUPTED, soft_wrap=True, highlight=False, markup=False)
+    sys.exit(130)
+
+
 def main() -> None:
     debug = "--debug" in sys.argv or os.environ.get("HYBRIDVISION_DEBUG") == "1"
     if "--debug" in sys.argv:
         sys.argv.remove("--debug")
     try:
-        # Without standalone mode, click returns (not raises) the code of a typer.Exit.
+        # Without standalone mode, click returns (not raises) the code of a typer.Exit; typer
+        # turns Ctrl-C (KeyboardInterrupt) into Exit(130), so 130 comes back as a return value.
         code = app(standalone_mode=False)
+        if code == 130:
+            _interrupted()
         if isinstance(code, int) and code:
             sys.exit(code)
     except UserInputError as e:
@@ -434,20 +475,24 @@ def main() -> None:
         err_console.print(f"error: {_one_line(e)}", soft_wrap=True, highlight=False, markup=False)
         sys.exit(2)
     except KeyboardInterrupt:
-        err_console.print("interrupted; a training run continues with `hybridvision train --out RUN --resume`")
-        sys.exit(130)
+        _interrupted()
     except (typer.Exit, SystemExit) as e:
         code = getattr(e, "exit_code", getattr(e, "code", 0))
         sys.exit(code)
-    except typer.Abort:
+    except typer.Abort as e:  # click's Abort: from Ctrl-C (130, with the resume hint) or end of input
+        if isinstance(e.__cause__ or e.__context__, KeyboardInterrupt):
+            _interrupted()
+        err_console.print("aborted", highlight=False, markup=False)
         sys.exit(1)
-    except typer.TyperException as e:  # usage errors: missing option, bad value
-        show = getattr(e, "show", None)
-        if callable(show):
-            show()
-        else:
-            err_console.print(f"error: {e.format_message()}", soft_wrap=True, highlight=False, markup=False)
-        sys.exit(e.exit_code)
+    except typer.TyperException as e:  # usage errors: missing option, bad value, unknown option
+        if type(e).__name__ == "NoArgsIsHelpError":  # a group called bare: its help
+            e.show()
+            sys.exit(e.exit_code)
+        ctx = getattr(e, "ctx", None)
+        hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        message = " ".join(e.format_message().split())
+        err_console.print(f"error: {message}{hint}", soft_wrap=True, highlight=False, markup=False)
+        sys.exit(getattr(e, "exit_code", 2) or 2)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,12 @@ from pathlib import Path
 
 import torch
 
+from hybridvision.api import load_trained, prepare_image
 from hybridvision.config import TrainConfig
+from hybridvision.engine.progress import console, format_train_evaluations
+from hybridvision.engine.tasks import make_task
+from hybridvision.engine.trainer import train
+from hybridvision.plots import save_gt_pred_grid
 
 __all__ = ["DEMO_CONFIG", "run_demo"]
 
@@ -39,9 +44,6 @@ DEMO_CONFIG = TrainConfig(
 
 def run_demo(out: str | Path = "runs/demo", data_root: str | Path = "data", epochs: int | None = None,
              device: str = "auto") -> dict:
-    from hybridvision.engine.progress import console
-    from hybridvision.engine.trainer import train
-
     cfg = TrainConfig.from_dict({**DEMO_CONFIG.to_dict(), "out": str(out), "data_root": str(data_root),
                                  "device": device})
     if epochs is not None:
@@ -52,9 +54,7 @@ def run_demo(out: str | Path = "runs/demo", data_root: str | Path = "data", epoc
     t0 = time.time()
     summary = train(cfg, exist_ok=True)
     _save_val_grid(cfg, Path(out))
-    from hybridvision.cli import _print_evaluation
-
-    _print_evaluation(summary["evaluation"])
+    console.print(format_train_evaluations(summary), markup=False, highlight=False)
     console.print(f"total {time.time() - t0:.0f} s · metrics {out}/eval/coco_metrics.json · plots "
                   f"{out}/plots/loss.png, {out}/plots/val_predictions.png")
     return summary
@@ -63,10 +63,6 @@ def run_demo(out: str | Path = "runs/demo", data_root: str | Path = "data", epoc
 @torch.inference_mode()
 def _save_val_grid(cfg: TrainConfig, out: Path, n: int = 8) -> None:
     """Validation images with ground truth beside the trained model's predictions."""
-    from hybridvision.api import load_trained, prepare_image
-    from hybridvision.engine.tasks import make_task
-    from hybridvision.plots import save_gt_pred_grid
-
     model, info = load_trained(out / "checkpoints" / "best.safetensors")
     bundle = make_task(cfg).build_data(cfg)
     items = [bundle.val[i] for i in range(min(n, len(bundle.val)))]

@@ -1,14 +1,23 @@
-"""Progress bars (rich), quiet when the output is not a terminal or on non-zero ranks."""
+"""Console output of long work: progress bars (rich), quiet when the output is not a terminal or
+on non-zero ranks, and the text of evaluation results (shared by ``train``, ``eval`` and the demo).
+"""
 
 from __future__ import annotations
 
+import io
 import os
 import sys
-from typing import Iterable, TypeVar
+from collections.abc import Mapping
+from typing import Any, Iterable, TypeVar
 
 from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
+
+from hybridvision.evaluation.coco import format_metrics_table
+
+__all__ = ["console", "is_main_process", "make_progress", "track", "format_evaluation",
+           "format_train_evaluations"]
 
 T = TypeVar("T")
 
@@ -40,3 +49,30 @@ def track(items: Iterable[T], description: str, total: int | None = None) -> Ite
         for item in items:
             yield item
             p.advance(task)
+
+
+def format_evaluation(evaluation: Mapping[str, Any], title: str | None = None) -> str:
+    """An evaluation as plain text: the 12 COCO numbers as a table (detection, an
+    ``evaluate_coco`` result with ``"metrics"``), else ``name value`` pairs (``top1 0.8123 …``).
+    ``""`` for an empty evaluation."""
+    if not evaluation:
+        return ""
+    if isinstance(evaluation.get("metrics"), Mapping):
+        table = format_metrics_table(evaluation["metrics"], title=title or "COCO bbox metrics")
+        buf = io.StringIO()
+        Console(file=buf, width=100, color_system=None, highlight=False).print(table)
+        return buf.getvalue().rstrip("\n")
+    pairs = "  ".join(f"{k} {v:.4f}" for k, v in evaluation.items() if isinstance(v, (int, float)))
+    return f"{title}: {pairs}" if title else pairs
+
+
+def format_train_evaluations(summary: Mapping[str, Any]) -> str:
+    """The end of ``train``: the last weights' evaluation and the best's, each named with its
+    epoch (``last (epoch N)``, ``best (epoch M)``); one table when they are the same epoch."""
+    last, best = summary.get("evaluation") or {}, summary.get("best_evaluation") or {}
+    n, m = summary.get("last_epoch"), summary.get("best_epoch")
+    if not last:
+        return ""
+    if not best or m == n:
+        return format_evaluation(last, f"last = best (epoch {n})")
+    return format_evaluation(last, f"last (epoch {n})") + "\n" + format_evaluation(best, f"best (epoch {m})")

@@ -6,13 +6,32 @@ A run folder (``cfg.out``) holds::
     metrics.jsonl               one JSON record per logged step and per epoch
     checkpoints/last.*          model + optimizer + epoch state after every epoch (resume point)
     checkpoints/best.*          the best evaluation so far (by the task's primary metric)
-    eval/coco_metrics.json      final evaluation (detection; ``eval/metrics.json`` otherwise)
-    predictions.json            COCO results of the final evaluation (detection)
+    eval/last/coco_metrics.json evaluation of the last weights (+ predictions.json; detection)
+    eval/best/coco_metrics.json evaluation of the best weights (+ predictions.json; detection)
+    eval/coco_metrics.json      the best weights' evaluation again (what ``eval --run`` writes)
+    predictions.json            COCO results of the best weights (detection)
     plots/loss.png              loss curve
+
+Classification runs write ``metrics.json`` (top-1/top-5) in place of ``coco_metrics.json``.
+
+Last versus best (one rule): ``last`` is the model as training left it (the weights after the
+final epoch); ``best`` is the epoch with the highest primary metric (``AP``, ``top1``) among the
+evaluated epochs (every ``eval_every`` epochs and always the final one). When a run finishes, both
+are evaluated on the val split and written to ``eval/last/`` and ``eval/best/`` — best at the
+end only if it is another epoch than last — and ``train`` prints both, named ``last (epoch N)``
+and ``best (epoch M)``. ``train`` returns the last weights' evaluation as ``evaluation`` (studies
+report it: the final model, not one picked on the val split) and best's as ``best_evaluation``.
+``eval/coco_metrics.json`` and ``predictions.json`` hold best, as ``hybridvision eval --run``
+(which evaluates best) writes them.
 
 Determinism and resume: the data order and augmentation of epoch ``e`` depend only on
 ``(seed, e)`` — each epoch reseeds its own generator — so ``--resume`` after epoch ``e``
-continues exactly as an uninterrupted run would (same seed, CPU, ``workers=0``).
+continues exactly as an uninterrupted run would (same seed, CPU, ``workers=0``). The AMP gradient
+scaler's state travels in ``checkpoints/last.json`` (``scaler``). A run killed while appending to
+``metrics.jsonl`` may leave a torn last line; resume drops it.
+
+Under ``torchrun`` only rank 0 (``RANK=0``) prints and writes; rank 0 also builds the data first
+(a built-in dataset is generated once) while the other ranks wait.
 """
 
 from __future__ import annotations
@@ -20,6 +39,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import statistics
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -28,16 +48,27 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import torch.nn as nn
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Subset
 
 from hybridvision.config import TrainConfig, save_config
-from hybridvision.engine.checkpoint import load_checkpoint_state, load_weights, save_checkpoint
+from hybridvision.data import classification_transforms, transforms
+from hybridvision.engine.checkpoint import (load_checkpoint_state, load_weights, read_sidecar,
+                                            save_checkpoint)
 from hybridvision.engine.progress import console, is_main_process, make_progress
 from hybridvision.engine.tasks import DataBundle, make_task
 from hybridvision.errors import UserInputError
+from hybridvision.evaluation.coco import write_metrics_json
 from hybridvision.fileio import atomic_write_text
+from hybridvision.plots import plot_loss_curve
+from hybridvision.factory import create_model
 
-__all__ = ["train", "NonFiniteLossError", "resolve_device", "lr_factor"]
+__all__ = ["train", "NonFiniteLossError", "resolve_device", "lr_factor", "check_run_folder",
+           "scaler_state", "restore_scaler", "small_box_warning", "start_summary", "check_augment",
+           "RUN_FOLDER_NAMES"]
+
+# What a run folder written by hybridvision holds (train, and a study's result.json).
+RUN_FOLDER_NAMES = frozenset({"config.yaml", "metrics.jsonl", "checkpoints", "eval", "plots",
+                              "predictions.json", "result.json", ".hybridvision"})
 
 
 class NonFiniteLossError(UserInputError):
@@ -47,7 +78,10 @@ class NonFiniteLossError(UserInputError):
 def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise UserInputError(f"--device {name}: unknown device; use auto, cpu, cuda or cuda:N") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UserInputError(f"--device {name}: CUDA is not available here; use --device cpu")
     return dev
@@ -103,6 +137,55 @@ def _setup_distributed(device_name: str) -> tuple[int, int, torch.device]:
     return rank, world, device
 
 
+# ------------------------------------------------------------------------------- run folder
+def _nearest_existing(path: Path) -> Path:
+    p = path.absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def check_run_folder(out: str | os.PathLike, *, resume: bool = False, exist_ok: bool = False) -> Path:
+    """Refuse, before any work starts, a ``--out`` that cannot be a run folder.
+
+    - a file, or a path under a file: not a folder;
+    - not writable (the folder, or the nearest existing folder above a new one);
+    - ``resume``: the folder must hold ``checkpoints/last.json``;
+    - otherwise a folder with a finished checkpoint needs ``exist_ok`` (overwrite) or ``resume``,
+      and a non-empty folder that is not a run folder (one holding ``config.yaml`` and only what
+      a run writes, :data:`RUN_FOLDER_NAMES`) needs ``exist_ok``.
+
+    Read-only: nothing is created here. Returns ``out`` as a Path.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserInputError(f"--out {out}: is a file, not a folder; pass a folder path for the run")
+    base = _nearest_existing(out)
+    if not base.is_dir():
+        raise UserInputError(f"--out {out}: {base} is a file, so no folder can be made under it; "
+                             "pass another --out")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise UserInputError(f"--out {out}: {base} is not writable; pass a folder you can write to")
+    last = out / "checkpoints" / "last.json"
+    if resume:
+        if not last.is_file():
+            raise UserInputError(f"{last}: nothing to resume; start without --resume")
+        return out
+    if last.is_file() and not exist_ok:
+        raise UserInputError(f"{out}: run folder already has checkpoints; pass --resume to continue "
+                             "it, --exist-ok to overwrite, or another --out")
+    if out.is_dir() and not exist_ok:
+        entries = [e.name for e in out.iterdir() if not (e.name.startswith(".") and e.name.endswith(".tmp"))]
+        is_run = (out / "config.yaml").is_file() and all(n in RUN_FOLDER_NAMES for n in entries)
+        if entries and not is_run:
+            shown = ", ".join(sorted(entries)[:3]) + (", …" if len(entries) > 3 else "")
+            raise UserInputError(f"--out {out}: folder exists and holds other files ({shown}), not a "
+                                 "hybridvision run folder; pass a new or empty --out, or --exist-ok "
+                                 "to write into it")
+    return out
+
+
+# ---------------------------------------------------------------------------- metrics.jsonl
 def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
     with open(path, "a") as f:
         f.write(json.dumps(record) + "\n")
@@ -110,14 +193,35 @@ def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
 
 
 def _truncate_jsonl_after(path: Path, step: int) -> None:
-    """Drop records logged after ``step`` (the epoch in flight when a run was killed)."""
+    """Drop records logged after ``step`` (the epoch in flight when a run was killed).
+
+    A torn last line (a kill in the middle of an append) is dropped; an unreadable line before
+    the last one is a :class:`UserInputError` naming the file and line.
+    """
     if not path.is_file():
         return
-    keep = [ln for ln in path.read_text().splitlines()
-            if ln.strip() and json.loads(ln).get("step", 0) <= step]
+    lines = path.read_text(errors="replace").splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    keep = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+            if not isinstance(rec, dict):
+                raise ValueError("not a JSON object")
+        except ValueError:
+            if n == len(lines):  # torn by a kill while appending: the step it held is re-run
+                break
+            raise UserInputError(f"{path} line {n}: not a JSON record; delete that line (or the file, "
+                                 "losing the loss history) and resume again") from None
+        if rec.get("step", 0) <= step:
+            keep.append(line)
     atomic_write_text(path, "".join(k + "\n" for k in keep))
 
 
+# ---------------------------------------------------------------------------------- loaders
 def _epoch_loader(bundle: DataBundle, cfg: TrainConfig, epoch: int, world: int, rank: int):
     """The training loader of one epoch; its order depends only on (seed, epoch)."""
     g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
@@ -137,6 +241,7 @@ def _val_loader(bundle: DataBundle, cfg: TrainConfig):
                       num_workers=cfg.workers, collate_fn=bundle.collate)
 
 
+# ----------------------------------------------------------------------------- checkpoints
 def _checkpoint_extra(cfg, bundle, task, epoch, step, metrics=None) -> dict[str, Any]:
     return {
         "epoch": epoch, "step": step, "model": cfg.model, "model_kwargs": cfg.model_kwargs,
@@ -146,32 +251,123 @@ def _checkpoint_extra(cfg, bundle, task, epoch, step, metrics=None) -> dict[str,
     }
 
 
+def scaler_state(scaler: torch.amp.GradScaler) -> dict[str, Any] | None:
+    """The AMP gradient scaler's state as JSON-able numbers (None when AMP is off)."""
+    if not scaler.is_enabled():
+        return None
+    return {k: (v.item() if torch.is_tensor(v) else v) for k, v in scaler.state_dict().items()}
+
+
+def restore_scaler(scaler: torch.amp.GradScaler, state: dict[str, Any]) -> bool:
+    """Load ``state["scaler"]`` (a checkpoint sidecar) into an enabled scaler; True if loaded."""
+    saved = state.get("scaler")
+    if not saved or not scaler.is_enabled():
+        return False
+    scaler.load_state_dict(dict(saved))
+    return True
+
+
+# ------------------------------------------------------------------------------ start info
+def _base_and_indices(ds) -> tuple[Any, list[int]]:
+    """The dataset under (nested) Subsets and the base indices of ``ds``'s items."""
+    indices = list(range(len(ds)))
+    while isinstance(ds, Subset):
+        indices = [int(ds.indices[i]) for i in indices]
+        ds = ds.dataset
+    return ds, indices
+
+
+def small_box_warning(train_set, image_size: int, min_side: float, *, max_images: int = 2000) -> str | None:
+    """A warning when resizing to ``image_size`` shrinks most training boxes below ``min_side``.
+
+    The rule: resize each image's longer side to ``image_size`` (the eval transform; training
+    jitters around it), scale its boxes by the same factor and compare the longer box side with
+    ``min_side`` — the detector's finest feature stride: a box smaller than one cell of the finest
+    level may contain no feature location and is then never trained on. More than half of the
+    boxes below it gives the warning, with the median resize factor and an ``--image-size`` that
+    would bring the median box to twice ``min_side``. Reads annotations only (no pixels); looks
+    at most ``max_images`` images, evenly spread. None when the data has no box annotations.
+    """
+    base, indices = _base_and_indices(train_set)
+    if not (hasattr(base, "get_target") and hasattr(base, "images")) or not indices:
+        return None
+    step = max(1, len(indices) // max_images)
+    factors, sides = [], []
+    for i in indices[::step]:
+        im = base.images[i]
+        longer = max(float(im.get("width", 0)), float(im.get("height", 0)))
+        if longer <= 0:
+            continue
+        f = image_size / longer
+        factors.append(f)
+        boxes = base.get_target(i)["boxes"]  # [N, 4] xyxy, original pixels
+        if len(boxes):
+            side = torch.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) * f  # [N]
+            sides += side.tolist()
+    if not sides:
+        return None
+    small = sum(s < min_side for s in sides) / len(sides)
+    if small <= 0.5:
+        return None
+    median = statistics.median(sides)
+    suggest = int(math.ceil(image_size * 2 * min_side / max(median, 1e-6) / 32) * 32)
+    return (f"warning: at --image-size {image_size} (images scaled by {statistics.median(factors):.2f}, "
+            f"median) {small:.0%} of the training boxes are smaller than {min_side:g} px, the "
+            f"detector's finest stride, and may never be assigned; try --image-size {suggest}")
+
+
+def start_summary(cfg: TrainConfig, model: nn.Module, bundle: DataBundle, steps_per_epoch: int,
+                  total_steps: int, device: torch.device, world: int = 1) -> str:
+    """One line: model, parameters, data, input size, steps, device and threads."""
+    params = sum(p.numel() for p in model.parameters()) / 1e6
+    procs = f" × {world} processes" if world > 1 else ""
+    return (f"train {cfg.model}: {params:.2f} M params · {len(bundle.train)} train / {len(bundle.val)} "
+            f"val images · {bundle.num_classes} classes · input {cfg.image_size} px · "
+            f"{steps_per_epoch} steps/epoch · {total_steps} steps in all · {device}{procs} · "
+            f"{torch.get_num_threads()} torch threads")
+
+
+def check_augment(task_name: str, augment: dict[str, Any]) -> None:
+    """UserInputError for an ``augment`` option the task's transforms do not take."""
+    if task_name == "detection":
+        transforms.check_augment(augment)
+    else:
+        classification_transforms.check_augment(augment)
+
+
+# ------------------------------------------------------------------------------------- train
 def train(cfg: TrainConfig, *, resume: bool = False, weights: str | None = None,
           exist_ok: bool = False, stop_after: int | None = None) -> dict[str, Any]:
-    """Train ``cfg.model`` on ``cfg.data``; returns ``dict(out, metrics, epochs, steps, seconds)``.
+    """Train ``cfg.model`` on ``cfg.data``.
+
+    Returns ``dict(out, evaluation, last_epoch, best_evaluation, best_epoch, best, epochs,
+    steps, seconds, finished)``: ``evaluation`` is the last weights' (see "Last versus best" in
+    the module docstring); both evaluations are empty until the run has finished.
 
     Args:
         resume: continue from ``cfg.out/checkpoints/last`` with identical optimizer, schedule
             and epoch state.
         weights: a ``.safetensors`` file to initialise the model from (fine-tuning).
-        exist_ok: allow writing into a run folder that already has checkpoints (overwrites them).
+        exist_ok: allow writing into a run folder that already has checkpoints (overwrites them),
+            or into a non-empty folder that is not a run folder.
         stop_after: train at most this many epochs in this call and return; the schedule still
             spans ``cfg.epochs``, so a later ``resume=True`` call continues seamlessly (time-sliced
             jobs on shared clusters).
     """
-    from hybridvision.registry import create_model
-
+    main = is_main_process()
     rank, world, device = _setup_distributed(cfg.device)
-    out = Path(cfg.out)
+    out = check_run_folder(cfg.out, resume=resume, exist_ok=exist_ok)  # before any work
     ckpt_dir = out / "checkpoints"
-    if resume and not (ckpt_dir / "last.json").is_file():
-        raise UserInputError(f"{ckpt_dir / 'last.json'}: nothing to resume; start without --resume")
-    if not resume and not exist_ok and (ckpt_dir / "last.json").is_file():
-        raise UserInputError(f"{out}: run folder already has checkpoints; pass --resume to continue "
-                             "it, --exist-ok to overwrite, or another --out")
-    torch.manual_seed(cfg.seed)
+    if weights and not Path(weights).is_file():
+        raise UserInputError(f"--weights {weights}: file not found; pass a .safetensors file")
     task = make_task(cfg)
+    check_augment(task.name, cfg.augment)
+    torch.manual_seed(cfg.seed)
+    if world > 1 and rank != 0:
+        dist.barrier()  # rank 0 builds (and for built-in data, generates) the data first
     bundle = task.build_data(cfg)
+    if world > 1 and rank == 0:
+        dist.barrier()
     if len(bundle.train) < cfg.batch_size * world:
         raise UserInputError(f"--data {cfg.data}: {len(bundle.train)} training images, fewer than one "
                              f"batch ({cfg.batch_size}×{world}); lower --batch-size")
@@ -184,33 +380,48 @@ def train(cfg: TrainConfig, *, resume: bool = False, weights: str | None = None,
     total_steps = cfg.epochs * steps_per_epoch
     if cfg.max_steps:
         total_steps = min(total_steps, cfg.max_steps)
+    use_amp = cfg.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.float16)) if use_amp else nullcontext
 
-    start_epoch, step, best = 0, 0, -math.inf
+    start_epoch, step, best, best_epoch = 0, 0, -math.inf, 0
     metrics_path = out / "metrics.jsonl"
     if resume:
         state = load_checkpoint_state(ckpt_dir, "last", model, optimizer)
         start_epoch, step = int(state["epoch"]), int(state["step"])
         best = float(state.get("best", -math.inf))
-        if is_main_process():
+        best_epoch = int(state.get("best_epoch") or read_sidecar(ckpt_dir / "best.safetensors").get("epoch", 0))
+        restore_scaler(scaler, state)
+        if main:
             _truncate_jsonl_after(metrics_path, step)
             console.print(f"resuming {out} at epoch {start_epoch + 1}/{cfg.epochs} (step {step})")
-    elif is_main_process():
+    elif main:
         out.mkdir(parents=True, exist_ok=True)
         metrics_path.unlink(missing_ok=True)
-    if is_main_process():
+        for stale in ckpt_dir.glob("best.*"):  # a best of an overwritten run (--exist-ok)
+            stale.unlink()
+    if main:
         save_config(cfg, out / "config.yaml")
+        console.print(start_summary(cfg, model, bundle, steps_per_epoch, total_steps, device, world),
+                      highlight=False, markup=False)
+        if task.name == "detection":
+            strides = getattr(model, "strides", None) or [8]
+            warning = small_box_warning(bundle.train, cfg.image_size, float(min(strides)))
+            if warning:
+                console.print(f"[yellow]{warning}", highlight=False)
 
     train_model: nn.Module = model
     if world > 1:
         train_model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
-    use_amp = cfg.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.float16)) if use_amp else nullcontext
 
     t0 = time.time()
     last_eval: dict[str, Any] = {}
-    results: list[dict] = []
+    last_results: list[dict] = []
+    evaluated_epoch = -1  # the epoch whose weights last_eval describes
+    best_eval: dict[str, Any] = {}
+    best_results: list[dict] = []
+    epoch_done = start_epoch
     with make_progress(cfg.progress) as progress:
         end_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, start_epoch + stop_after)
         for epoch in range(start_epoch, end_epoch):
@@ -252,7 +463,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, weights: str | None = None,
                     running[k] = running.get(k, 0.0) + float(v.detach())
                 n_running += 1
                 last_of_epoch = i == len(loader) - 1 or (cfg.max_steps and step >= cfg.max_steps)
-                if is_main_process() and (step % 10 == 0 or last_of_epoch):
+                if main and (step % 10 == 0 or last_of_epoch):
                     # the mean over the steps since the previous record (a smooth curve, no resets)
                     rec = {"epoch": epoch + 1, "step": step, "lr": lr,
                            **{k: v / n_running for k, v in running.items()}}
@@ -263,46 +474,72 @@ def train(cfg: TrainConfig, *, resume: bool = False, weights: str | None = None,
             epoch_done = epoch + 1
             do_eval = (cfg.eval_every and epoch_done % cfg.eval_every == 0) or epoch_done == cfg.epochs \
                 or (cfg.max_steps and step >= cfg.max_steps)
-            if is_main_process():
+            if main:
                 if do_eval:
-                    last_eval, results = task.evaluate(model, _val_loader(bundle, cfg), device, bundle)
+                    last_eval, last_results = task.evaluate(model, _val_loader(bundle, cfg), device, bundle)
+                    evaluated_epoch = epoch_done
                     flat = last_eval.get("metrics", last_eval)
                     _append_jsonl(metrics_path, {"epoch": epoch_done, "step": step, **flat})
                     score = float(flat[task.primary_metric])
                     if score > best:
-                        best = score
+                        best, best_epoch = score, epoch_done
+                        best_eval, best_results = last_eval, last_results
                         save_checkpoint(ckpt_dir, "best", model,
                                         extra=_checkpoint_extra(cfg, bundle, task, epoch_done, step, flat))
                     console.print(f"epoch {epoch_done}/{cfg.epochs}: {task.primary_metric} "
-                                  f"{score:.4f} (best {best:.4f})")
+                                  f"{score:.4f} (best {best:.4f}, epoch {best_epoch})")
                 extra = _checkpoint_extra(cfg, bundle, task, epoch_done, step)
-                extra["best"] = best
+                extra.update(best=best, best_epoch=best_epoch)
+                saved_scaler = scaler_state(scaler)
+                if saved_scaler is not None:
+                    extra["scaler"] = saved_scaler
                 save_checkpoint(ckpt_dir, "last", model, optimizer=optimizer, extra=extra)
             if world > 1:
                 dist.barrier()
 
+    finished = epoch_done >= cfg.epochs or bool(cfg.max_steps and step >= cfg.max_steps)
     seconds = time.time() - t0
-    if is_main_process():
-        _write_final(out, task, last_eval, results)
+    if main and finished:
+        if evaluated_epoch != epoch_done:  # e.g. resuming a finished run: evaluate last now
+            last_eval, last_results = task.evaluate(model, _val_loader(bundle, cfg), device, bundle)
+        if best_epoch in (0, epoch_done) or not (ckpt_dir / "best.safetensors").is_file():
+            best_eval, best_results, best_epoch = last_eval, last_results, epoch_done
+        elif not best_eval:  # best is an epoch of an earlier call: evaluate its weights
+            best_model = create_model(cfg.model, num_classes=bundle.num_classes, **cfg.model_kwargs)
+            load_weights(best_model, ckpt_dir / "best.safetensors")
+            best_eval, best_results = task.evaluate(best_model.to(device), _val_loader(bundle, cfg),
+                                                    device, bundle)
+        _write_evaluation(out / "eval" / "last", task, last_eval, last_results)
+        _write_evaluation(out / "eval" / "best", task, best_eval, best_results)
+        _write_evaluation(out / "eval", task, best_eval, None)
+        if task.name == "detection":
+            atomic_write_text(out / "predictions.json", json.dumps(best_results))
+    if main:
+        _plot_loss(out)
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()
-    return {"out": str(out), "evaluation": last_eval, "epochs": cfg.epochs, "steps": step,
-            "seconds": seconds, "best": best}
+    if not finished:
+        last_eval, best_eval = {}, {}
+    return {"out": str(out), "evaluation": last_eval, "last_epoch": epoch_done,
+            "best_evaluation": best_eval, "best_epoch": best_epoch, "best": best,
+            "epochs": cfg.epochs, "steps": step, "seconds": seconds, "finished": finished}
 
 
-def _write_final(out: Path, task, evaluation: dict[str, Any], results: list[dict]) -> None:
-    if evaluation:
-        if task.name == "detection":
-            from hybridvision.evaluation.coco import write_metrics_json
+def _write_evaluation(folder: Path, task, evaluation: dict[str, Any], results: list[dict] | None) -> None:
+    """``folder/coco_metrics.json`` (+ ``predictions.json`` when given), or ``metrics.json``."""
+    if not evaluation:
+        return
+    if task.name == "detection":
+        write_metrics_json(evaluation, folder / "coco_metrics.json")
+        if results is not None:
+            atomic_write_text(folder / "predictions.json", json.dumps(results))
+    else:
+        atomic_write_text(folder / "metrics.json", json.dumps(evaluation, indent=1))
 
-            write_metrics_json(evaluation, out / "eval" / "coco_metrics.json")
-            atomic_write_text(out / "predictions.json", json.dumps(results))
-        else:
-            atomic_write_text(out / "eval" / "metrics.json", json.dumps(evaluation, indent=1))
+
+def _plot_loss(out: Path) -> None:
     try:
-        from hybridvision.plots import plot_loss_curve
-
         plot_loss_curve(out / "metrics.jsonl", out / "plots" / "loss.png")
     except Exception as e:  # a plot must never lose a finished run
         console.print(f"[yellow]loss plot skipped: {e}")

@@ -9,74 +9,70 @@ finished runs are read back, the run in flight continues from its last checkpoin
 from __future__ import annotations
 
 import json
-import re
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
-from hybridvision.config import TrainConfig
-from hybridvision.fileio import atomic_write_text
+import hybridvision.studies.fcos_nonlocal  # noqa: F401  registers the study
+import hybridvision.studies.hybrid_classification  # noqa: F401  registers the study
+from hybridvision.api import load_trained
+from hybridvision.config import TrainConfig, apply_overrides
 from hybridvision.engine.progress import console
+from hybridvision.engine.trainer import check_augment, resolve_device, train
 from hybridvision.errors import UserInputError
+from hybridvision.factory import model_task
+from hybridvision.fileio import atomic_write_text
 from hybridvision.studies.report import aggregate, markdown_table, write_report
+from hybridvision.studies.spec import STUDIES, Study, StudyRow, register_study
 
-__all__ = ["StudyRow", "Study", "run_study", "STUDIES", "register_study"]
-
-
-@dataclass
-class StudyRow:
-    label: str  # as in the seed's table, e.g. "NL-FCOS-cls"
-    model: str  # registered model name
-    model_kwargs: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def slug(self) -> str:
-        return re.sub(r"[^A-Za-z0-9_.-]+", "_", self.label).strip("_")
-
-
-@dataclass
-class Study:
-    name: str
-    title: str
-    intro: str
-    rows: dict[str, list[StudyRow]]  # preset -> rows (quick presets use small models)
-    presets: dict[str, dict[str, Any]]  # preset -> TrainConfig fields
-    default_data: str
-    columns: list[str]
-    tables: list[tuple[str, list[str]]]  # (title, columns) of the report
-    formats: dict[str, tuple[float, int, bool]] = field(default_factory=dict)
-    labels: dict[str, str] = field(default_factory=dict)
-    measure: Callable[..., dict[str, float]] | None = None  # (model, cfg, device) -> cost metrics
-    extra_tables: Callable[..., list[tuple[str, str]]] | None = None  # (study, preset, out, device, row labels)
-
-
-STUDIES: dict[str, Study] = {}
-
-
-def register_study(study: Study) -> Study:
-    STUDIES[study.name] = study
-    return study
-
-
-def _load_studies() -> None:
-    import hybridvision.studies.fcos_nonlocal  # noqa: F401
-    import hybridvision.studies.hybrid_classification  # noqa: F401
+__all__ = ["StudyRow", "Study", "run_study", "plan", "get_study", "check_data_spec", "STUDIES",
+           "register_study"]
 
 
 def get_study(name: str) -> Study:
-    _load_studies()
     if name not in STUDIES:
         raise UserInputError(f"unknown study {name!r}; known: {', '.join(sorted(STUDIES))}")
     return STUDIES[name]
 
 
+def check_data_spec(spec: str, task: str) -> None:
+    """Refuse, before any run starts, a data spec that cannot serve ``task``: a wrong kind or
+    built-in name, a coco spec without 2 or 4 parts, or a named file or folder that is missing.
+    Reads nothing but the file system's listing (built-in data is made by the first run)."""
+    kind, _, rest = spec.partition(":")
+    if task == "detection":
+        if spec == "builtin:amounts":
+            return
+        if kind != "coco":
+            raise UserInputError(f"--data {spec}: not detection data; use builtin:amounts or "
+                                 "coco:TRAIN_ANN.json,TRAIN_IMAGES[,VAL_ANN.json,VAL_IMAGES]")
+        parts = [p for p in rest.split(",") if p]
+        if len(parts) not in (2, 4):
+            raise UserInputError(f"--data {spec}: expected coco:TRAIN_ANN.json,TRAIN_IMAGES"
+                                 "[,VAL_ANN.json,VAL_IMAGES] (2 or 4 comma-separated paths)")
+        for i, p in enumerate(parts):
+            path = Path(p).expanduser()
+            ok = path.is_file() if i % 2 == 0 else path.is_dir()
+            if not ok:
+                what = "annotation file" if i % 2 == 0 else "image folder"
+                raise UserInputError(f"--data {spec}: {what} {path} not found; fix the path")
+        return
+    if spec == "builtin:sketches":
+        return
+    if kind not in ("quickdraw", "tuberlin") or not rest:
+        raise UserInputError(f"--data {spec}: not classification data; use builtin:sketches, "
+                             "quickdraw:DIR or tuberlin:DIR")
+    if not Path(rest).expanduser().is_dir():
+        raise UserInputError(f"--data {spec}: folder {rest} not found; fix the path")
+
+
 def plan(study: Study, preset: str, seeds: int, data: str | None, out: Path,
          overrides: list[str] | None = None, rows: list[str] | None = None) -> list[dict[str, Any]]:
-    from hybridvision.config import apply_overrides
-
+    """Every (row, seed) run with its validated config. Everything a run would reject — a bad
+    override, an unknown model, data of the wrong kind or missing files, an unknown ``augment``
+    option — raises :class:`UserInputError` here, before any run starts."""
     if preset not in study.presets:
         raise UserInputError(f"--preset {preset}: use one of {', '.join(study.presets)}")
     if seeds < 1:
@@ -98,6 +94,12 @@ def plan(study: Study, preset: str, seeds: int, data: str | None, out: Path,
                 "seed": seed, "out": str(out / row.slug / f"seed{seed}"), "progress": False})
             cfg = apply_overrides(cfg, overrides or [])
             runs.append({"row": row.label, "seed": seed, "cfg": cfg})
+    for model, spec, task in dict.fromkeys((r["cfg"].model, r["cfg"].data, r["cfg"].task) for r in runs):
+        task = model_task(model) if task == "auto" else task  # an unknown model name stops here
+        check_data_spec(spec, task)
+    for r in runs[:1]:  # the overrides are the same for every run
+        check_augment(model_task(r["cfg"].model) if r["cfg"].task == "auto" else r["cfg"].task,
+                      r["cfg"].augment)
     return runs
 
 
@@ -112,8 +114,6 @@ def run_study(name: str, *, preset: str = "quick", seeds: int = 3, data: str | N
 
     Returns ``{"out", "summary", "runs", "report"}`` (``report`` is the Markdown text).
     """
-    from hybridvision.engine.trainer import resolve_device, train
-
     study = get_study(name)
     out = Path(out or f"runs/study-{name}-{preset}")
     runs = plan(study, preset, seeds, data, out, overrides, rows)
@@ -142,8 +142,6 @@ def run_study(name: str, *, preset: str = "quick", seeds: int = 3, data: str | N
         metrics = dict(evaluation.get("metrics", evaluation))
         metrics["train_s"] = summary["seconds"]
         if study.measure is not None:
-            from hybridvision.api import load_trained
-
             weights = run_dir / "checkpoints" / "last.safetensors"
             model, _ = load_trained(weights, dev)
             metrics.update(study.measure(model, cfg, dev))

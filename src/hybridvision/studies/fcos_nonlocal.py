@@ -15,7 +15,8 @@ from typing import Any
 import torch
 
 from hybridvision.config import TrainConfig
-from hybridvision.studies.base import Study, StudyRow, register_study
+from hybridvision.evaluation.cost import count_flops, count_params, measure_latency, measure_peak_memory
+from hybridvision.studies.spec import Study, StudyRow, register_study
 
 COCO_COLUMNS = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
 COST_COLUMNS = ["infer_ms", "infer_mem_mb", "train_mem_mb", "params_m", "gflops", "train_s"]
@@ -23,9 +24,6 @@ COST_COLUMNS = ["infer_ms", "infer_mem_mb", "train_mem_mb", "params_m", "gflops"
 
 def measure_detector(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> dict[str, Any]:
     """Costs of a detector at the study's input size: latency, memory, parameters, FLOPs."""
-    from hybridvision.evaluation.benchmark import (count_flops, count_params, measure_latency,
-                                                   measure_peak_memory)
-
     s = -(-cfg.image_size // 32) * 32
     model = model.to(device).eval()
     x = torch.rand(1, 3, s, s, device=device)

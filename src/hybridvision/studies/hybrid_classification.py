@@ -19,9 +19,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from hybridvision.fileio import atomic_write_text
 from hybridvision.engine.progress import console
-from hybridvision.studies.base import Study, StudyRow, register_study
+from hybridvision.evaluation.cost import count_params, measure_latency
+from hybridvision.factory import create_model
+from hybridvision.fileio import atomic_write_text
+from hybridvision.studies.spec import Study, StudyRow, register_study
 
 # (label as in the seed's tables, registered name)
 MODELS = [
@@ -40,9 +42,6 @@ TIMING = {"quick": (8, 112, 3), "paper": (64, 224, 5)}
 
 
 def _time_model(name: str, batch: int, size: int, runs: int, device: torch.device) -> dict[str, float]:
-    from hybridvision.evaluation.benchmark import measure_latency
-    from hybridvision.registry import create_model
-
     torch.manual_seed(0)
     model = create_model(name, num_classes=250, in_chans=1).to(device)  # sketches are grey
     x = torch.randn(batch, 1, size, size, device=device)
@@ -66,9 +65,6 @@ def _time_model(name: str, batch: int, size: int, runs: int, device: torch.devic
 
 
 def _complexity(name: str) -> dict[str, float]:
-    from hybridvision.evaluation.benchmark import count_params
-    from hybridvision.registry import create_model
-
     # Table 3.1 counts 1-channel 224² sketches, with the thesis' MAC counter (see backbones/hybrid.py).
     model = create_model(name, num_classes=250, in_chans=1)
     return {"params_m": count_params(model) / 1e6, "gmacs": model.count_macs(224) / 1e9}
