@@ -10,21 +10,23 @@ Example::
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from hybridvision.config import TrainConfig
-from hybridvision.fileio import atomic_write_text
 from hybridvision.engine.checkpoint import load_weights, read_sidecar
 from hybridvision.errors import UserInputError
+from hybridvision.fileio import (atomic_write_json, check_output_path, make_output_dir,
+                                 read_json)
+from hybridvision.imageio import IMAGE_EXTENSIONS, load_image, read_image_size
 
 __all__ = ["load_trained", "evaluate_run", "evaluate_files", "predict", "prepare_image",
            "IMAGE_EXTENSIONS"]
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+# The files evaluate_run writes: a folder holding only these was written by us (a run's eval/).
+_EVAL_FILES = ("coco_metrics.json", "predictions.json", "metrics.json")
 
 
 def load_trained(weights: str | Path, device: str | torch.device = "cpu",
@@ -34,21 +36,30 @@ def load_trained(weights: str | Path, device: str | torch.device = "cpu",
     The JSON sidecar next to ``weights`` names the model, its options and classes; pass ``model``
     (and ``num_classes``…) to load a bare ``.safetensors`` file without a sidecar.
     """
-    from hybridvision.registry import create_model
+    from hybridvision.factory import create_model
 
     weights = Path(weights)
     info = read_sidecar(weights)
+    side = weights.with_suffix(".json")
     name = model or info.get("model")
     if not name:
-        raise UserInputError(f"{weights}: no {weights.with_suffix('.json').name} beside it to name the "
+        raise UserInputError(f"{weights}: no {side.name} beside it to name the "
                              "model; keep the .json that `hybridvision train` writes next to the weights")
     kwargs = {**info.get("model_kwargs", {}), **model_kwargs}
     if "num_classes" not in kwargs and "num_classes" in info:
         kwargs["num_classes"] = info["num_classes"]
-    net = create_model(name, **kwargs)
+    try:
+        net = create_model(name, **kwargs)
+    except (UserInputError, TypeError, ValueError) as e:
+        if not info:  # a bare weights file: the model and options came from the caller
+            raise
+        key = "model" if model is None and isinstance(e, KeyError) else "model_kwargs"
+        raise UserInputError(f"{side}: key '{key}' does not build a model ({str(e).splitlines()[0][:160]}); "
+                             "the file was edited or belongs to another version — pass another "
+                             "checkpoint, or --model with its options") from None
     if not weights.is_file():
         raise UserInputError(f"{weights}: weights file not found")
-    load_weights(net, weights)
+    load_weights(net, weights, sidecar=info)
     return net.to(device).eval(), info
 
 
@@ -61,13 +72,33 @@ def _run_weights(run: Path) -> Path:
                          "folder written by `hybridvision train`")
 
 
+def _coco_pairs(data: str | None) -> list[tuple[Path, Path]]:
+    """The ``(annotation file, image folder)`` pairs of a ``coco:`` data spec (else none)."""
+    if not data or not data.startswith("coco:"):
+        return []
+    parts = [Path(p).expanduser() for p in data[len("coco:"):].split(",") if p]
+    if len(parts) not in (2, 4):
+        raise UserInputError(f"--data {data}: expected coco:ANN.json,IMAGES_DIR "
+                             "(or coco:TRAIN_ANN.json,TRAIN_IMAGES,VAL_ANN.json,VAL_IMAGES)")
+    return [(parts[i], parts[i + 1]) for i in range(0, len(parts), 2)]
+
+
 def evaluate_run(*, run: str | Path | None = None, weights: str | Path | None = None,
                  data: str | None = None, out: str | Path | None = None, device: str = "auto",
-                 batch_size: int = 8, progress: bool = True) -> dict[str, Any]:
-    """Evaluate a trained detector: ``run`` folder, or ``weights`` + ``data`` spec.
+                 batch_size: int = 8, progress: bool = True, exist_ok: bool = False) -> dict[str, Any]:
+    """Evaluate a trained model: ``run`` folder, or ``weights`` + ``data`` spec.
 
-    Writes ``OUT/coco_metrics.json`` and ``OUT/predictions.json`` (OUT defaults to ``RUN/eval``)
-    and returns ``{"metrics": {...12 keys}, "per_class": {...}}``.
+    Which images: without ``data``, the run's own validation split (its val pair, or the
+    seeded 20 % it held out). With ``data``, the data given: ``coco:ANN.json,IMAGES`` (one pair)
+    is evaluated **whole** — every image of ANN.json — and ``coco:TRAIN,IMGS,VAL,IMGS`` (two
+    pairs) on its val pair; ``builtin:amounts`` on its val split. ``val_limit`` of the run's
+    config applies only without ``data``.
+
+    Writes ``OUT/coco_metrics.json`` and ``OUT/predictions.json`` (a classifier:
+    ``OUT/metrics.json``); OUT defaults to ``RUN/eval``, else ``runs/eval``, and must not be
+    or hold an input nor be a folder of someone else's files (``exist_ok`` allows the latter).
+    Returns ``{"metrics": {...12 keys}, "per_class": {...}, "num_images": N}`` (a classifier:
+    ``{"top1", "top5", "num_images"}``).
     """
     from torch.utils.data import DataLoader
 
@@ -81,40 +112,75 @@ def evaluate_run(*, run: str | Path | None = None, weights: str | Path | None = 
         out = Path(out) if out else run / "eval"
     if weights is None:
         raise UserInputError("eval: pass --run DIR, or --weights FILE with --data SPEC, or --gt/--dt")
+    weights = Path(weights)
+    out = Path(out or "runs/eval")
+    pairs = _coco_pairs(data)
+    check_output_path(out, inputs=[weights, weights.with_suffix(".json"), *(p for pair in pairs for p in pair)],
+                      kind="dir", exist_ok=exist_ok, known_files=_EVAL_FILES)
     dev = resolve_device(device)
     model, info = load_trained(weights, dev)
     cfg_dict = dict(info.get("config") or {})
-    cfg = TrainConfig.from_dict(cfg_dict) if cfg_dict else TrainConfig(model=info["model"])
+    try:
+        cfg = TrainConfig.from_dict(cfg_dict) if cfg_dict else TrainConfig(model=info["model"])
+    except (TypeError, ValueError, KeyError) as e:
+        raise UserInputError(f"{weights.with_suffix('.json')}: key 'config' is not a valid training "
+                             f"config ({str(e).splitlines()[0][:160]}); pass --data SPEC with a "
+                             "checkpoint of this version") from None
     if data:
         cfg.data = data
-    if info.get("task", "detection") != "detection":
-        task = make_task(cfg)
+        cfg.val_limit = 0  # data given explicitly is evaluated whole
+    task = make_task(cfg)
+    if info.get("task", task.name) != "detection":
         bundle = task.build_data(cfg)
         loader = DataLoader(bundle.val, batch_size=batch_size)
         evaluation, _ = task.evaluate(model, loader, dev, bundle)
-        if out:
-            atomic_write_text(Path(out) / "metrics.json", json.dumps(evaluation, indent=1))
+        evaluation = {**evaluation, "num_images": len(bundle.val)}
+        make_output_dir(out)
+        atomic_write_json(out / "metrics.json", evaluation, indent=1)
         return evaluation
-    task = make_task(cfg)
-    bundle = task.build_data(cfg)
-    if bundle.class_names != info.get("class_names", bundle.class_names):
-        raise UserInputError(f"--data {cfg.data}: its classes {bundle.class_names[:5]}… differ from "
+    if len(pairs) == 1:  # one pair given to eval: all of it, not the training-time 20 % hold-out
+        from hybridvision.data.coco import CocoDetection, collate_detection
+        from hybridvision.data.transforms import build_preset_transforms
+
+        ann, images = pairs[0]
+        val = CocoDetection(ann, images, build_preset_transforms("coco", False, cfg.image_size))
+        gt = read_json(ann, what="COCO annotation")
+        class_names, label_to_cat_id, collate = val.class_names, val.label_to_cat_id, collate_detection
+    else:
+        bundle = task.build_data(cfg)
+        val, gt = bundle.val, bundle.meta["val_gt"]
+        class_names, label_to_cat_id = bundle.class_names, bundle.meta["label_to_cat_id"]
+        collate = bundle.collate
+    if class_names != info.get("class_names", class_names):
+        raise UserInputError(f"--data {cfg.data}: its classes {class_names[:5]}… differ from "
                              f"the classes {weights} was trained on; evaluate on matching data")
-    loader = DataLoader(bundle.val, batch_size=batch_size, collate_fn=bundle.collate)
-    evaluation, results = task.evaluate(model, loader, dev, bundle, progress=progress)
-    out = Path(out or "runs/eval")
+    if progress:
+        from hybridvision.engine.progress import console
+
+        console.print(f"evaluating {weights} on {len(val)} images of {cfg.data}")
+    from hybridvision.engine.inference import evaluate_detector
+
+    loader = DataLoader(val, batch_size=batch_size, collate_fn=collate)
+    evaluation, results = evaluate_detector(model, loader, dev, gt, label_to_cat_id, progress=progress)
+    evaluation = {**evaluation, "num_images": len(val)}
+    make_output_dir(out)
     write_metrics_json(evaluation, out / "coco_metrics.json")
-    atomic_write_text(out / "predictions.json", json.dumps(results))
+    atomic_write_json(out / "predictions.json", results)
     return evaluation
 
 
 def evaluate_files(gt: str | Path, dt: str | Path, out: str | Path | None = None) -> dict[str, Any]:
-    """COCO evaluation of a results file against a ground-truth file (no model involved)."""
+    """COCO evaluation of a results file against a ground-truth file (no model involved).
+
+    ``out`` (a metrics JSON file) must not be ``gt`` or ``dt``; it is checked before evaluating.
+    """
     from hybridvision.evaluation.coco import evaluate_coco, write_metrics_json
 
     for p, what in ((gt, "--gt"), (dt, "--dt")):
         if not Path(p).is_file():
             raise UserInputError(f"{p}: {what} file not found")
+    if out:
+        check_output_path(out, inputs=(gt, dt), kind="file")
     evaluation = evaluate_coco(str(gt), str(dt))
     if out:
         write_metrics_json(evaluation, out)
@@ -123,7 +189,7 @@ def evaluate_files(gt: str | Path, dt: str | Path, out: str | Path | None = None
 
 def _list_images(source: Path) -> list[Path]:
     if source.is_dir():
-        files = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        files = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
         if not files:
             raise UserInputError(f"{source}: no images ({', '.join(IMAGE_EXTENSIONS)}) in this folder")
         return files
@@ -133,16 +199,8 @@ def _list_images(source: Path) -> list[Path]:
 
 
 def _load_image(path: Path) -> torch.Tensor:
-    from PIL import Image, UnidentifiedImageError
-    from torchvision.transforms.v2.functional import pil_to_tensor
-
-    try:
-        with Image.open(path) as im:
-            img = im.convert("RGB")
-    except (UnidentifiedImageError, OSError) as e:
-        raise UserInputError(f"{path}: cannot decode image ({e.__class__.__name__}); replace or "
-                             "remove the file") from None
-    return pil_to_tensor(img).float() / 255.0
+    """An image file as float ``[3, H, W]`` in [0, 1] (:func:`hybridvision.imageio.load_image`)."""
+    return load_image(path)
 
 
 def prepare_image(img: torch.Tensor, size: int | None = None) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -164,19 +222,56 @@ def prepare_image(img: torch.Tensor, size: int | None = None) -> tuple[torch.Ten
     return batch, sizes[0]
 
 
+def _gt_image_ids(gt: str | Path, images: list[Path]) -> list[int]:
+    """The ``id`` of each image in a COCO file ``gt``, matched by file name."""
+    data = read_json(gt, what="COCO annotation")
+    records = data.get("images") if isinstance(data, dict) else None
+    if not isinstance(records, list):
+        raise UserInputError(f"{gt}: no 'images' list; pass the COCO annotation file of these images")
+    by_name: dict[str, int] = {}
+    for r in records:
+        if isinstance(r, dict) and isinstance(r.get("file_name"), str) and isinstance(r.get("id"), int):
+            by_name.setdefault(r["file_name"], r["id"])
+            by_name.setdefault(Path(r["file_name"]).name, r["id"])
+    ids = []
+    for p in images:
+        if p.name not in by_name:
+            raise UserInputError(f"{gt}: no image record with file_name {p.name!r}; pass the "
+                                 "annotation file these images belong to, or leave --gt out")
+        ids.append(by_name[p.name])
+    return ids
+
+
 @torch.inference_mode()
 def predict(source: str | Path, *, weights: str | Path, out: str | Path = "runs/predict",
-            device: str = "auto", score_threshold: float = 0.3, image_size: int | None = None
-            ) -> list[dict[str, Any]]:
-    """Detect objects in an image or every image of a folder.
+            device: str = "auto", score_threshold: float = 0.3, image_size: int | None = None,
+            gt: str | Path | None = None, exist_ok: bool = False) -> list[dict[str, Any]]:
+    """Detect objects in an image or every image of a folder (sorted by file name).
 
-    Writes ``OUT/<stem>.png`` (boxes drawn) and ``OUT/predictions.json`` (COCO-style records with
-    ``file_name``, ``category_id``, ``category``, ``bbox`` [x, y, w, h] in original pixels, ``score``).
+    Writes into ``out`` (a new folder, or one hybridvision made; never the source or a folder
+    holding it; ``exist_ok`` allows someone else's non-empty folder):
+
+    - ``predictions.json`` — COCO results: ``[{image_id, category_id, bbox: [x, y, w, h], score}]``
+      in original pixels, ready for ``hybridvision eval --gt GT --dt OUT/predictions.json``;
+    - ``images.json`` — ``{"images": [{id, file_name, width, height}], "categories": [{id, name}]}``,
+      the image ids used: 1..N in sorted file-name order, or the ids of ``gt`` (a COCO annotation
+      file listing these images) matched by file name;
+    - ``labels/<file name>.json`` — per image: ``file_name``, ``image_id``, ``width``, ``height``
+      and ``detections`` (``category_id``, ``category``, ``bbox``, ``score``);
+    - ``<file name>.png`` — the image with its boxes drawn (``a.jpg`` → ``a.jpg.png``, so ``a.png``
+      and ``a.jpg`` both keep their result).
+
+    Returns the COCO results list written to ``predictions.json``.
     """
     from hybridvision.engine.inference import scale_detections
     from hybridvision.engine.trainer import resolve_device
-    from hybridvision.plots import draw_detections
+    from hybridvision.plots import draw_detections, save_image
 
+    source, weights, out = Path(source), Path(weights), Path(out)
+    files = _list_images(source)
+    check_output_path(out, inputs=[source, *files, weights, weights.with_suffix(".json"), gt],
+                      kind="dir", exist_ok=exist_ok)
+    image_ids = _gt_image_ids(gt, files) if gt is not None else list(range(1, len(files) + 1))
     dev = resolve_device(device)
     model, info = load_trained(weights, dev)
     if info.get("task", "detection") != "detection":
@@ -186,20 +281,34 @@ def predict(source: str | Path, *, weights: str | Path, out: str | Path = "runs/
     size = int(image_size or info.get("image_size") or 512)
     names = info.get("class_names") or [str(i) for i in range(info.get("num_classes", 0))]
     cat_ids = info.get("label_to_cat_id") or list(range(1, len(names) + 1))
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    records: list[dict[str, Any]] = []
-    for path in _list_images(Path(source)):
-        img = _load_image(path)
+    for path in files:  # every header first: a bad image fails before anything is written
+        read_image_size(path)
+    make_output_dir(out)
+    results: list[dict[str, Any]] = []
+    image_records: list[dict[str, Any]] = []
+    for path, image_id in zip(files, image_ids):
+        img = load_image(path)
         h0, w0 = img.shape[-2:]
         batch, (h, w) = prepare_image(img, size)
         dets = model.decode(model(batch.to(dev), [(h, w)]), [(h, w)])[0]
         dets = scale_detections({k: v.cpu() for k, v in dets.items()}, w0 / w, h0 / h)
         keep = dets["scores"] >= score_threshold
         dets = {k: v[keep] for k, v in dets.items()}
-        draw_detections(img, dets["boxes"], dets["labels"], dets["scores"], names).save(out / f"{path.stem}.png")
-        for b, s, l in zip(dets["boxes"].tolist(), dets["scores"].tolist(), dets["labels"].tolist()):
-            records.append({"file_name": path.name, "category_id": int(cat_ids[l]), "category": names[l],
-                            "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]], "score": s})
-    atomic_write_text(out / "predictions.json", json.dumps(records, indent=1))
-    return records
+        save_image(draw_detections(img, dets["boxes"], dets["labels"], dets["scores"], names),
+                   out / f"{path.name}.png")
+        per_image = []
+        for b, sc, lab in zip(dets["boxes"].tolist(), dets["scores"].tolist(), dets["labels"].tolist()):
+            bbox = [b[0], b[1], b[2] - b[0], b[3] - b[1]]
+            results.append({"image_id": image_id, "category_id": int(cat_ids[lab]), "bbox": bbox, "score": sc})
+            per_image.append({"category_id": int(cat_ids[lab]), "category": names[lab], "bbox": bbox, "score": sc})
+        record = {"id": image_id, "file_name": path.name, "width": int(w0), "height": int(h0)}
+        image_records.append(record)
+        atomic_write_json(out / "labels" / f"{path.name}.json",
+                          {"file_name": path.name, "image_id": image_id, "width": int(w0),
+                           "height": int(h0), "detections": per_image}, indent=1)
+    atomic_write_json(out / "images.json", {
+        "images": image_records,
+        "categories": [{"id": int(c), "name": n} for c, n in zip(cat_ids, names)],
+    }, indent=1)
+    atomic_write_json(out / "predictions.json", results, indent=1)
+    return results

@@ -53,15 +53,49 @@ def attention_maps(model: torch.nn.Module, batch: torch.Tensor, point_xy: tuple[
     return results
 
 
+def _device(name: str) -> torch.device:
+    """``--device`` checked before anything is loaded: one line when it does not exist here."""
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise UserInputError(f"--device {name}: not a device; use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserInputError(f"--device {name}: CUDA is not available here; use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UserInputError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA "
+                                 "device(s); pick one of them or use --device cpu")
+    elif dev.type != "cpu":
+        raise UserInputError(f"--device {name}: use cpu or cuda")
+    return dev
+
+
 def explain(weights: str | Path, image: str | Path, point: tuple[float, float], *,
             out: str | Path | None = None, block: str | None = None, call: int = 0,
             device: str = "cpu") -> Path:
-    """Save the attention map of ``block`` (default: the first) for the query ``point`` (x, y)."""
-    from hybridvision.api import _load_image, load_trained, prepare_image
-    from hybridvision.plots import plot_attention_overlay
+    """Save the attention map of ``block`` (default: the first) for the query ``point`` (x, y).
 
-    model, info = load_trained(weights, device)
-    img = _load_image(Path(image))
+    ``out`` (default ``runs/explain/<image stem>_attn.png``) must not be the image or the
+    checkpoint; a classifier checkpoint, an unknown device or an image that cannot be read each
+    give one :class:`UserInputError` line before anything is written.
+    """
+    from hybridvision.api import load_trained, prepare_image
+    from hybridvision.fileio import check_output_path
+    from hybridvision.imageio import load_image
+    from hybridvision.plots import plot_attention_overlay
+    from hybridvision.factory import model_task
+
+    weights, image = Path(weights), Path(image)
+    out = Path(out or Path("runs/explain") / f"{image.stem}_attn.png")
+    check_output_path(out, inputs=(image, weights, weights.with_suffix(".json")), kind="file")
+    dev = _device(device)
+    model, info = load_trained(weights, dev)
+    task = info.get("task") or model_task(getattr(model, "model_name", info.get("model", "")))
+    if task != "detection":
+        raise UserInputError(f"{weights}: a {task} model ({info.get('model', '?')}); explain shows the "
+                             "attention of a detector's non-local block over an image — pass a "
+                             "detector checkpoint (e.g. of nl_fcos_small)")
+    img = load_image(image)
     h0, w0 = img.shape[-2:]
     x, y = point
     if not (0 <= x < w0 and 0 <= y < h0):
@@ -70,7 +104,7 @@ def explain(weights: str | Path, image: str | Path, point: tuple[float, float], 
     scale = size / max(h0, w0)
     batch, (h, w) = prepare_image(img, size)
     ph, pw = batch.shape[-2:]
-    maps = attention_maps(model, batch.to(device), (x * scale, y * scale), [(h, w)])
+    maps = attention_maps(model, batch.to(dev), (x * scale, y * scale), [(h, w)])
     names = sorted({m["name"] for m in maps})
     chosen = [m for m in maps if (block is None or m["name"] == block) and m["call"] == call]
     if not chosen:
@@ -80,6 +114,5 @@ def explain(weights: str | Path, image: str | Path, point: tuple[float, float], 
     # The map covers the padded canvas; keep the part over the image, in image proportions.
     mh, mw = amap.shape
     amap = amap[: max(1, round(mh * h / ph)), : max(1, round(mw * w / pw))]
-    out = Path(out or Path("runs/explain") / f"{Path(image).stem}_attn.png")
     plot_attention_overlay(img, amap, (x, y), out)
     return out

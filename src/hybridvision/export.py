@@ -34,8 +34,35 @@ import torch.nn as nn
 from hybridvision.errors import UserInputError
 from hybridvision.fileio import atomic_write_bytes, atomic_write_text
 
-__all__ = ["ExportCheckError", "check_size", "default_size", "export_onnx", "flatten_outputs",
-           "unflatten_outputs"]
+__all__ = ["ExportCheckError", "MAX_OPSET", "MIN_OPSET", "check_opset", "check_size", "default_size",
+           "export_onnx", "flatten_outputs", "unflatten_outputs"]
+
+# The opsets an export can target: the exporter writes opset 18 natively and converts down to
+# 16 or 17 (below that its converter silently falls back to 18); onnxruntime 1.31 (pinned in
+# constraints.txt, used by the check) runs models up to opset 26.
+MIN_OPSET = 16
+MAX_OPSET = 26
+
+
+def check_opset(opset: int) -> int:
+    """``--opset`` must be in ``MIN_OPSET..MAX_OPSET``; one-line :class:`UserInputError` otherwise."""
+    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
+        raise UserInputError(f"--opset {opset}: this exporter writes ONNX opsets {MIN_OPSET} to "
+                             f"{MAX_OPSET}; pass one of them (18 is the default and the best tested)")
+    return opset
+
+
+def _onnx_opset(onnx_bytes: bytes) -> int | None:
+    """The default-domain opset an ONNX model declares (None if it cannot be read)."""
+    try:
+        import onnx
+    except ImportError:
+        return None
+    model = onnx.load_model_from_string(onnx_bytes)
+    for entry in model.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            return int(entry.version)
+    return None
 
 
 class ExportCheckError(UserInputError):
@@ -126,9 +153,20 @@ def export_onnx(
         check: run the file in onnxruntime on a batch of 3 (not the traced 2) and compare with PyTorch
             (``max|ort - torch| <= atol + rtol·max|torch|`` for every output); raise
             :class:`ExportCheckError` otherwise. The maximum difference is in the metadata.
-        meta: extra metadata (class names, the checkpoint's path …).
+        meta: extra metadata (class names, the checkpoint's path …). ``meta["weights"]`` (and
+            its ``.json`` sidecar) is an input: neither ``out`` nor ``out.json`` may be it.
+
+    The metadata records the opset the file actually declares; an exporter that could not
+    produce the requested one raises :class:`ExportCheckError` before anything is written.
     """
+    from hybridvision.fileio import check_output_path
+
     out = Path(out)
+    check_opset(opset)
+    weights = (meta or {}).get("weights")
+    inputs = [weights, Path(weights).with_suffix(".json")] if weights else []
+    check_output_path(out, inputs=inputs, kind="file")
+    check_output_path(Path(f"{out}.json"), inputs=inputs, kind="file")
     model = model.to("cpu").eval()
     torch.manual_seed(0)
     # Batch 2, not 1: torch.export specialises a size-1 dimension to the constant 1.
@@ -137,12 +175,16 @@ def export_onnx(
     with torch.no_grad():
         names, _ = flatten_outputs(model(example))
     onnx_bytes = _export_bytes(flat, example, names, opset, info_name(model))
+    actual = _onnx_opset(onnx_bytes)
+    if actual is not None and actual != opset:
+        raise ExportCheckError(f"--opset {opset}: the exporter could not convert {info_name(model)} to "
+                               f"opset {opset} (it produced opset {actual}); pass --opset {actual}")
     info: dict[str, Any] = {
         "model": info_name(model),
         "task": "classification" if names == ["logits"] else "detection",
         "input": {"name": "images", "shape": ["batch", in_chans, size, size], "range": [0, 1]},
         "outputs": names,
-        "opset": opset,
+        "opset": actual if actual is not None else opset,
         "torch": torch.__version__,
         **({"strides": list(model.strides)} if hasattr(model, "strides") else {}),
         **(meta or {}),
@@ -160,9 +202,10 @@ def _export_bytes(flat: nn.Module, example: torch.Tensor, names: list[str], opse
     buffer = io.BytesIO()
     # The exporter reports its progress on stdout and logs failed guesses at ERROR level; the
     # CLI prints its own summary, and a failure becomes one ExportCheckError.
-    torch_log = logging.getLogger("torch")
-    level = torch_log.level
-    torch_log.setLevel(logging.CRITICAL)
+    loggers = [logging.getLogger(n) for n in ("torch", "onnxscript")]
+    levels = [log.level for log in loggers]
+    for log in loggers:
+        log.setLevel(logging.CRITICAL)
     try:
         with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -177,7 +220,8 @@ def _export_bytes(flat: nn.Module, example: torch.Tensor, names: list[str], opse
         raise ExportCheckError(f"ONNX export of {model_name} failed: {first} "
                                "(run with --debug for the exporter's trace)") from e
     finally:
-        torch_log.setLevel(level)
+        for log, level in zip(loggers, levels):
+            log.setLevel(level)
     return buffer.getvalue()
 
 

@@ -29,6 +29,7 @@ from hybridvision.errors import UserInputError
 from hybridvision.fileio import atomic_write_bytes
 
 __all__ = [
+    "save_image",
     "plot_loss_curve",
     "draw_detections",
     "save_gt_pred_grid",
@@ -46,10 +47,14 @@ GRID_HEADER = 16
 # ---------------------------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------------------------
-def _save_pil(img: Image.Image, path: str | os.PathLike) -> Path:
+def save_image(img: Image.Image, path: str | os.PathLike) -> Path:
+    """Write a PIL image as PNG, atomically (the one writer: umask mode, disk-full errors)."""
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return atomic_write_bytes(path, buf.getvalue())
+
+
+_save_pil = save_image
 
 
 def _save_figure(fig: Any, path: str | os.PathLike) -> Path:
@@ -110,7 +115,7 @@ def _num(v: Any) -> bool:
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
     except FileNotFoundError:
         raise UserInputError(f"{path}: metrics file not found; point to a run's metrics.jsonl") from None
     except (OSError, UnicodeDecodeError) as e:
@@ -122,7 +127,7 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
             continue
         try:
             rec = json.loads(line)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             if i == last:  # a run killed mid-write leaves a partial last line: ignore it
                 continue
             raise UserInputError(f"{path}:{i + 1}: not a JSON record; each line must be one JSON object") from None

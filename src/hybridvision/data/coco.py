@@ -19,7 +19,6 @@ by id get labels 0..K-1 (``label_to_cat_id[label]``, ``cat_id_to_label[cat_id]``
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
@@ -27,12 +26,13 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from hybridvision import imageio
 from hybridvision.data.validate import check_coco, raise_for_findings
-from hybridvision.errors import DataError
+from hybridvision.errors import DataError, UserInputError
+from hybridvision.fileio import read_json
 
 __all__ = ["CocoDetection", "collate_detection", "load_image", "load_image_uint8"]
 
@@ -40,20 +40,14 @@ Target = dict[str, Any]
 
 
 def load_image(path: str | os.PathLike) -> Tensor:
-    """Read an image file as float32 ``[3, H, W]`` RGB in [0, 1]; :class:`DataError` if it fails."""
-    return load_image_uint8(path).float().div_(255.0)
+    """Read an image file as float32 ``[3, H, W]`` RGB in [0, 1]; :class:`DataError` if it fails
+    (:func:`hybridvision.imageio.load_image`: refuses decompression bombs)."""
+    return imageio.load_image(path)
 
 
 def load_image_uint8(path: str | os.PathLike) -> Tensor:
     """Read an image file as uint8 ``[3, H, W]`` RGB; :class:`DataError` if it fails."""
-    try:
-        with Image.open(path) as f:
-            arr = np.asarray(f.convert("RGB"))  # [H, W, 3] uint8
-    except FileNotFoundError:
-        raise DataError(f"{path}: image file not found; put it there or fix file_name / the images folder") from None
-    except Exception as e:  # PIL raises many types for corrupt files
-        raise DataError(f"{path}: cannot decode image ({e.__class__.__name__}: {e}); replace the file") from None
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()  # [3, H, W] uint8
+    return imageio.load_image_uint8(path)
 
 
 class CocoDetection(Dataset):
@@ -95,7 +89,10 @@ class CocoDetection(Dataset):
                 check_coco(ann_file, images_dir, check_images=check_images), what=str(ann_file)
             )
         try:
-            data = json.loads(Path(ann_file).read_bytes())
+            data = read_json(ann_file, what="COCO annotation")
+        except UserInputError as e:
+            raise DataError(str(e)) from None
+        try:
             cats = sorted(data["categories"], key=lambda c: c["id"])
             self.label_to_cat_id: list[int] = [int(c["id"]) for c in cats]
             self.class_names: list[str] = [str(c["name"]) for c in cats]

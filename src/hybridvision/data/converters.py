@@ -15,24 +15,23 @@ The thesis suspected its low montos AP came from "a bad conversion to COCO"; thi
 therefore refuses anything ambiguous: a malformed line, an unknown class, a non-positive size, a
 missing, undecodable or ambiguous image each raise :class:`DataError` naming the file and line
 (all problems are collected first and reported together). Image sizes come from the image files.
-The JSON is written atomically (temporary file, then rename).
+The JSON is written atomically (temporary file, then rename), never over one of the label files
+or images it reads.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
 from hybridvision.data.validate import MAX_SHOWN
 from hybridvision.errors import DataError
+from hybridvision.fileio import atomic_write_json, check_output_path
+from hybridvision.imageio import IMAGE_EXTENSIONS, read_image_size
 
 __all__ = ["IMAGE_EXTENSIONS", "montos_to_coco", "parse_montos_file", "write_json_atomic"]
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp")
 _NUM = r"([-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)"
 _LINE = re.compile(rf"^\s*(\d+)\s*:\s*{_NUM}\s*,\s*{_NUM}\s*,\s*{_NUM}\s*,\s*{_NUM}\s*,?\s*$")
 _FIX = "write '<class>: <x>, <y>, <w>, <h>' (x, y top-left, in pixels), e.g. '4: 83, 8, 43, 53'"
@@ -87,17 +86,8 @@ def _index_images(images_dir: Path) -> dict[str, list[Path]]:
 
 
 def write_json_atomic(obj: Any, path: str | os.PathLike) -> None:
-    """Write JSON to a temporary file in the same folder, then rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write JSON atomically (:func:`hybridvision.fileio.atomic_write_json`)."""
+    atomic_write_json(path, obj)
 
 
 def montos_to_coco(
@@ -124,8 +114,6 @@ def montos_to_coco(
     Raises:
         DataError: with every problem found (count, then the first few, one line each).
     """
-    from PIL import Image
-
     labels_dir, images_dir = Path(labels_dir), Path(images_dir)
     names = [str(n) for n in (class_names if class_names is not None else range(10))]
     if not names:
@@ -137,6 +125,8 @@ def montos_to_coco(
     if not label_files:
         raise DataError(f"{labels_dir}: no .txt label files; point to the folder of montos annotations")
     index = _index_images(images_dir)
+    inputs = [*label_files, *(p for ps in index.values() for p in ps)]
+    check_output_path(out_json, inputs=inputs, kind="file")
     errors: list[str] = []
     images: list[dict] = []
     annotations: list[dict] = []
@@ -158,10 +148,9 @@ def montos_to_coco(
             continue
         img_path = candidates[0]
         try:
-            with Image.open(img_path) as f:
-                width, height = f.size  # header only
-        except Exception as e:  # PIL raises many types for corrupt files
-            errors.append(f"{img_path}: cannot read image ({e.__class__.__name__}: {e}); fix: replace the file")
+            width, height = read_image_size(img_path)  # header only
+        except DataError as e:
+            errors.append(f"{str(e).partition('; ')[0]}; fix: replace the file")
             continue
         image_id = len(images) + 1
         images.append({"id": image_id, "file_name": img_path.name, "width": width, "height": height})

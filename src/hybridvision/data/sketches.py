@@ -49,6 +49,7 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 from hybridvision.errors import DataError, UserInputError
+from hybridvision.imageio import IMAGE_EXTENSIONS, load_gray_uint8
 
 __all__ = [
     "QUICKDRAW_CANVAS",
@@ -72,7 +73,6 @@ __all__ = [
 ]
 
 QUICKDRAW_CANVAS = 256  # simplified strokes are integers in [0, 255] on a 256×256 canvas
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 _QUICKDRAW_PREFIXES = ("full_simplified_", "full_numpy_bitmap_", "full_raw_")
 _BITMAP_SIDE = 28  # QuickDraw numpy bitmaps are 28×28, flattened to 784
 
@@ -201,6 +201,8 @@ def parse_ndjson_line(line: str, *, path: str | os.PathLike = "<ndjson>", lineno
         rec = json.loads(line)
     except json.JSONDecodeError as e:
         raise DataError(f"{where}: not valid JSON ({e.msg} at column {e.colno}); {fix}") from None
+    except RecursionError:
+        raise DataError(f"{where}: JSON nested too deeply; {fix}") from None
     if not isinstance(rec, dict):
         raise DataError(f"{where}: expected a JSON object, got {type(rec).__name__}; {fix}")
     if "drawing" not in rec:
@@ -216,7 +218,7 @@ def iter_ndjson(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
     """``(line number from 1, text)`` for the non-blank lines of an ndjson file (not parsed)."""
     p = Path(path)
     try:
-        with open(p, encoding="utf-8") as f:
+        with open(p, encoding="utf-8-sig") as f:  # a BOM from a Windows editor is not data
             for lineno, line in enumerate(f, 1):
                 if line.strip():
                     yield lineno, line
@@ -295,22 +297,9 @@ def class_name_from_file(path: str | os.PathLike) -> str:
 
 # ------------------------------------------------------------------------------ image folders
 def load_sketch_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as a uint8 ``[H, W]`` grayscale sketch; transparency becomes white paper."""
-    p = Path(path)
-    try:
-        with Image.open(p) as im:
-            im.load()
-            if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-                # Sketch PNGs often draw ink on a transparent background: composite onto white.
-                im = im.convert("RGBA")
-                bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
-                im = Image.alpha_composite(bg, im)
-            arr = np.array(im.convert("L"), dtype=np.uint8)
-    except FileNotFoundError:
-        raise DataError(f"{p}: image not found; restore the file or remove it from the dataset/split list") from None
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
-        raise DataError(f"{p}: unreadable image ({e}); re-export it as PNG or remove it from the dataset") from None
-    return arr
+    """Read an image file as a uint8 ``[H, W]`` grayscale sketch; transparency becomes white paper
+    (:func:`hybridvision.imageio.load_gray_uint8`: one-line :class:`DataError`, no bombs)."""
+    return load_gray_uint8(path)
 
 
 def find_image_folder(root: str | os.PathLike) -> tuple[list[tuple[str, int]], list[str]]:
@@ -350,7 +339,7 @@ def _natural_key(p: Path) -> tuple:
 
 def _text_lines(path: Path) -> Iterator[tuple[int, str]]:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except OSError as e:
         raise DataError(f"{path}: cannot read ({e.strerror}); check the path and permissions") from None
     except UnicodeDecodeError as e:

@@ -28,14 +28,14 @@ Checks (COCO format: https://cocodataset.org/#format-data):
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from hybridvision.errors import DataError
+from hybridvision.errors import DataError, UserInputError
+from hybridvision.fileio import read_json
 
 __all__ = ["BOX_TOLERANCE", "Finding", "check_coco", "format_findings", "raise_for_findings"]
 
@@ -109,17 +109,15 @@ def check_coco(
     def add(record: str, problem: str, fix: str, file: str = path) -> None:
         out.append(Finding(file, record, problem, fix))
 
-    try:
-        with open(ann_file, "rb") as f:
-            data = json.loads(f.read())
-    except FileNotFoundError:
+    if not Path(ann_file).exists():
         add("file", "annotation file not found", "check the path (a COCO JSON file is expected)")
         return out
-    except (OSError, UnicodeDecodeError) as e:
-        add("file", f"cannot read the file ({e.__class__.__name__}: {e})", "check the path and its permissions")
-        return out
-    except ValueError as e:  # json.JSONDecodeError
-        add("file", f"not valid JSON ({e})", "write the file as COCO JSON (images, annotations, categories)")
+    try:
+        data = read_json(ann_file, what="COCO annotation")  # BOM-tolerant; line/column on errors
+    except UserInputError as e:
+        problem = str(e).removeprefix(f"{Path(ann_file)}: ").partition("; ")[0]
+        add("file", problem.replace("COCO annotation file ", ""),
+            "write the file as COCO JSON (images, annotations, categories)")
         return out
     if not isinstance(data, dict):
         add("file", f"top level is a {type(data).__name__}, not an object",
@@ -236,20 +234,29 @@ def _short(items: list, n: int = 12) -> str:
 def _check_image_file(p: Path, im: dict, full_decode: bool, add) -> None:
     from PIL import Image
 
+    from hybridvision.imageio import load_image_uint8, read_image_size
+
     name = f"image id={im['id']}"
     if not p.is_file():
         add(name, f"image file not found: {p}", "put the image there or fix file_name / the images folder",
             file=str(p))
         return
     try:
+        size = read_image_size(p)  # the one reader's header checks (incl. the pixel limit)
+    except DataError as e:
+        reason = str(e).removeprefix(f"{p}: ").partition("; ")[0]
+        add(name, f"image file cannot be decoded ({reason})", "replace the file with a valid image (PNG/JPEG)",
+            file=str(p))
+        return
+    try:
         with Image.open(p) as f:
-            size = f.size
             f.verify()  # header + PNG chunk CRCs, no pixel decode
         if full_decode:
-            with Image.open(p) as f:
-                f.load()
+            load_image_uint8(p)
     except Exception as e:  # PIL raises many types (UnidentifiedImageError, SyntaxError, OSError, ...)
-        add(name, f"image file cannot be decoded ({e.__class__.__name__}: {e})",
+        reason = str(e).removeprefix(f"{p}: ").partition("; ")[0] if isinstance(e, DataError) else \
+            f"{e.__class__.__name__}: {e}"
+        add(name, f"image file cannot be decoded ({reason})",
             "replace the file with a valid image (PNG/JPEG)", file=str(p))
         return
     if im["width"] is not None and size != (im["width"], im["height"]):

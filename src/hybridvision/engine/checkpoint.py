@@ -16,32 +16,20 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file
 
-from hybridvision.fileio import atomic_write_text
 from hybridvision.errors import UserInputError
+from hybridvision.fileio import atomic_save_tensors, atomic_write_text, read_json
 
-__all__ = ["save_checkpoint", "load_checkpoint_state", "load_weights", "read_sidecar"]
+__all__ = ["save_checkpoint", "load_checkpoint_state", "load_weights", "read_sidecar",
+           "validate_sidecar", "weights_step"]
 
-
-def _atomic_save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        # safetensors refuses shared or non-contiguous storage: store independent copies.
-        save_file({k: v.detach().contiguous().cpu().clone() for k, v in tensors.items()}, tmp,
-                  metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+_FIX = "delete the .json or pass another checkpoint"
 
 
 def _split_optimizer_state(opt_state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict]:
@@ -79,11 +67,11 @@ def save_checkpoint(
     folder = Path(folder)
     step = str((extra or {}).get("step", 0))
     weights = folder / f"{name}.safetensors"
-    _atomic_save_tensors(model.state_dict(), weights, {"format": "pt", "step": step})
+    atomic_save_tensors(weights, model.state_dict(), {"format": "pt", "step": step})
     sidecar: dict[str, Any] = dict(extra or {})
     if optimizer is not None:
         tensors, rest = _split_optimizer_state(optimizer.state_dict())
-        _atomic_save_tensors(tensors, folder / f"{name}.optim.safetensors", {"step": step})
+        atomic_save_tensors(folder / f"{name}.optim.safetensors", tensors, {"step": step})
         sidecar["optimizer"] = rest
     atomic_write_text(folder / f"{name}.json", json.dumps(sidecar, indent=1, default=_jsonable))
     return weights
@@ -97,17 +85,88 @@ def _jsonable(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
+# What a sidecar may hold, and the type each key must have when present (written by the trainer;
+# other keys, e.g. the trainer's "scaler", "best", "metrics", "config", pass through untouched).
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+_SIDECAR_TYPES: dict[str, tuple[str, Any]] = {
+    "model": ("a model name (string)", lambda v: isinstance(v, str) and bool(v.strip())),
+    "model_kwargs": ("an object of model options", lambda v: isinstance(v, dict) and all(isinstance(k, str) for k in v)),
+    "num_classes": ("a positive integer", lambda v: _is_int(v) and v > 0),
+    "class_names": ("a list of strings", lambda v: isinstance(v, list) and all(isinstance(c, str) for c in v)),
+    "label_to_cat_id": ("a list of integers or null",
+                        lambda v: v is None or (isinstance(v, list) and all(_is_int(c) for c in v))),
+    "image_size": ("a positive integer or null", lambda v: v is None or (_is_int(v) and v > 0)),
+    "task": ("'detection' or 'classification'", lambda v: v in ("detection", "classification")),
+    "epoch": ("a non-negative integer", lambda v: _is_int(v) and v >= 0),
+    "step": ("a non-negative integer", lambda v: _is_int(v) and v >= 0),
+    "config": ("an object or null", lambda v: v is None or isinstance(v, dict)),
+    "metrics": ("an object", lambda v: isinstance(v, dict)),
+    "optimizer": ("an object with param_groups", lambda v: isinstance(v, dict) and isinstance(v.get("param_groups"), list)
+                  and all(isinstance(g, dict) and isinstance(g.get("params"), list) for g in v["param_groups"])
+                  and isinstance(v.get("scalars", {}), dict)),
+}
+
+
+def validate_sidecar(sidecar: Any, path: str | os.PathLike, *, required: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Check a checkpoint sidecar's keys and types; one-line :class:`UserInputError` naming the
+    file and the key otherwise. Returns ``sidecar``."""
+    if not isinstance(sidecar, dict):
+        raise UserInputError(f"{path}: checkpoint state must be a JSON object, got "
+                             f"{type(sidecar).__name__}; {_FIX}")
+    for key in required:
+        if key not in sidecar:
+            raise UserInputError(f"{path}: checkpoint state lacks the key '{key}'; {_FIX}")
+    for key, (what, ok) in _SIDECAR_TYPES.items():
+        if key in sidecar and not ok(sidecar[key]):
+            shown = json.dumps(sidecar[key], default=str)
+            shown = shown if len(shown) <= 60 else shown[:57] + "..."
+            raise UserInputError(f"{path}: key '{key}' is {shown}, expected {what}; the file was "
+                                 f"edited or damaged — {_FIX}")
+    names, n = sidecar.get("class_names"), sidecar.get("num_classes")
+    if names is not None and n is not None and len(names) != n:
+        raise UserInputError(f"{path}: key 'class_names' lists {len(names)} names but 'num_classes' is "
+                             f"{n}; {_FIX}")
+    return sidecar
+
+
 def read_sidecar(weights: str | os.PathLike) -> dict[str, Any]:
-    """The JSON sidecar next to a weights file (``{}`` if there is none)."""
-    p = Path(weights)
-    side = p.with_suffix(".json")
+    """The JSON sidecar next to a weights file, checked (``{}`` if there is none)."""
+    side = Path(weights).with_suffix(".json")
     if not side.is_file():
         return {}
+    return validate_sidecar(read_json(side, what="checkpoint state"), side)
+
+
+def weights_step(path: str | os.PathLike) -> int | None:
+    """The training step recorded in a safetensors file's metadata (None when it has none)."""
     try:
-        return json.loads(side.read_text())
-    except json.JSONDecodeError:
-        raise UserInputError(f"{side}: checkpoint state is not valid JSON; delete it or pass "
-                             "another checkpoint") from None
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise UserInputError(f"{path}: not a readable safetensors file ({e}); pass a .safetensors "
+                             "weights file written by hybridvision") from None
+    step = meta.get("step")
+    try:
+        return int(step) if step is not None else None
+    except ValueError:
+        raise UserInputError(f"{path}: metadata step {step!r} is not an integer; the file was "
+                             "edited or damaged") from None
+
+
+def _check_step(tensors_file: Path, sidecar: dict[str, Any], side: Path) -> None:
+    """The weights (or optimizer) file must be from the step the sidecar names: a run killed
+    between writing the tensors and the JSON leaves them from different steps."""
+    if "step" not in sidecar:
+        return
+    step = weights_step(tensors_file)
+    if step is not None and step != sidecar["step"]:
+        raise UserInputError(
+            f"{tensors_file}: weights are from step {step} but the state {side.name} from step "
+            f"{sidecar['step']}: the checkpoint was torn (a run killed while saving); start a new "
+            "run, or fine-tune from it with --weights")
 
 
 def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -121,10 +180,16 @@ def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
                              "weights file (pickled .pt/.pth files are not loaded)") from None
 
 
-def load_weights(model: torch.nn.Module, weights: str | os.PathLike, *, strict: bool = True) -> None:
-    """Load a ``.safetensors`` weights file into ``model`` with a clear error on mismatch."""
+def load_weights(model: torch.nn.Module, weights: str | os.PathLike, *, strict: bool = True,
+                 sidecar: dict[str, Any] | None = None) -> None:
+    """Load a ``.safetensors`` weights file into ``model`` with a clear error on mismatch.
+
+    With ``sidecar`` (its checked JSON state), the weights must be from the step it names.
+    """
     path = Path(weights)
     state = _load_tensors(path)
+    if sidecar:
+        _check_step(path, sidecar, path.with_suffix(".json"))
     try:
         model.load_state_dict(state, strict=strict)
     except RuntimeError as e:
@@ -135,21 +200,67 @@ def load_weights(model: torch.nn.Module, weights: str | os.PathLike, *, strict: 
         ) from None
 
 
+_PARAM_SHAPED = ("momentum_buffer", "exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+
+
+def _load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], rest: dict,
+                    optim_file: Path, side: Path) -> None:
+    """Restore ``optimizer``, refusing in one line a state saved for another model/optimizer."""
+    fix = "resume with the model, options and optimizer of the run, or start a new run"
+    try:
+        state = _join_optimizer_state(tensors, rest)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise UserInputError(f"{optim_file}: optimizer state is malformed (unexpected tensor names "
+                             f"or scalars); {fix}") from None
+    saved, current = state["param_groups"], optimizer.param_groups
+    if len(saved) != len(current) or any(len(s["params"]) != len(c["params"]) for s, c in zip(saved, current)):
+        raise UserInputError(
+            f"{side}: optimizer state is for {sum(len(g['params']) for g in saved)} parameters in "
+            f"{len(saved)} group(s), this model has {sum(len(g['params']) for g in current)} in "
+            f"{len(current)}: it was saved for another model or optimizer; {fix}")
+    params = {sid: p for s, c in zip(saved, current) for sid, p in zip(s["params"], c["params"])}
+    for sid, st in state["state"].items():
+        if sid not in params:
+            raise UserInputError(f"{optim_file}: optimizer state names parameter {sid}, which no "
+                                 f"parameter group lists; {fix}")
+        p = params[sid]
+        for name, value in st.items():
+            if name in _PARAM_SHAPED and torch.is_tensor(value) and value.shape != p.shape:
+                raise UserInputError(
+                    f"{optim_file}: optimizer state '{name}' of parameter {sid} has shape "
+                    f"{list(value.shape)} but the parameter is {list(p.shape)}: it was saved for "
+                    f"another model; {fix}")
+    try:
+        optimizer.load_state_dict(state)
+    except (ValueError, KeyError, TypeError, RuntimeError) as e:
+        raise UserInputError(f"{optim_file}: optimizer state does not fit this optimizer "
+                             f"({str(e).splitlines()[0][:160]}); {fix}") from None
+
+
 def load_checkpoint_state(
     folder: str | os.PathLike,
     name: str,
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer | None = None,
 ) -> dict[str, Any]:
-    """Restore model (and optimizer) from ``folder/name.*``; returns the JSON sidecar."""
+    """Restore model (and optimizer) from ``folder/name.*``; returns the JSON sidecar.
+
+    The sidecar comes back whole, so callers can read what they stored in ``extra`` (the
+    trainer's AMP ``scaler`` state, ``best`` …). The weights and optimizer files must be from the
+    sidecar's ``step`` (else the checkpoint was torn by a kill while saving: one-line error).
+    """
     folder = Path(folder)
     weights = folder / f"{name}.safetensors"
+    side = weights.with_suffix(".json")
     sidecar = read_sidecar(weights)
     if not sidecar:
-        raise UserInputError(f"{folder / (name + '.json')}: checkpoint state missing; cannot "
+        raise UserInputError(f"{side}: checkpoint state missing; cannot "
                              "resume — start a new run or pass --weights to fine-tune")
-    load_weights(model, weights)
+    validate_sidecar(sidecar, side, required=("epoch", "step"))
+    load_weights(model, weights, sidecar=sidecar)
     if optimizer is not None and "optimizer" in sidecar:
-        tensors = _load_tensors(folder / f"{name}.optim.safetensors")
-        optimizer.load_state_dict(_join_optimizer_state(tensors, sidecar["optimizer"]))
+        optim_file = folder / f"{name}.optim.safetensors"
+        tensors = _load_tensors(optim_file)
+        _check_step(optim_file, sidecar, side)
+        _load_optimizer(optimizer, tensors, sidecar["optimizer"], optim_file, side)
     return sidecar

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torchvision.ops import box_convert
 
-from hybridvision.fileio import atomic_write_text
+from hybridvision.fileio import atomic_write_text, read_json
 from hybridvision.errors import UserInputError
 
 __all__ = [
@@ -58,15 +58,8 @@ def _source_name(obj: Any, default: str) -> str:
 
 
 def _load_json(path: str | os.PathLike, what: str) -> Any:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise UserInputError(f"{path}: {what} file not found; check the path") from None
-    except IsADirectoryError:
-        raise UserInputError(f"{path}: is a folder, expected a {what} JSON file") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserInputError(f"{path}: {what} file is not valid JSON ({e}); re-export it") from None
+    """The one BOM-tolerant reader (:func:`hybridvision.fileio.read_json`)."""
+    return read_json(path, what=what)
 
 
 def _is_number(x: Any) -> bool:
@@ -332,7 +325,8 @@ def write_metrics_json(metrics: Mapping[str, Any], path: str | os.PathLike) -> P
     """
     path = Path(path)
     if "metrics" in metrics and isinstance(metrics["metrics"], Mapping):
-        metrics = {**metrics["metrics"], "per_class": metrics.get("per_class", {})}
+        extra = {"num_images": metrics["num_images"]} if "num_images" in metrics else {}
+        metrics = {**metrics["metrics"], "per_class": metrics.get("per_class", {}), **extra}
     atomic_write_text(path, json.dumps(_plain(metrics), indent=2) + "\n")
     return path
 

@@ -45,8 +45,6 @@ from __future__ import annotations
 import inspect
 import json
 import os
-import shutil
-import tempfile
 import time
 from functools import lru_cache
 from pathlib import Path
@@ -56,6 +54,7 @@ import numpy as np
 from PIL import Image
 
 from hybridvision.errors import UserInputError
+from hybridvision.fileio import atomic_replace_dir
 
 __all__ = [
     "AMOUNTS_VERSION",
@@ -434,13 +433,21 @@ def make_amounts(
     if int(image_size) < 32:
         raise UserInputError(f"amounts: image_size={image_size} is too small; use 32 or more (default 128)")
     out = Path(out_dir)
-    if out.exists() and not (out.is_dir() and (read_manifest(out) is not None or not any(out.iterdir()))):
-        raise UserInputError(
-            f"{out}: exists and is not an amounts dataset; choose another output folder or remove it"
-        )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    try:
+    if out.is_dir() and any(out.iterdir()):
+        man = read_manifest(out)
+        if man is None:
+            raise UserInputError(
+                f"{out}: exists and is not an amounts dataset; choose another output folder or remove it"
+            )
+        foreign = _foreign_files(out, man)
+        if foreign:
+            raise UserInputError(
+                f"{out}: an amounts dataset that also holds files it did not generate "
+                f"({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}); regenerating would "
+                "delete them — move them out or choose another output folder"
+            )
+
+    def fill(tmp: Path) -> dict[str, Any]:
         t0 = time.perf_counter()
         splits = {
             "train": _write_split(tmp, "train", int(n_train), seed, int(image_size)),
@@ -455,18 +462,39 @@ def make_amounts(
             "seconds": round(time.perf_counter() - t0, 3),
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))  # last: marks completeness
-        if out.exists():  # swap: old aside, new in, old removed
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, old / "d")
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        return manifest
+
+    # Built in a hidden sibling and swapped in; only a folder we generated is ever replaced.
+    manifest = atomic_replace_dir(out, fill, is_ours=_is_ours)
     manifest["root"] = str(out.resolve())
     return manifest
+
+
+def _foreign_files(root: Path, manifest: dict[str, Any]) -> list[str]:
+    """Files under ``root`` that the dataset described by ``manifest`` does not consist of
+    (a user's additions, which replacing the folder would delete), as relative paths."""
+    expected = {MANIFEST}
+    for entry in (manifest.get("splits") or {}).values():
+        try:
+            n = int(entry["num_images"])
+            expected.add(str(entry["annotations"]))
+            expected.update(f"{entry['images']}/{i:06d}.png" for i in range(n))
+            expected.update(f"{entry['labels']}/{i:06d}.txt" for i in range(n))
+        except (KeyError, TypeError, ValueError):
+            return [MANIFEST]  # a manifest we did not write: nothing here is known to be ours
+    found = []
+    for dirpath, _, files in os.walk(root):
+        for f in files:
+            rel = Path(dirpath, f).relative_to(root).as_posix()
+            if rel not in expected:
+                found.append(rel)
+    return sorted(found)
+
+
+def _is_ours(root: Path) -> bool:
+    """A complete amounts dataset holding nothing but what the generator wrote."""
+    man = read_manifest(root)
+    return man is not None and not _foreign_files(root, man)
 
 
 def ensure_amounts(root: str | os.PathLike, **kw: Any) -> dict[str, Any]:

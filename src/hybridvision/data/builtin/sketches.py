@@ -25,8 +25,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import shutil
-import uuid
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -34,7 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from hybridvision.errors import DataError
+from hybridvision.errors import DataError, UserInputError
+from hybridvision.fileio import atomic_replace_dir
 
 __all__ = [
     "SKETCH_CLASSES",
@@ -521,25 +520,59 @@ def _class_lines(name: str, n: int, seed: int) -> list[str]:
 def read_manifest(root: str | os.PathLike) -> dict[str, Any] | None:
     """The manifest of a generated folder, or ``None`` when absent or unreadable (= incomplete)."""
     try:
-        return json.loads((Path(root) / MANIFEST).read_text())
-    except (OSError, ValueError):
+        man = json.loads((Path(root) / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
         return None
+    return man if isinstance(man, dict) else None
+
+
+def _foreign_files(root: Path, manifest: dict[str, Any] | None) -> list[str]:
+    """Files under ``root`` that a generation described by ``manifest`` did not write."""
+    files = (manifest or {}).get("files")
+    if not isinstance(files, dict) or manifest.get("name") != "sketches":
+        return [MANIFEST]  # not a manifest of ours: nothing here is known to be ours
+    expected = {MANIFEST, *map(str, files.values())}
+    found = []
+    for dirpath, _, names in os.walk(root):
+        for f in names:
+            rel = Path(dirpath, f).relative_to(root).as_posix()
+            if rel not in expected:
+                found.append(rel)
+    return sorted(found)
+
+
+def _is_ours(root: Path) -> bool:
+    """A folder make_sketches generated, holding nothing else: its manifest lists every file,
+    or — a generation whose manifest was lost — exactly one ``<class>.ndjson`` per built-in class."""
+    man = read_manifest(root)
+    if man is None:
+        generated = {f"{name}.ndjson" for name in SKETCH_CLASSES}
+        present = {p.name for p in root.iterdir()}
+        return present == generated and all((root / n).is_file() for n in present)
+    return not _foreign_files(root, man)
 
 
 def make_sketches(out_dir: str | os.PathLike, *, per_class: int = DEFAULT_PER_CLASS, seed: int = 0) -> dict[str, Any]:
-    """Generate the built-in sketches into ``out_dir`` (replacing it) → the manifest dict.
+    """Generate the built-in sketches into ``out_dir`` (replacing an earlier generation) → the manifest.
 
     Writes ``<class>.ndjson`` for every class of :data:`SKETCH_CLASSES` into a temporary sibling
     folder, ``manifest.json`` last, then renames it into place, so a reader never sees a partial
-    dataset (a folder with a manifest is complete).
+    dataset (a folder with a manifest is complete). ``out_dir`` must be absent, empty, or an
+    earlier generation holding only its own files: any other folder is left untouched
+    (:class:`UserInputError`).
     """
     if per_class < 1:
         raise DataError(f"per_class {per_class}: generate at least 1 drawing per class")
     out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
+    if out.is_dir() and any(out.iterdir()) and not _is_ours(out):
+        foreign = _foreign_files(out, read_manifest(out))
+        what = ("is not a sketches dataset made by hybridvision" if foreign == [MANIFEST]
+                else f"holds files the generator did not write ({', '.join(foreign[:3])}"
+                     f"{', ...' if len(foreign) > 3 else ''})")
+        raise UserInputError(f"{out}: {what}; regenerating would delete them — choose another "
+                             "folder (--out, or data_root for builtin:sketches) or move them out")
+
+    def fill(tmp: Path) -> dict[str, Any]:
         counts = {}
         for name in SKETCH_CLASSES:
             lines = _class_lines(name, per_class, seed)
@@ -557,26 +590,10 @@ def make_sketches(out_dir: str | os.PathLike, *, per_class: int = DEFAULT_PER_CL
             "counts": counts,
             "num_drawings": sum(counts.values()),
         }
-        tmp_manifest = tmp / (MANIFEST + ".tmp")
-        tmp_manifest.write_text(json.dumps(manifest, indent=1))
-        os.replace(tmp_manifest, tmp / MANIFEST)
-        old = None
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-            os.rename(out, old)
-        try:
-            os.rename(tmp, out)
-        except OSError:
-            # Another process put a folder there in the meantime: keep theirs if it is complete.
-            if read_manifest(out) is None:
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))  # last: marks completeness
         return manifest
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    return atomic_replace_dir(out, fill, is_ours=_is_ours)
 
 
 def ensure_sketches(root: str | os.PathLike, *, per_class: int = DEFAULT_PER_CLASS, seed: int = 0) -> dict[str, Any]:
