@@ -29,7 +29,7 @@ from typing import Callable
 import torch
 import torchvision
 
-from hybridvision.registry import create_model
+from hybridvision.factory import create_model
 
 
 def n_params(model: torch.nn.Module) -> int:

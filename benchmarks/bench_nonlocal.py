@@ -6,7 +6,7 @@ Both paths share the same weights and input; only ``block.fused`` changes. For e
 measures the forward pass (no autograd) and forward+backward (gradients of input and
 parameters): the peak tensor memory of one call, then the median wall time of ``--runs`` calls
 after ``--warmup`` calls, fused and naive runs alternating so that load changes on a shared
-machine hit both paths alike (``hybridvision.evaluation.benchmark``).
+machine hit both paths alike (``hybridvision.evaluation.cost``).
 
     python benchmarks/bench_nonlocal.py --device cpu --batch 4 --size 128 --channels 256 \\
         --out bench_nonlocal.json
@@ -30,7 +30,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from hybridvision.evaluation.benchmark import (
+from hybridvision.evaluation.cost import (
     count_flops,
     count_params,
     measure_latency,

@@ -10,7 +10,7 @@ forward+backward (gradients of input and parameters):
 
 Same weights and inputs for both paths; only ``aggregation`` changes. Time: median of ``--runs``
 calls after ``--warmup``; memory: peak tensor bytes of one extra call
-(``hybridvision.evaluation.benchmark``).
+(``hybridvision.evaluation.cost``).
 
     python benchmarks/bench_san.py --device cpu --batch 4 --channels 256 --size 56 --kernel 7 \\
         --out bench_san.json
@@ -34,7 +34,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from hybridvision.evaluation.benchmark import measure_latency, measure_peak_memory
+from hybridvision.evaluation.cost import measure_latency, measure_peak_memory
 from hybridvision.layers.san import SANBlock, san_aggregate
 
 MiB = 2**20

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from hybridvision.errors import UserInputError
-from hybridvision.evaluation.benchmark import measure_peak_memory
+from hybridvision.evaluation.cost import measure_peak_memory
 from hybridvision.layers import create_attn, list_attn
 from hybridvision.layers.attention import NL_MODES, NonLocal2d
 

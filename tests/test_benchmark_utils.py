@@ -1,4 +1,4 @@
-"""Oracles for hybridvision.evaluation.benchmark: hand-counted parameters and FLOPs, known
+"""Oracles for hybridvision.evaluation.cost and compare: hand-counted parameters and FLOPs, known
 allocation sizes for peak memory, a known sleep for latency."""
 
 from __future__ import annotations
@@ -10,9 +10,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from hybridvision.evaluation.benchmark import (
-    build_bench_target,
-    compare_models,
+from hybridvision.evaluation.compare import build_bench_target, compare_models
+from hybridvision.evaluation.cost import (
     count_flops,
     count_macs,
     count_params,
@@ -160,7 +159,7 @@ def test_peak_memory_cuda_single_allocation():
 
 
 def test_compare_models_rows_and_reference_ratio():
-    from hybridvision.registry import create_model
+    from hybridvision.factory import create_model
 
     targets = [build_bench_target(n, size=64, num_classes=3) for n in ("fcos_demo", "nl_fcos_small")]
     rows = compare_models(targets, runs=3, warmup=1)

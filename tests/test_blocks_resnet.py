@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 import torchvision
 
-from hybridvision.backbones.resnet import ResNet, resnet18, resnet26, resnet34, resnet50, resnet101
+from hybridvision.backbones.resnet import ResNet, resnet18, resnet34, resnet50, resnet101
 from hybridvision.errors import UserInputError
 from hybridvision.layers.blocks import BasicBlock, Bottleneck
 from hybridvision.layers.registry import list_attn, register_attn
@@ -112,7 +112,7 @@ def test_parameter_counts_match_torchvision(depth: int, builder) -> None:
     ours = builder(num_classes=1000)
     assert n_params(ours) == n_params(ref)
     # backbone mode: no classifier, everything else identical
-    assert n_params(builder()) == n_params(ref) - n_params(ref.fc)
+    assert n_params(builder(features_only=True)) == n_params(ref) - n_params(ref.fc)
 
 
 def test_resnet50_outputs_equal_torchvision_with_same_weights() -> None:
@@ -127,37 +127,42 @@ def test_resnet50_outputs_equal_torchvision_with_same_weights() -> None:
     c3 = ref.layer2(ref.layer1(c))
     c4 = ref.layer3(c3)
     c5 = ref.layer4(c4)
-    for got, want in zip(ours.forward_pyramid(x), [c3, c4, c5]):
+    for got, want in zip(ours.forward_features(x), [c3, c4, c5]):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 
-def test_resnet26_layout() -> None:
-    m = resnet26(num_classes=250)
-    assert [len(getattr(m, f"layer{i}")) for i in range(1, 5)] == [1, 2, 4, 1]
-    # torchvision-layout ResNet-26 (thesis B's table reports 12.15M)
-    assert n_params(m) == 12_159_802
+def test_one_registered_resnet26() -> None:
+    """Thesis B's ResNet26 is the registered one; the ResNet module offers no second builder."""
+    import hybridvision.backbones.resnet as resnet
+    from hybridvision.factory import list_models
+
+    assert not hasattr(resnet, "resnet26") and 26 not in resnet.RESNET_DEPTHS
+    assert list_models("resnet26") == ["resnet26"]
 
 
 @pytest.mark.parametrize(
     "builder,width,out_indices,preact",
     [
         (resnet18, 0.25, (0, 1, 2, 3, 4), False),
-        (resnet26, 0.5, (2, 3, 4), True),
+        (resnet50, 0.5, (2, 3, 4), True),
         (resnet50, 0.25, (1, 4), False),
     ],
 )
 def test_feature_info_matches_outputs(builder, width, out_indices, preact) -> None:
-    m = builder(width=width, out_indices=out_indices, preact=preact)
+    m = builder(width=width, out_indices=out_indices, preact=preact, features_only=True)
     x = torch.randn(2, 3, 64, 96)
     feats = m(x)
     assert len(feats) == len(m.feature_info) == len(out_indices)
     for f, info in zip(feats, m.feature_info):
         assert f.shape == (2, info["channels"], 64 // info["stride"], 96 // info["stride"])
-    assert m.forward_features(x).shape[1] == m.num_features
+    assert [t.shape for t in m.forward_features(x)] == [t.shape for t in feats]
+    # the classifier form of the same network: logits from the last stage
+    clf = builder(width=width, out_indices=out_indices, preact=preact, num_classes=7)
+    assert clf(x).shape == (2, 7) and not hasattr(m, "fc")
 
 
 def test_width_quarter_resnet18_channels() -> None:
-    m = resnet18(width=0.25, out_indices=(1, 2, 3, 4))
+    m = resnet18(width=0.25, out_indices=(1, 2, 3, 4), features_only=True)
     assert [f["channels"] for f in m.feature_info] == [16, 32, 64, 128]
     assert [f["stride"] for f in m.feature_info] == [4, 8, 16, 32]
 

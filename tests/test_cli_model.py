@@ -130,7 +130,7 @@ def test_export_onnx_round_trip_decodes_like_pytorch(cli, nl_run, tmp_path):
 
 def test_export_classifier_and_bad_requests(cli, tmp_path):
     from hybridvision.export import export_onnx
-    from hybridvision.registry import create_model
+    from hybridvision.factory import create_model
 
     model = create_model("hib_patch_2_2_nl", width=0.25, in_chans=1, num_classes=5)
     info = export_onnx(model, tmp_path / "hib.onnx", size=64, in_chans=1)
@@ -148,7 +148,7 @@ def test_export_that_fails_its_check_writes_nothing(tmp_path):
     """A zero tolerance cannot hold for float32 kernels of two runtimes: the check fails, and
     neither the .onnx file nor a temporary one is left behind."""
     from hybridvision.export import ExportCheckError, export_onnx
-    from hybridvision.registry import create_model
+    from hybridvision.factory import create_model
 
     with pytest.raises(ExportCheckError, match="not faithful"):
         export_onnx(create_model("fcos_demo", num_classes=3), tmp_path / "m.onnx", size=64, atol=0.0, rtol=0.0)

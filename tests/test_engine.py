@@ -142,7 +142,7 @@ def test_classification_trains_through_engine(tmp_path):
 
 def test_fcos_on_hybrid_backbone_learns():
     """fcos_hib_patch_2_2_nl (SAN + NL backbone under FCOS) fits a fixed batch: loss falls."""
-    from hybridvision.registry import create_model
+    from hybridvision.factory import create_model
 
     torch.manual_seed(0)
     model = create_model("fcos_hib_patch_2_2_nl_small", num_classes=2)

@@ -17,7 +17,8 @@ from hybridvision.detectors.fcos import (
     centerness_target,
     compute_locations,
 )
-from hybridvision.registry import create_model
+from hybridvision.factory import create_model
+from hybridvision.ops.points import per_location
 
 INF = float("inf")
 K = 3
@@ -115,7 +116,9 @@ def test_assignment_matches_loop(radius: float) -> None:
     g = torch.Generator().manual_seed(3)
     model = _model()
     shapes = [(32, 32), (16, 16), (8, 8), (4, 4), (2, 2)]
-    locations, strides, ranges = model._level_tensors(shapes, torch.device("cpu"))
+    locations = compute_locations(shapes, model.strides)
+    strides = per_location(model.strides, shapes)  # [L]
+    ranges = per_location(model.size_ranges, shapes)  # [L, 2]
     locs = torch.cat(locations)
     xy = torch.rand(12, 2, generator=g) * 200
     wh = torch.rand(12, 2, generator=g) ** 2 * 250 + 2

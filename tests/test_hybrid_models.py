@@ -23,7 +23,7 @@ from hybridvision.errors import UserInputError
 from hybridvision.layers.attention import NonLocal2d
 from hybridvision.layers.blocks import Bottleneck
 from hybridvision.layers.san import SANBlock, SANTransition
-from hybridvision.registry import create_model, list_models
+from hybridvision.factory import create_model, list_models
 
 # Table 3.1 of thesis B: (params in M, GMACs), 250 classes, post-activation, 224².
 TABLE_3_1 = {

@@ -15,7 +15,8 @@ from hybridvision.config import TrainConfig
 from hybridvision.engine.trainer import train
 from hybridvision.errors import DataError, UserInputError
 from hybridvision.layers.registry import create_attn, list_attn
-from hybridvision.registry import create_model, list_models, register_model
+from hybridvision.factory import create_model, list_models
+from hybridvision.registry import register_model
 
 __version__ = "0.1.0"
 

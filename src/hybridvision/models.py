@@ -1,5 +1,4 @@
 """Imports every module that registers models, so the registry is complete once imported."""
 
 import hybridvision.backbones.hybrid  # noqa: F401  ResNet26, SAN10, PureNL, HIB (classification)
-import hybridvision.detectors.fcos  # noqa: F401  FCOS and NL-FCOS
-import hybridvision.detectors.zoo  # noqa: F401  FCOS on other registered backbones
+import hybridvision.detectors.zoo  # noqa: F401  FCOS and NL-FCOS presets, FCOS on other backbones

@@ -1,8 +1,10 @@
-"""Model registry: ``@register_model`` thin builders, ``create_model`` and ``list_models``.
+"""Model and task registries: ``@register_model`` thin builders, ``@register_task`` task classes.
 
-Every model of the toolkit is built by name, as in timm::
+A leaf: it imports nothing of the package but the error type, so any module can register into it
+without an import circle. Building by name — which needs every model module imported first — is
+:mod:`hybridvision.factory`'s job::
 
-    from hybridvision import create_model
+    from hybridvision.factory import create_model
     model = create_model("fcos_r50_fpn", num_classes=80)
 
 Builders take keyword-only arguments; ``create_model(name, **overrides)`` forwards the overrides.
@@ -10,18 +12,19 @@ Builders take keyword-only arguments; ``create_model(name, **overrides)`` forwar
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import inspect
-from typing import Callable
-
-import torch.nn as nn
+from typing import Any, Callable
 
 from hybridvision.errors import UserInputError
 
-__all__ = ["register_model", "create_model", "list_models", "model_builder", "UnknownModelError"]
+__all__ = ["register_model", "register_task", "registered_models", "model_builder", "model_task",
+           "build_model", "task_class", "registered_tasks", "UnknownModelError"]
 
-_MODELS: dict[str, Callable[..., nn.Module]] = {}
-_TASKS: dict[str, str] = {}
+_MODELS: dict[str, Callable[..., Any]] = {}
+_MODEL_TASKS: dict[str, str] = {}
+_TASKS: dict[str, type] = {}
 
 
 class UnknownModelError(UserInputError, KeyError):
@@ -31,50 +34,49 @@ class UnknownModelError(UserInputError, KeyError):
         return str(self.args[0])
 
 
-def register_model(fn: Callable[..., nn.Module] | None = None, *, task: str = "detection"):
+def register_model(fn: Callable[..., Any] | None = None, *, task: str = "detection"):
     """Register a model builder under its function name.
 
     Args:
         fn: builder ``fn(*, num_classes=..., **kw) -> nn.Module``.
-        task: ``"detection"`` or ``"classification"``; ``list_models(task=...)`` filters on it.
+        task: the name of a registered task (``"detection"``, ``"classification"``);
+            ``list_models(task=...)`` filters on it and ``train``/``eval`` run it.
     """
 
-    def wrap(f: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    def wrap(f: Callable[..., Any]) -> Callable[..., Any]:
         name = f.__name__
         if name in _MODELS:
             raise ValueError(f"model {name!r} is registered twice")
         _MODELS[name] = f
-        _TASKS[name] = task
+        _MODEL_TASKS[name] = task
         return f
 
     return wrap(fn) if fn is not None else wrap
 
 
-def _ensure_loaded() -> None:
-    # Importing the model packages runs their @register_model decorators.
-    import hybridvision.models  # noqa: F401
+def register_task(name: str):
+    """Register a task class (``engine/tasks.py``) under ``name``; ``cls.name`` is set to it."""
+
+    def wrap(cls: type) -> type:
+        if name in _TASKS:
+            raise ValueError(f"task {name!r} is registered twice")
+        cls.name = name
+        _TASKS[name] = cls
+        return cls
+
+    return wrap
 
 
-def list_models(pattern: str = "*", task: str | None = None) -> list[str]:
-    """Sorted registered names matching a shell-style ``pattern`` (and ``task`` if given)."""
-    _ensure_loaded()
+def registered_models(pattern: str = "*", task: str | None = None) -> list[str]:
+    """Sorted names registered so far matching a shell-style ``pattern`` (and ``task``)."""
     return sorted(
-        n for n in _MODELS if fnmatch.fnmatch(n, pattern) and (task is None or _TASKS[n] == task)
+        n for n in _MODELS if fnmatch.fnmatch(n, pattern) and (task is None or _MODEL_TASKS[n] == task)
     )
 
 
-def model_task(name: str) -> str:
-    _ensure_loaded()
-    model_builder(name)
-    return _TASKS[name]
-
-
-def model_builder(name: str) -> Callable[..., nn.Module]:
+def model_builder(name: str) -> Callable[..., Any]:
     """The builder registered as ``name``; a clear error with suggestions otherwise."""
-    _ensure_loaded()
     if name not in _MODELS:
-        import difflib
-
         close = difflib.get_close_matches(name, list(_MODELS), n=3, cutoff=0.5)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
         raise UnknownModelError(
@@ -83,19 +85,37 @@ def model_builder(name: str) -> Callable[..., nn.Module]:
     return _MODELS[name]
 
 
-def create_model(name: str, **overrides) -> nn.Module:
-    """Build a registered model. ``overrides`` go to the builder as keyword arguments.
+def model_task(name: str) -> str:
+    """The task name a model was registered for."""
+    model_builder(name)
+    return _MODEL_TASKS[name]
 
-    Unknown keyword arguments raise a ``TypeError`` naming the accepted ones.
-    """
+
+def build_model(name: str, **overrides: Any) -> Any:
+    """Build a registered model; unknown keyword arguments are one error naming the valid ones."""
     builder = model_builder(name)
     params = inspect.signature(builder).parameters
     if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        bad = [k for k in overrides if k not in params]
+        bad = sorted(k for k in overrides if k not in params)
         if bad:
-            raise TypeError(
-                f"model {name!r} does not take {', '.join(bad)}; it accepts: {', '.join(params)}"
+            raise UserInputError(
+                f"model_kwargs: {name!r} does not take {', '.join(bad)}; valid: {', '.join(params)}"
             )
-    model = builder(**overrides)
-    model.model_name = name  # type: ignore[attr-defined]
+    try:
+        model = builder(**overrides)
+    except TypeError as e:  # a keyword a builder forwards (**kwargs) to a class that lacks it
+        raise UserInputError(f"model_kwargs for {name!r}: {e}; see `hybridvision models {name}` "
+                             "and the builder's docstring") from None
+    model.model_name = name
     return model
+
+
+def registered_tasks() -> list[str]:
+    return sorted(_TASKS)
+
+
+def task_class(name: str) -> type:
+    """The task class registered as ``name``; a clear error otherwise."""
+    if name not in _TASKS:
+        raise UserInputError(f"task {name!r}: unknown; use one of {', '.join(sorted(_TASKS)) or '(none)'}")
+    return _TASKS[name]

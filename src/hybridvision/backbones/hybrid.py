@@ -38,7 +38,8 @@ import torch
 import torch.nn as nn
 
 from hybridvision.errors import UserInputError
-from hybridvision.layers.blocks import Bottleneck
+from hybridvision.evaluation.cost import count_macs
+from hybridvision.layers.blocks import Bottleneck, init_weights
 from hybridvision.layers.registry import create_attn
 from hybridvision.layers.san import SANBlock, SANTransition, SelfAttention2d
 from hybridvision.registry import register_model
@@ -145,7 +146,6 @@ class HybridNet(nn.Module):
         post = dict(preact=False, out_act=False, zero_init=True)
         default = post if not preact and nl_block == "nonlocal_thesis_b" else {}
         self._nl_kwargs = {**default, **(nl_kwargs or {})}
-        self._nl_param_ids: set[int] = set()
 
         if stem == "res":
             layers: list[nn.Module] = [
@@ -190,14 +190,12 @@ class HybridNet(nn.Module):
             self.head = nn.Sequential(
                 nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Linear(in_ch, num_classes)
             )
-        self._init_weights()
-        del self._nl_param_ids
+        # One init for every network of the package (He init); the NL blocks keep their own.
+        init_weights(self)
 
     # ------------------------------------------------------------------------------ building
     def _nl(self, channels: int) -> nn.Module:
-        block = create_attn(self._nl_block, channels, **self._nl_kwargs)
-        self._nl_param_ids.update(id(p) for p in block.parameters())  # they initialise themselves
-        return block
+        return create_attn(self._nl_block, channels, **self._nl_kwargs)  # initialises itself
 
     def _make_stage(self, spec: StageSpec, in_ch: int, *, first: bool) -> tuple[nn.Sequential, int]:
         c = spec.width
@@ -243,19 +241,6 @@ class HybridNet(nn.Module):
             layers.append(Bottleneck(in_ch, c, block_stride, preact=self.preact))
             in_ch, block_stride = c, 1
         return nn.Sequential(*layers), stride
-
-    def _init_weights(self) -> None:
-        # He init for the network's own convs (torchvision ResNet, thesis code's init_weights);
-        # the NL blocks initialise themselves.
-        nl_params = self._nl_param_ids
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d) and id(m.weight) not in nl_params:
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d) and id(m.weight) not in nl_params:
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
 
     # ------------------------------------------------------------------------------ forward
     def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -311,7 +296,7 @@ def model_macs(
       does *not* count the NL blocks' matrix products (plain tensor code, no module to hook).
       Table 3.1 was measured on 1×224×224 grayscale sketches: ResNet26 gives 2.28 G at 1
       channel, 2.36 G at 3.
-    * ``"flop_counter"``: ``FlopCounterMode`` FLOPs / 2 (``evaluation.benchmark.count_macs``:
+    * ``"flop_counter"``: ``FlopCounterMode`` FLOPs / 2 (``evaluation.cost.count_macs``:
       convolutions, linear layers and the matrix products that actually run) plus the SAN
       elementwise multiply-adds, which the flop counter cannot see.
     """
@@ -351,8 +336,6 @@ def model_macs(
             elif convention == "thesis":
                 hooks.append(m.register_forward_hook(ptflops_hook))
         if convention == "flop_counter":
-            from hybridvision.evaluation.benchmark import count_macs
-
             return count_macs(model, x) + extra
         with torch.no_grad():
             model(x)

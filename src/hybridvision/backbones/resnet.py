@@ -1,9 +1,14 @@
-"""ResNet-18/26/34/50/101 backbones, trained from scratch, with interleaved attention blocks.
+"""ResNet-18/34/50/101 backbones, trained from scratch, with interleaved attention blocks.
 
 He et al., "Deep Residual Learning for Image Recognition", CVPR 2016 (v1.5 bottleneck: stride on
 the 3×3), and the pre-activation form of He et al., "Identity Mappings in Deep Residual Networks",
 ECCV 2016. The module layout and parameter names follow torchvision's ``resnet*`` (``conv1``,
-``bn1``, ``layer1..4``), so parameter counts match it exactly at ``width=1``.
+``bn1``, ``layer1..4``), so parameter counts match it exactly at ``width=1``. (Thesis B's ResNet26 is the registered
+``resnet26`` of ``backbones/hybrid.py``.)
+
+The backbone contract (timm's ``features_only``): with ``features_only=True`` the network has no
+classifier and ``forward(x)`` returns ``forward_features(x)``, a ``list[Tensor]`` with one map per
+entry of ``out_indices``, described by ``feature_info`` (``channels``, ``stride`` of each).
 
 Feature indices follow timm's ``features_only`` convention:
 
@@ -34,15 +39,14 @@ import torch
 import torch.nn as nn
 
 from hybridvision.errors import UserInputError
-from hybridvision.layers.blocks import BasicBlock, Bottleneck, NormLayer
+from hybridvision.layers.blocks import BasicBlock, Bottleneck, NormLayer, init_weights
 from hybridvision.layers.registry import create_attn
 
-__all__ = ["ResNet", "resnet18", "resnet26", "resnet34", "resnet50", "resnet101", "RESNET_DEPTHS"]
+__all__ = ["ResNet", "resnet18", "resnet34", "resnet50", "resnet101", "RESNET_DEPTHS"]
 
 # depth -> (block type, blocks per stage)
 RESNET_DEPTHS: dict[int, tuple[type[nn.Module], tuple[int, int, int, int]]] = {
     18: (BasicBlock, (2, 2, 2, 2)),
-    26: (Bottleneck, (1, 2, 4, 1)),
     34: (BasicBlock, (3, 4, 6, 3)),
     50: (Bottleneck, (3, 4, 6, 3)),
     101: (Bottleneck, (3, 4, 23, 3)),
@@ -56,7 +60,7 @@ def _scaled(channels: int, width: float) -> int:
 
 
 class ResNet(nn.Module):
-    """ResNet backbone (or classifier when ``num_classes > 0``).
+    """ResNet classifier, or backbone with ``features_only=True``.
 
     Args:
         block: :class:`BasicBlock` or :class:`Bottleneck`.
@@ -64,7 +68,7 @@ class ResNet(nn.Module):
         width: multiplier on every channel count (stem and stages); ``0.25`` gives a tiny CPU
             model (ResNet-18: 16/32/64/128 channels).
         in_chans: input channels.
-        out_indices: which features ``forward`` returns (0 = stem, 1..4 = ``layer1..4``).
+        out_indices: which features ``forward_features`` returns (0 = stem, 1..4 = ``layer1..4``).
         preact: pre-activation blocks; the stem then has no norm-ReLU and a norm-ReLU follows the
             last stage (as in He et al. 2016b / thesis B).
         norm_layer: norm constructor ``f(channels)`` used everywhere.
@@ -72,12 +76,13 @@ class ResNet(nn.Module):
         attn_at: ``(stage, block)`` positions, stage in 1..4, block a (possibly negative) index
             into that stage; the attention block is inserted right after it.
         attn_kwargs: keyword arguments for ``create_attn``.
-        num_classes: > 0 adds global average pooling and a linear classifier; ``forward`` then
-            returns logits instead of the feature list.
+        num_classes: classifier outputs (global average pooling + linear).
+        features_only: no classifier; ``forward`` returns the feature list.
         zero_init_last: start every residual branch at zero (Goyal et al. 2017).
 
-    Outputs: ``forward(x)`` with ``num_classes == 0`` returns ``list[Tensor]``, one
-    ``[B, feature_info[i]["channels"], H / stride, W / stride]`` per entry of ``out_indices``.
+    Outputs: ``forward_features(x)`` returns ``list[Tensor]``, one
+    ``[B, feature_info[i]["channels"], H / stride, W / stride]`` per entry of ``out_indices``;
+    ``forward(x)`` returns that list with ``features_only``, else logits ``[B, num_classes]``.
     """
 
     def __init__(
@@ -93,7 +98,8 @@ class ResNet(nn.Module):
         attn: str | None = None,
         attn_at: Sequence[tuple[int, int]] = (),
         attn_kwargs: dict[str, Any] | None = None,
-        num_classes: int = 0,
+        num_classes: int = 1000,
+        features_only: bool = False,
         zero_init_last: bool = False,
     ) -> None:
         super().__init__()
@@ -109,6 +115,7 @@ class ResNet(nn.Module):
         self.out_indices = out_indices
         self.preact = preact
         self.num_classes = num_classes
+        self.features_only = features_only
 
         stem_width = _scaled(64, width)
         self.conv1 = nn.Conv2d(in_chans, stem_width, 7, stride=2, padding=3, bias=False)
@@ -146,10 +153,17 @@ class ResNet(nn.Module):
         )
         self.feature_info: list[dict[str, int]] = [info[i] for i in out_indices]
 
-        if num_classes > 0:
+        if not features_only:
+            if num_classes < 1:
+                raise UserInputError(f"ResNet num_classes={num_classes} must be >= 1 (or pass features_only=True)")
             self.global_pool = nn.AdaptiveAvgPool2d(1)
             self.fc = nn.Linear(in_ch, num_classes)
-        self._init_weights(zero_init_last)
+        # One init for every network of the package; attention blocks keep their own.
+        init_weights(self)
+        if zero_init_last:
+            for m in self.modules():
+                if isinstance(m, (BasicBlock, Bottleneck)):
+                    m.zero_init_last()
 
     @staticmethod
     def _parse_attn_at(
@@ -173,26 +187,10 @@ class ResNet(nn.Module):
             out.setdefault(stage, set()).add(idx % n)
         return out
 
-    def _init_weights(self, zero_init_last: bool) -> None:
-        # torchvision's init, applied before attention blocks keep their own (they are created
-        # with their init already done, so only touch plain convs/norms of the ResNet itself).
-        for name, m in self.named_modules():
-            if ".attn" in name or name.startswith("attn"):
-                continue
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)) and m.affine:
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-        if zero_init_last:
-            for m in self.modules():
-                if isinstance(m, (BasicBlock, Bottleneck)):
-                    m.zero_init_last()
-
     def stem(self, x: torch.Tensor) -> torch.Tensor:
         return self.relu(self.bn1(self.conv1(x)))  # [B, C0, H/2, W/2]
 
-    def forward_pyramid(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Feature maps at ``out_indices``: ``list[[B, C_i, H / s_i, W / s_i]]``."""
         feats: list[torch.Tensor] = []
         x = self.stem(x)
@@ -208,20 +206,16 @@ class ResNet(nn.Module):
                 feats.append(x)
         return feats
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Last stage map ``[B, num_features, H/32, W/32]`` (timm's ``forward_features``)."""
-        x = self.maxpool(self.stem(x))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.final_act(x)
-
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        """Pooled logits ``[B, num_classes]`` from a ``forward_features`` map."""
+        """Pooled logits ``[B, num_classes]`` from the last stage's map ``[B, C, h, w]``."""
         return self.fc(torch.flatten(self.global_pool(x), 1))
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor] | torch.Tensor:
-        if self.num_classes > 0:
-            return self.forward_head(self.forward_features(x))
-        return self.forward_pyramid(x)
+        if self.features_only:
+            return self.forward_features(x)
+        x = self.maxpool(self.stem(x))
+        x = self.final_act(self.layer4(self.layer3(self.layer2(self.layer1(x)))))
+        return self.forward_head(x)  # [B, num_classes]
 
 
 def _resnet(depth: int, **kwargs: Any) -> ResNet:
@@ -232,11 +226,6 @@ def _resnet(depth: int, **kwargs: Any) -> ResNet:
 def resnet18(**kwargs: Any) -> ResNet:
     """ResNet-18 (basic blocks [2, 2, 2, 2]); keyword arguments go to :class:`ResNet`."""
     return _resnet(18, **kwargs)
-
-
-def resnet26(**kwargs: Any) -> ResNet:
-    """ResNet-26 (bottlenecks [1, 2, 4, 1], thesis B); keyword arguments go to :class:`ResNet`."""
-    return _resnet(26, **kwargs)
 
 
 def resnet34(**kwargs: Any) -> ResNet:

@@ -1,15 +1,23 @@
-"""What every detector of the toolkit shares: input normalisation, target checks, batching.
+"""The dense-detector core: backbone → neck → head composed once, with what every detector shares.
 
-The contract (DESIGN.md, DETR's criterion/postprocessor split):
+A detector of this package is a :class:`DenseDetector` subclass that brings four things — a head
+module, ``encode_targets``, ``loss`` and ``decode`` — and nothing else; the core owns input
+normalisation, padding, the composition and the output contract (DESIGN.md; detectron2's
+``DenseDetector`` and DETR's criterion/postprocessor split are the models):
 
 * ``model(images, image_sizes=None) -> dict[str, Tensor | list[Tensor]]`` — raw head outputs, the
   same in train and eval mode; ``images`` is ``[B, 3, H, W]`` float in [0, 1], zero-padded
-  bottom/right; ``image_sizes`` (the ``(h, w)`` of each image before padding) lets the model give
-  padded pixels the value 0 after normalisation, as if every image had been normalised before
-  batching (torchvision's ``GeneralizedRCNNTransform``).
+  bottom/right to a multiple of ``size_divisible`` (the backbone's coarsest stride); ``image_sizes``
+  (the ``(h, w)`` of each image before padding) lets the model give padded pixels the value 0
+  after normalisation, as if every image had been normalised before batching (torchvision's
+  ``GeneralizedRCNNTransform``).
 * ``model.loss(outputs, targets) -> dict[str, Tensor]`` with a ``"loss"`` key (the total).
 * ``model.decode(outputs, image_sizes) -> list[dict(boxes, scores, labels)]``.
+* ``model.encode_targets(targets, image_sizes) -> outputs`` — the perfect prediction: head outputs
+  that decode back to the targets. One generic test gives every registered detector the round
+  trip encode → decode → COCO AP = 1.0 (``tests/test_detector_registry.py``).
 
+Targets: ``list[dict(boxes=[N, 4] xyxy float pixels, labels=[N] int64 in 0..K-1)]``.
 Symbols: B images, N boxes of one image, K classes.
 """
 
@@ -18,15 +26,12 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-import torch.distributed as dist
 import torch.nn as nn
 
+from hybridvision.constants import IMAGENET_MEAN, IMAGENET_STD
 from hybridvision.errors import DataError, UserInputError
 
-__all__ = ["Detector", "batch_images", "check_targets", "reduce_mean", "IMAGENET_MEAN", "IMAGENET_STD"]
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+__all__ = ["DenseDetector", "batch_images", "check_targets", "Targets", "Detections"]
 
 Targets = list[dict[str, torch.Tensor]]
 Detections = list[dict[str, torch.Tensor]]
@@ -75,33 +80,28 @@ def check_targets(targets: Targets, num_classes: int, batch_size: int | None = N
             raise DataError(f"target {i}: boxes must be xyxy with x2 >= x1 and y2 >= y1")
 
 
-def reduce_mean(x: torch.Tensor) -> torch.Tensor:
-    """Mean of ``x`` over distributed workers (identity without ``torch.distributed``).
+class DenseDetector(nn.Module):
+    """backbone → neck → head, with input normalisation and padding; the base of every detector.
 
-    Loss normalisers such as the number of positives are averaged over GPUs, so every worker
-    divides by the same number (FCOS / detectron2 practice).
-    """
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        x = x.clone()
-        dist.all_reduce(x, op=dist.ReduceOp.SUM)
-        x = x / dist.get_world_size()
-    return x
-
-
-class Detector(nn.Module):
-    """Base class: normalises inputs with ``pixel_mean`` / ``pixel_std`` buffers.
-
-    Subclasses implement :meth:`forward_normalized`, :meth:`loss` and :meth:`decode`.
-    Normalising inside the model keeps preprocessing with the weights (export, predict), as in
-    detectron2's ``pixel_mean`` / ``pixel_std``.
+    Normalising inside the model keeps preprocessing with the weights (export, predict), as
+    detectron2's ``pixel_mean`` / ``pixel_std`` buffers do.
 
     Args:
+        backbone: returns ``list[Tensor]`` and exposes ``feature_info`` (``channels``, ``stride``
+            per output) — the backbone contract.
+        neck: maps those maps to the pyramid; exposes ``out_channels`` and ``strides``.
+        head: maps the pyramid to the raw outputs ``dict[str, list[Tensor]]``.
         num_classes: K.
         pixel_mean, pixel_std: per-channel statistics of inputs in [0, 1].
+
+    Subclasses implement :meth:`loss`, :meth:`decode` and :meth:`encode_targets`.
     """
 
     def __init__(
         self,
+        backbone: nn.Module,
+        neck: nn.Module,
+        head: nn.Module,
         num_classes: int,
         *,
         pixel_mean: Sequence[float] = IMAGENET_MEAN,
@@ -113,6 +113,13 @@ class Detector(nn.Module):
         self.num_classes = num_classes
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(1, -1, 1, 1))
+        self.backbone = backbone
+        self.neck = neck
+        self.head = head
+        self.strides: list[int] = list(neck.strides)
+        # Inputs pad to the backbone's coarsest stride; extra neck levels (stride-2 convs) pad
+        # themselves, so P6/P7 need no coarser multiple.
+        self.size_divisible = max(int(f["stride"]) for f in backbone.feature_info)
 
     def normalize(
         self, images: torch.Tensor, image_sizes: Sequence[tuple[int, int]] | None = None
@@ -142,16 +149,25 @@ class Detector(nn.Module):
     def forward(
         self, images: torch.Tensor, image_sizes: Sequence[tuple[int, int]] | None = None
     ) -> dict[str, torch.Tensor | list[torch.Tensor]]:
-        return self.forward_normalized(self.normalize(images, image_sizes))
-
-    def forward_normalized(self, x: torch.Tensor) -> dict[str, torch.Tensor | list[torch.Tensor]]:
-        raise NotImplementedError
+        features = self.neck(self.backbone(self.normalize(images, image_sizes)))  # [B, C, H/s, W/s]
+        return self.head(features)
 
     def loss(self, outputs: dict, targets: Targets) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
     def decode(self, outputs: dict, image_sizes: Sequence[tuple[int, int]]) -> Detections:
         raise NotImplementedError
+
+    def encode_targets(
+        self, targets: Targets, image_sizes: Sequence[tuple[int, int]]
+    ) -> dict[str, torch.Tensor | list[torch.Tensor]]:
+        """Head outputs that decode to exactly ``targets`` (the perfect prediction)."""
+        raise NotImplementedError
+
+    def output_shapes(self, image_size: tuple[int, int]) -> list[tuple[int, int]]:
+        """``(H_l, W_l)`` of every pyramid level for a padded input of ``image_size``."""
+        h, w = image_size
+        return [(-(-h // s), -(-w // s)) for s in self.strides]
 
     @torch.no_grad()
     def predict(
@@ -161,8 +177,7 @@ class Detector(nn.Module):
     ) -> Detections:
         """Convenience: batch (if a list), forward and decode, in the model's current mode."""
         if not isinstance(images, torch.Tensor):
-            images, image_sizes = batch_images(images, getattr(self, "size_divisible", 32))
+            images, image_sizes = batch_images(images, self.size_divisible)
         if image_sizes is None:
             image_sizes = [tuple(images.shape[-2:])] * images.shape[0]  # type: ignore[list-item]
         return self.decode(self(images, image_sizes), image_sizes)
-

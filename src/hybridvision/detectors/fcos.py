@@ -1,12 +1,14 @@
 """FCOS: Fully Convolutional One-Stage object detection (Tian et al., ICCV 2019), and NL-FCOS.
 
-Backbone (ResNet C3–C5) → neck (FPN P3–P7 or PANet N3–N7) → one head shared by every level:
+On the dense-detector core (:class:`~hybridvision.detectors.base.DenseDetector`: backbone → neck
+→ head), FCOS brings its head, label assignment, loss, decoding and target encoding. Presets
+(``fcos_r50_fpn``, ``nl_fcos_small``, …) are in ``detectors/zoo.py``.
 
-* two towers of ``num_convs`` × (3×3 conv, GroupNorm(32), ReLU), one for classification and one
-  for regression; optional attention block (non-local, seed 000's NL-FCOS) at the start of the
-  cls and/or reg tower, one module shared across levels;
-* cls logits (K, bias prior 0.01), box regression (l, t, r, b ≥ 0 through a learnable per-level
-  scale) and centerness (1, on the regression tower: the "improved" FCOS).
+Head (one for every level): two towers of ``num_convs`` × (3×3 conv, GroupNorm, ReLU), one for
+classification, one for regression; an optional attention block (non-local: seed 000's NL-FCOS) at
+the start of the cls and/or reg tower, one module shared across levels; cls logits (K, bias prior
+0.01), box regression (l, t, r, b ≥ 0 through a learnable per-level scale) and centerness (1, on
+the regression tower: the "improved" FCOS).
 
 Outputs of ``FCOS.forward(images)`` (same in train and eval):
 
@@ -16,35 +18,33 @@ Outputs of ``FCOS.forward(images)`` (same in train and eval):
 * ``centerness``: ``list[[B, 1, H_l, W_l]]`` — centerness logits.
 
 Symbols: B images, K classes, L locations over all levels (Σ_l H_l·W_l), M ground-truth boxes of
-one image, s stride of a level. A location of a level with stride s at feature cell (x, y) sits at
-pixel (⌊s/2⌋ + x·s, ⌊s/2⌋ + y·s).
+one image, s stride of a level, P candidates or positives.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torchvision.ops import batched_nms, generalized_box_iou_loss, sigmoid_focal_loss
 
-from hybridvision.backbones.resnet import RESNET_DEPTHS, ResNet
-from hybridvision.detectors.base import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    Detections,
-    Detector,
-    Targets,
-    check_targets,
-    reduce_mean,
-)
+from hybridvision.constants import IMAGENET_MEAN, IMAGENET_STD
+from hybridvision.detectors.base import Detections, DenseDetector, Targets, check_targets
 from hybridvision.errors import UserInputError
+from hybridvision.layers.blocks import group_norm
 from hybridvision.layers.registry import create_attn
-from hybridvision.necks.fpn import FPN
-from hybridvision.necks.panet import PANet
-from hybridvision.registry import register_model
+from hybridvision.losses import focal_loss_sum, giou_loss_ltrb, iou_loss_ltrb, reduce_mean
+from hybridvision.ops.points import (
+    distances_to_boxes,
+    flatten_levels,
+    level_locations,
+    per_location,
+    point_box_distances,
+    unflatten_levels,
+)
+from hybridvision.ops.postprocess import clip_boxes_per_image, empty_detections, logit, nms_per_image
 
 __all__ = [
     "FCOS",
@@ -53,7 +53,7 @@ __all__ = [
     "centerness_target",
     "compute_locations",
     "default_size_ranges",
-    "build_fcos",
+    "FCOS_SIZE_RANGES",
 ]
 
 INF = float("inf")
@@ -61,6 +61,7 @@ INF = float("inf")
 FCOS_SIZE_RANGES: tuple[tuple[float, float], ...] = (
     (0, 64), (64, 128), (128, 256), (256, 512), (512, INF),
 )
+compute_locations = level_locations  # the name FCOS's papers and tests use
 
 
 def default_size_ranges(num_levels: int) -> list[tuple[float, float]]:
@@ -73,35 +74,8 @@ def default_size_ranges(num_levels: int) -> list[tuple[float, float]]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Geometry (pure functions)
+# Assignment and targets (pure functions)
 # ---------------------------------------------------------------------------------------------
-
-
-def compute_locations(
-    shapes: Sequence[tuple[int, int]],
-    strides: Sequence[int],
-    device: torch.device | str | None = None,
-    dtype: torch.dtype = torch.float32,
-) -> list[torch.Tensor]:
-    """Pixel coordinates (x, y) of every feature cell, row-major, one ``[H_l·W_l, 2]`` per level."""
-    out = []
-    for (h, w), s in zip(shapes, strides):
-        xs = torch.arange(w, device=device, dtype=dtype) * s + s // 2  # [W]
-        ys = torch.arange(h, device=device, dtype=dtype) * s + s // 2  # [H]
-        yy, xx = torch.meshgrid(ys, xs, indexing="ij")  # [H, W]
-        out.append(torch.stack([xx.reshape(-1), yy.reshape(-1)], dim=1))  # [H·W, 2]
-    return out
-
-
-def box_ltrb(locations: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-    """Distances from each location to each box's sides: ``[L, 2] x [M, 4] -> [L, M, 4]``.
-
-    ``boxes`` may also be ``[L, M, 4]`` (one box per location and column, e.g. centre regions).
-    """
-    x, y = locations[:, 0, None], locations[:, 1, None]  # [L, 1]
-    return torch.stack(
-        [x - boxes[..., 0], y - boxes[..., 1], boxes[..., 2] - x, boxes[..., 3] - y], dim=-1
-    )  # [L, M, 4]
 
 
 def assign_targets(
@@ -132,7 +106,7 @@ def assign_targets(
     num_loc = locations.shape[0]
     if boxes.numel() == 0:
         return torch.full((num_loc,), -1, dtype=torch.long, device=locations.device)
-    ltrb = box_ltrb(locations, boxes)  # [L, M, 4]
+    ltrb = point_box_distances(locations, boxes)  # [L, M, 4]
     if center_sampling_radius > 0:
         cx = (boxes[:, 0] + boxes[:, 2]) / 2  # [M]
         cy = (boxes[:, 1] + boxes[:, 3]) / 2
@@ -146,7 +120,7 @@ def assign_targets(
             ],
             dim=-1,
         )  # [L, M, 4]
-        inside = box_ltrb(locations, centre_box).amin(dim=-1) > 0  # [L, M]
+        inside = point_box_distances(locations, centre_box).amin(dim=-1) > 0  # [L, M]
     else:
         inside = ltrb.amin(dim=-1) > 0  # [L, M]
     max_reg = ltrb.amax(dim=-1)  # [L, M]
@@ -162,27 +136,6 @@ def centerness_target(ltrb: torch.Tensor) -> torch.Tensor:
     lr, tb = ltrb[..., 0::2], ltrb[..., 1::2]
     ratio = (lr.amin(-1) / lr.amax(-1).clamp(min=1e-12)) * (tb.amin(-1) / tb.amax(-1).clamp(min=1e-12))
     return ratio.clamp(min=0).sqrt()
-
-
-def ltrb_to_boxes(ltrb: torch.Tensor) -> torch.Tensor:
-    """Distances around a location at the origin as an xyxy box: ``[..., 4] -> [..., 4]``."""
-    return torch.cat([-ltrb[..., :2], ltrb[..., 2:]], dim=-1)
-
-
-def iou_loss_ltrb(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
-    """UnitBox IoU loss −ln IoU for boxes given as distances from the same location: ``[N]``."""
-    area_p = (pred[:, 0] + pred[:, 2]) * (pred[:, 1] + pred[:, 3])
-    area_t = (target[:, 0] + target[:, 2]) * (target[:, 1] + target[:, 3])
-    w = torch.minimum(pred[:, 0], target[:, 0]) + torch.minimum(pred[:, 2], target[:, 2])
-    h = torch.minimum(pred[:, 1], target[:, 1]) + torch.minimum(pred[:, 3], target[:, 3])
-    inter = w.clamp(min=0) * h.clamp(min=0)
-    iou = inter / (area_p + area_t - inter).clamp(min=eps)
-    return -torch.log(iou.clamp(min=eps))
-
-
-def _gn_groups(channels: int, max_groups: int) -> int:
-    # GroupNorm needs groups | channels; small presets (e.g. 48 channels) take the largest divisor.
-    return max(g for g in range(1, min(max_groups, channels) + 1) if channels % g == 0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -209,7 +162,7 @@ class FCOSHead(nn.Module):
         num_classes: K.
         num_levels: number of levels (one learnable scale each).
         num_convs: convs per tower (4 in the paper).
-        gn_groups: GroupNorm groups (32; lowered to a divisor of C for small presets).
+        gn_groups: GroupNorm groups at most (32; :func:`group_norm` takes the largest divisor).
         prior_prob: initial foreground probability, sets the cls bias (Lin et al. 2017).
         centerness_on_reg: centerness predicted from the regression tower (improved FCOS) rather
             than the classification tower (the paper's first version).
@@ -241,12 +194,11 @@ class FCOSHead(nn.Module):
                 f"FCOS head_attn_branch={head_attn_branch!r} must be 'cls', 'reg' or 'both'"
             )
         c = in_channels
-        groups = _gn_groups(c, gn_groups)
 
         def tower() -> nn.Sequential:
             layers: list[nn.Module] = []
             for _ in range(num_convs):
-                layers += [nn.Conv2d(c, c, 3, padding=1), nn.GroupNorm(groups, c), nn.ReLU(inplace=True)]
+                layers += [nn.Conv2d(c, c, 3, padding=1), group_norm(c, gn_groups), nn.ReLU(inplace=True)]
             return nn.Sequential(*layers)
 
         self.cls_tower = tower()
@@ -293,13 +245,14 @@ class FCOSHead(nn.Module):
 # ---------------------------------------------------------------------------------------------
 
 
-class FCOS(Detector):
-    """FCOS detector: ``backbone`` → ``neck`` → :class:`FCOSHead`, with loss and decode.
+class FCOS(DenseDetector):
+    """FCOS on the dense-detector core: ``backbone`` → ``neck`` → :class:`FCOSHead`.
 
     Args:
-        backbone: returns ``list[Tensor]`` (e.g. C3–C5), the neck's inputs.
-        neck: maps them to the pyramid; must expose ``out_channels`` and ``strides``.
+        backbone: returns ``list[Tensor]`` (e.g. C3–C5) and exposes ``feature_info``.
+        neck: maps them to the pyramid; exposes ``out_channels`` and ``strides``.
         num_classes: K.
+        head: the head; default: an :class:`FCOSHead` built from ``head_kwargs``.
         size_ranges: per-level (low, high) ranges of max(l, t, r, b); default: the paper's.
         center_sampling_radius: in strides (1.5); 0 disables centre sampling.
         reg_loss: ``"giou"`` (GIoU, torchvision) or ``"iou"`` (UnitBox −ln IoU).
@@ -319,6 +272,7 @@ class FCOS(Detector):
         neck: nn.Module,
         num_classes: int,
         *,
+        head: nn.Module | None = None,
         size_ranges: Sequence[tuple[float, float]] | None = None,
         center_sampling_radius: float = 1.5,
         reg_loss: str = "giou",
@@ -333,12 +287,10 @@ class FCOS(Detector):
         pixel_std: Sequence[float] = IMAGENET_STD,
         **head_kwargs: Any,
     ) -> None:
-        super().__init__(num_classes, pixel_mean=pixel_mean, pixel_std=pixel_std)
-        self.backbone = backbone
-        self.neck = neck
-        self.strides: list[int] = list(neck.strides)
-        num_levels = len(self.strides)
-        self.head = FCOSHead(neck.out_channels, num_classes, num_levels, **head_kwargs)
+        num_levels = len(neck.strides)
+        if head is None:
+            head = FCOSHead(neck.out_channels, num_classes, num_levels, **head_kwargs)
+        super().__init__(backbone, neck, head, num_classes, pixel_mean=pixel_mean, pixel_std=pixel_std)
         ranges = default_size_ranges(num_levels) if size_ranges is None else [tuple(r) for r in size_ranges]
         if len(ranges) != num_levels:
             raise UserInputError(
@@ -358,26 +310,8 @@ class FCOS(Detector):
         self.topk_candidates = topk_candidates
         self.nms_thresh = nms_thresh
         self.detections_per_img = detections_per_img
-        self.size_divisible = 32  # stride-2 convs pad, so P6/P7 need no coarser multiple
-
-    # -- forward ----------------------------------------------------------------------------
-
-    def forward_normalized(self, x: torch.Tensor) -> dict[str, torch.Tensor | list[torch.Tensor]]:
-        feats = self.neck(self.backbone(x))  # list of [B, C, H/s, W/s]
-        return self.head(feats)  # type: ignore[return-value]
 
     # -- targets ----------------------------------------------------------------------------
-
-    def _level_tensors(
-        self, shapes: Sequence[tuple[int, int]], device: torch.device
-    ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
-        locations = compute_locations(shapes, self.strides, device)
-        counts = torch.tensor([h * w for h, w in shapes], device=device)
-        per_level_strides = torch.tensor(self.strides, dtype=torch.float32, device=device)
-        per_level_ranges = torch.tensor(self.size_ranges, dtype=torch.float32, device=device)
-        strides = torch.repeat_interleave(per_level_strides, counts)  # [L]
-        ranges = torch.repeat_interleave(per_level_ranges, counts, dim=0)  # [L, 2]
-        return locations, strides, ranges
 
     @torch.no_grad()
     def prepare_targets(
@@ -390,8 +324,9 @@ class FCOS(Detector):
         when ``norm_reg_targets``), locations ordered level by level, row-major.
         """
         device = device or (targets[0]["boxes"].device if targets else torch.device("cpu"))
-        locations, strides, ranges = self._level_tensors(shapes, device)
-        locs = torch.cat(locations)  # [L, 2]
+        locs = torch.cat(level_locations(shapes, self.strides, device))  # [L, 2]
+        strides = per_location(self.strides, shapes, device)  # [L]
+        ranges = per_location(self.size_ranges, shapes, device)  # [L, 2]
         matched, labels, reg = [], [], []
         for t in targets:
             boxes = t["boxes"].to(device=device, dtype=torch.float32)  # [M, 4]
@@ -415,13 +350,33 @@ class FCOS(Detector):
             reg.append(ltrb)
         return {"matched": torch.stack(matched), "labels": torch.stack(labels), "reg": torch.stack(reg)}
 
-    # -- loss -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode_targets(
+        self, targets: Targets, image_sizes: Sequence[tuple[int, int]], *, confidence: float = 20.0
+    ) -> dict[str, list[torch.Tensor]]:
+        """The perfect prediction: logits ``±confidence`` for the assigned class and centerness
+        at every positive location, the exact (l, t, r, b) targets as regression.
 
-    @staticmethod
-    def _flatten(maps: Sequence[torch.Tensor]) -> torch.Tensor:
-        """``list[[B, D, H_l, W_l]] -> [B, L, D]`` (level by level, row-major)."""
-        b, d = maps[0].shape[:2]
-        return torch.cat([m.permute(0, 2, 3, 1).reshape(b, -1, d) for m in maps], dim=1)
+        ``image_sizes`` are the padded batch's image sizes; the batch is as large as the largest,
+        rounded up to ``size_divisible``.
+        """
+        h = max(s[0] for s in image_sizes)
+        w = max(s[1] for s in image_sizes)
+        pad = self.size_divisible
+        shapes = self.output_shapes((-(-h // pad) * pad, -(-w // pad) * pad))
+        tgt = self.prepare_targets(targets, shapes)
+        labels, reg = tgt["labels"], tgt["reg"]  # [B, L], [B, L, 4]
+        pos = labels < self.num_classes  # [B, L]
+        cls = torch.full((*labels.shape, self.num_classes), -confidence, device=labels.device)
+        cls[pos, labels[pos]] = confidence  # [B, L, K]
+        ctr = torch.where(pos, confidence, -confidence)[..., None]  # [B, L, 1]
+        return {
+            "cls_logits": unflatten_levels(cls, shapes),
+            "bbox_reg": unflatten_levels(reg, shapes),
+            "centerness": unflatten_levels(ctr, shapes),
+        }
+
+    # -- loss -------------------------------------------------------------------------------
 
     def loss(self, outputs: dict, targets: Targets) -> dict[str, torch.Tensor]:
         """FCOS loss: focal / N_pos + centerness-weighted GIoU / Σ centerness + BCE / N_pos.
@@ -435,25 +390,20 @@ class FCOS(Detector):
         tgt = self.prepare_targets(targets, shapes, cls_maps[0].device)
 
         # Losses in float32 even under autocast: focal and log terms underflow in half precision.
-        cls = self._flatten(cls_maps).float()  # [B, L, K]
-        reg = self._flatten(outputs["bbox_reg"]).float()  # [B, L, 4]
-        ctr = self._flatten(outputs["centerness"]).squeeze(-1).float()  # [B, L]
+        cls = flatten_levels(cls_maps).float()  # [B, L, K]
+        reg = flatten_levels(outputs["bbox_reg"]).float()  # [B, L, 4]
+        ctr = flatten_levels(outputs["centerness"]).squeeze(-1).float()  # [B, L]
         labels = tgt["labels"]  # [B, L]
         pos = labels < self.num_classes  # [B, L]
 
         num_pos = reduce_mean(pos.sum().to(cls.dtype)).clamp(min=1.0)
         onehot = F.one_hot(labels, self.num_classes + 1)[..., : self.num_classes].to(cls.dtype)  # [B, L, K]
-        loss_cls = sigmoid_focal_loss(
-            cls, onehot, alpha=self.focal_alpha, gamma=self.focal_gamma, reduction="sum"
-        ) / num_pos
+        loss_cls = focal_loss_sum(cls, onehot, self.focal_alpha, self.focal_gamma) / num_pos
 
         reg_p, reg_t = reg[pos], tgt["reg"][pos]  # [P, 4]
         ctr_t = centerness_target(reg_t)  # [P]
         ctr_norm = reduce_mean(ctr_t.sum()).clamp(min=1e-6)
-        if self.reg_loss == "giou":
-            per_box = generalized_box_iou_loss(ltrb_to_boxes(reg_p), ltrb_to_boxes(reg_t), reduction="none")
-        else:
-            per_box = iou_loss_ltrb(reg_p, reg_t)
+        per_box = giou_loss_ltrb(reg_p, reg_t) if self.reg_loss == "giou" else iou_loss_ltrb(reg_p, reg_t)
         loss_reg = (per_box * ctr_t).sum() / ctr_norm
         loss_ctr = F.binary_cross_entropy_with_logits(ctr[pos], ctr_t, reduction="sum") / num_pos
         # With no positives the sums above are 0 but still connected to the graph, so DDP sees
@@ -478,12 +428,8 @@ class FCOS(Detector):
         if len(image_sizes) != batch:
             raise ValueError(f"decode got {len(image_sizes)} image sizes for a batch of {batch}")
         device = cls_maps[0].device
-        shapes = [tuple(m.shape[-2:]) for m in cls_maps]
-        locations = compute_locations(shapes, self.strides, device)
-        # sigmoid(z) > t  <=>  z > logit(t): threshold the raw logits, so only the few
-        # candidates ever go through sigmoid, gather and top-k (the dense maps are read once).
-        t = self.score_thresh
-        logit_thresh = -math.inf if t <= 0 else (math.inf if t >= 1 else math.log(t / (1 - t)))
+        locations = level_locations([tuple(m.shape[-2:]) for m in cls_maps], self.strides, device)
+        logit_thresh = logit(self.score_thresh)
         topk = self.topk_candidates
 
         boxes_all, scores_all, labels_all, imgs_all = [], [], [], []
@@ -508,266 +454,19 @@ class FCOS(Detector):
             ltrb = reg_l[img, :, ys, xs]  # [P, 4]
             if self.norm_reg_targets:
                 ltrb = ltrb * stride
-            xy = locs[ys * w + xs]  # [P, 2]
-            boxes_all.append(torch.cat([xy - ltrb[:, :2], xy + ltrb[:, 2:]], dim=1))  # [P, 4]
+            boxes_all.append(distances_to_boxes(locs[ys * w + xs], ltrb))  # [P, 4]
             scores_all.append(score)
             labels_all.append(lab)
             imgs_all.append(img)
 
         if not boxes_all:
-            empty = cls_maps[0].new_zeros((0, 4))
-            no_labels = torch.zeros(0, dtype=torch.long, device=device)
-            return [{"boxes": empty, "scores": empty[:, 0], "labels": no_labels} for _ in range(batch)]
-        boxes = torch.cat(boxes_all)  # [P, 4]
-        scores = torch.cat(scores_all)  # [P]
-        labels = torch.cat(labels_all)  # [P]
+            return empty_detections(batch, cls_maps[0])
         imgs = torch.cat(imgs_all)  # [P]
+        scores = torch.cat(scores_all)  # [P]
         if self.score_sqrt:
             scores = scores.sqrt()
-
-        # Clip to each image's true size (the batch is padded bottom/right).
-        hw_max = torch.tensor(image_sizes, dtype=boxes.dtype, device=device)[imgs]  # [P, 2] (H, W)
-        boxes = torch.stack(
-            [
-                boxes[:, 0].clamp(min=0).minimum(hw_max[:, 1]),
-                boxes[:, 1].clamp(min=0).minimum(hw_max[:, 0]),
-                boxes[:, 2].clamp(min=0).minimum(hw_max[:, 1]),
-                boxes[:, 3].clamp(min=0).minimum(hw_max[:, 0]),
-            ],
-            dim=1,
+        boxes = clip_boxes_per_image(torch.cat(boxes_all), imgs, image_sizes)  # [P, 4]
+        return nms_per_image(
+            boxes, scores, torch.cat(labels_all), imgs, batch_size=batch, num_classes=num_classes,
+            iou_threshold=self.nms_thresh, max_per_image=self.detections_per_img,
         )
-
-        # One NMS for the whole batch: boxes of different images or classes never suppress
-        # each other because their group ids differ.
-        keep = batched_nms(boxes, scores, imgs * num_classes + labels, self.nms_thresh)  # by score, desc
-        order = torch.sort(imgs[keep], stable=True).indices  # group by image, scores stay desc
-        keep = keep[order]
-        counts = torch.bincount(imgs[keep], minlength=batch)  # [B]
-        starts = torch.cumsum(counts, 0) - counts
-        rank = torch.arange(keep.numel(), device=device) - torch.repeat_interleave(starts, counts)
-        keep = keep[rank < self.detections_per_img]
-        per_img = counts.clamp(max=self.detections_per_img).tolist()
-        return [
-            {"boxes": b, "scores": s, "labels": lab}
-            for b, s, lab in zip(
-                boxes[keep].split(per_img), scores[keep].split(per_img), labels[keep].split(per_img)
-            )
-        ]
-
-
-# ---------------------------------------------------------------------------------------------
-# Builders
-# ---------------------------------------------------------------------------------------------
-
-
-def build_fcos(
-    *,
-    num_classes: int,
-    depth: int = 50,
-    width: float = 1.0,
-    neck: str = "fpn",
-    neck_channels: int = 256,
-    num_levels: int = 5,
-    extra_from: str = "p5",
-    backbone_preact: bool = False,
-    backbone_norm: Callable[[int], nn.Module] | None = None,
-    backbone_attn: str | None = None,
-    backbone_attn_at: Sequence[tuple[int, int]] = (),
-    backbone_attn_kwargs: dict[str, Any] | None = None,
-    **fcos_kwargs: Any,
-) -> FCOS:
-    """Build an FCOS from a ResNet-``depth`` (C3–C5), an FPN or PANet, and FCOS options.
-
-    Args:
-        num_classes: K.
-        depth: 18, 26, 34, 50 or 101.
-        width: ResNet channel multiplier.
-        neck: ``"fpn"`` or ``"panet"``.
-        neck_channels: channels of every pyramid level.
-        num_levels: 5 (P3–P7) or 3 (P3–P5).
-        extra_from: FPN's P6 source, ``"p5"`` or ``"c5"`` (PANet always builds N6 from N5).
-        backbone_preact, backbone_norm: ResNet block form and norm layer (BatchNorm2d).
-        backbone_attn, backbone_attn_at, backbone_attn_kwargs: attention inside the ResNet
-            (see :class:`~hybridvision.backbones.resnet.ResNet`).
-        **fcos_kwargs: :class:`FCOS` and :class:`FCOSHead` options.
-    """
-    if depth not in RESNET_DEPTHS:
-        raise UserInputError(f"FCOS depth={depth} is not a ResNet depth; use one of {sorted(RESNET_DEPTHS)}")
-    if num_levels not in (3, 5):
-        raise UserInputError(f"FCOS num_levels={num_levels} must be 3 (P3–P5) or 5 (P3–P7)")
-    block, layers = RESNET_DEPTHS[depth]
-    backbone = ResNet(
-        block,  # type: ignore[arg-type]
-        layers,
-        width=width,
-        out_indices=(2, 3, 4),
-        preact=backbone_preact,
-        norm_layer=backbone_norm or nn.BatchNorm2d,
-        attn=backbone_attn,
-        attn_at=backbone_attn_at,
-        attn_kwargs=backbone_attn_kwargs,
-    )
-    chans = [f["channels"] for f in backbone.feature_info]
-    strides = [f["stride"] for f in backbone.feature_info]
-    if neck == "fpn":
-        neck_mod: nn.Module = FPN(
-            chans, strides, neck_channels, num_extra=num_levels - 3, extra_from=extra_from
-        )
-    elif neck == "panet":
-        neck_mod = PANet(chans, strides, neck_channels, num_extra=num_levels - 3)
-    else:
-        raise UserInputError(f"FCOS neck={neck!r} is unknown; use 'fpn' or 'panet'")
-    return FCOS(backbone, neck_mod, num_classes, **fcos_kwargs)
-
-
-def _merge(defaults: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    return {**defaults, **overrides}
-
-
-@register_model(task="detection")
-def fcos_r18_fpn(*, num_classes: int = 80, **kwargs: Any) -> FCOS:
-    """FCOS, ResNet-18, FPN P3–P7, 256 channels. ``kwargs`` go to :func:`build_fcos`."""
-    return build_fcos(**_merge(dict(num_classes=num_classes, depth=18), kwargs))
-
-
-@register_model(task="detection")
-def fcos_r50_fpn(*, num_classes: int = 80, **kwargs: Any) -> FCOS:
-    """FCOS, ResNet-50, FPN P3–P7 (Tian et al. 2019). ``kwargs`` go to :func:`build_fcos`."""
-    return build_fcos(**_merge(dict(num_classes=num_classes, depth=50), kwargs))
-
-
-@register_model(task="detection")
-def fcos_r101_fpn(*, num_classes: int = 80, **kwargs: Any) -> FCOS:
-    """FCOS, ResNet-101, FPN P3–P7. ``kwargs`` go to :func:`build_fcos`."""
-    return build_fcos(**_merge(dict(num_classes=num_classes, depth=101), kwargs))
-
-
-# The demo preset: trains on the built-in digits at ~128×128 in minutes on 2 CPU cores.
-DEMO_SIZE_RANGES = ((0, 32), (32, 64), (64, INF))
-
-
-@register_model(task="detection")
-def fcos_demo(
-    *,
-    num_classes: int = 10,
-    depth: int = 18,
-    width: float = 0.25,
-    neck: str = "fpn",
-    neck_channels: int = 64,
-    num_levels: int = 3,
-    num_convs: int = 2,
-    size_ranges: Sequence[tuple[float, float]] | None = DEMO_SIZE_RANGES,
-    center_sampling_radius: float = 1.5,
-    **kwargs: Any,
-) -> FCOS:
-    """Tiny CPU FCOS: ResNet-18 at width 0.25 (16/32/64/128 ch), FPN 64 ch, 2-conv towers, P3–P5.
-
-    Size ranges are scaled for ~128 px images; with ``num_levels=5`` and no explicit
-    ``size_ranges`` the paper's ranges are used. Every knob is a keyword argument.
-    """
-    if num_levels != 3 and size_ranges is DEMO_SIZE_RANGES:
-        size_ranges = None
-    return build_fcos(
-        **_merge(
-            dict(
-                num_classes=num_classes,
-                depth=depth,
-                width=width,
-                neck=neck,
-                neck_channels=neck_channels,
-                num_levels=num_levels,
-                num_convs=num_convs,
-                size_ranges=size_ranges,
-                center_sampling_radius=center_sampling_radius,
-            ),
-            kwargs,
-        )
-    )
-
-
-# ---------------------------------------------------------------------------------------------
-# NL-FCOS (seed 000, Sec. 3.3.3): a non-local block at the start of the cls and/or reg tower,
-# shared across levels; NL-FCOS-PANet adds the bottom-up path. The block defaults to the
-# thesis's own form (``nonlocal_thesis_a``); pass ``head_attn="nonlocal"`` for Wang et al.'s.
-# ---------------------------------------------------------------------------------------------
-
-NL_HEAD_ATTN = "nonlocal_thesis_a"
-
-
-def _nl(branch: str, overrides: dict[str, Any], **defaults: Any) -> FCOS:
-    return build_fcos(
-        **_merge(dict(head_attn=NL_HEAD_ATTN, head_attn_branch=branch, **defaults), overrides)
-    )
-
-
-@register_model(task="detection")
-def nl_fcos_r50_fpn(*, num_classes: int = 80, **kwargs: Any) -> FCOS:
-    """NL-FCOS: ResNet-50 FPN, a non-local block at the start of both towers."""
-    return _nl("both", kwargs, num_classes=num_classes, depth=50)
-
-
-@register_model(task="detection")
-def nl_fcos_r50_fpn_cls(*, num_classes: int = 80, **kwargs: Any) -> FCOS:
-    """NL-FCOS-cls: the non-local block only at the start of the classification tower."""
-    return _nl("cls", kwargs, num_classes=num_classes, depth=50)
-
-
-@register_model(task="detection")
-def nl_fcos_r50_fpn_reg(*, num_classes: int = 80, **kwargs: Any) -> FCOS:
-    """NL-FCOS-reg: the non-local block only at the start of the regression tower."""
-    return _nl("reg", kwargs, num_classes=num_classes, depth=50)
-
-
-@register_model(task="detection")
-def nl_fcos_r101_fpn(*, num_classes: int = 80, **kwargs: Any) -> FCOS:
-    """NL-FCOS-101: ResNet-101 FPN, non-local blocks on both towers."""
-    return _nl("both", kwargs, num_classes=num_classes, depth=101)
-
-
-@register_model(task="detection")
-def nl_fcos_r50_panet(*, num_classes: int = 80, **kwargs: Any) -> FCOS:
-    """NL-FCOS-PANet: ResNet-50, FPN + PANet bottom-up path (N3–N7), NL on both towers."""
-    return _nl("both", kwargs, num_classes=num_classes, depth=50, neck="panet")
-
-
-# Small CPU analogues of the study's rows. They start from the demo's settings but are frozen
-# here, so retuning ``fcos_demo`` does not silently change the study.
-SMALL_FCOS: dict[str, Any] = dict(
-    depth=18, width=0.25, neck_channels=64, num_levels=3, num_convs=2, size_ranges=DEMO_SIZE_RANGES
-)
-
-
-@register_model(task="detection")
-def fcos_small(*, num_classes: int = 10, **kwargs: Any) -> FCOS:
-    """Small FCOS baseline (ResNet-18 ×0.25, FPN 64 ch, P3–P5, 2-conv towers) for CPU studies."""
-    return build_fcos(**_merge(dict(num_classes=num_classes, **SMALL_FCOS), kwargs))
-
-
-@register_model(task="detection")
-def nl_fcos_small(*, num_classes: int = 10, **kwargs: Any) -> FCOS:
-    """Small NL-FCOS (non-local on both towers)."""
-    return _nl("both", kwargs, num_classes=num_classes, **SMALL_FCOS)
-
-
-@register_model(task="detection")
-def nl_fcos_small_cls(*, num_classes: int = 10, **kwargs: Any) -> FCOS:
-    """Small NL-FCOS-cls."""
-    return _nl("cls", kwargs, num_classes=num_classes, **SMALL_FCOS)
-
-
-@register_model(task="detection")
-def nl_fcos_small_reg(*, num_classes: int = 10, **kwargs: Any) -> FCOS:
-    """Small NL-FCOS-reg."""
-    return _nl("reg", kwargs, num_classes=num_classes, **SMALL_FCOS)
-
-
-@register_model(task="detection")
-def nl_fcos_small_panet(*, num_classes: int = 10, **kwargs: Any) -> FCOS:
-    """Small NL-FCOS-PANet."""
-    return _nl("both", kwargs, num_classes=num_classes, **{**SMALL_FCOS, "neck": "panet"})
-
-
-@register_model(task="detection")
-def nl_fcos_small_deep(*, num_classes: int = 10, **kwargs: Any) -> FCOS:
-    """Small analogue of NL-FCOS-101: the deeper ResNet-34 ×0.25 backbone, NL on both towers."""
-    return _nl("both", kwargs, num_classes=num_classes, **{**SMALL_FCOS, "depth": 34})

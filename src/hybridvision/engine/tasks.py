@@ -1,8 +1,17 @@
 """Tasks: what differs between detection and classification runs, behind one small interface.
 
-The trainer (``engine/trainer.py``) owns the loop, optimisation, checkpoints and distribution;
-a task owns the data (``build_data``), the loss of one batch (``batch_loss``) and evaluation
-(``evaluate``). Both tasks read datasets through a data spec string:
+Tasks are registered objects (``@register_task``); ``train``, ``eval``, the Python API, ``export``
+and ``bench`` ask a model's task instead of branching on its name. The trainer
+(``engine/trainer.py``) owns the loop, optimisation, checkpoints and distribution; a task owns
+
+* the data (``build_data``), the loss of one batch (``batch_loss``) and evaluation
+  (``evaluate``, ``primary_metric``, ``metrics_file``);
+* what a model of the task takes and gives outside training: ``default_image_size`` and
+  ``default_num_classes`` (bench, export), ``input_kwargs(in_chans)`` (options a builder needs
+  for the input), ``input_channels(model)`` and ``inference(model, x)`` (one whole inference call
+  on a batch, e.g. forward + decode).
+
+Both tasks read datasets through a data spec string:
 
 - detection: ``builtin:amounts`` or ``coco:TRAIN_ANN,TRAIN_IMAGES[,VAL_ANN,VAL_IMAGES]``
   (without a val pair, a fixed 20 % of the training images, chosen by seed, is held out);
@@ -22,8 +31,17 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import Dataset, Subset
 
+import hybridvision.models  # noqa: F401  registers every model, so "auto" can look up its task
 from hybridvision.config import TrainConfig
+from hybridvision.data.builtin.amounts import ensure_amounts
+from hybridvision.data.classification_transforms import build_classification_transforms
+from hybridvision.data.coco import CocoDetection, collate_detection
+from hybridvision.data.sketches import build_sketch_dataset
+from hybridvision.data.transforms import build_preset_transforms
+from hybridvision.engine.inference import evaluate_detector
 from hybridvision.errors import UserInputError
+from hybridvision.evaluation.classification import topk_accuracy
+from hybridvision.registry import model_task, register_task, task_class
 
 __all__ = ["DataBundle", "DetectionTask", "ClassificationTask", "make_task", "resolve_detection_data"]
 
@@ -52,8 +70,6 @@ def resolve_detection_data(spec: str, data_root: str = "data", **data_kwargs) ->
     if kind == "builtin":
         if rest != "amounts":
             raise UserInputError(f"--data {spec}: unknown built-in detection dataset; use builtin:amounts")
-        from hybridvision.data.builtin.amounts import ensure_amounts
-
         root = Path(data_root) / "amounts"
         ensure_amounts(root, **data_kwargs)
         return dict(train_ann=root / "train" / "annotations.json", train_images=root / "train" / "images",
@@ -79,16 +95,35 @@ def _split_ids(ids: list[int], seed: int, val_fraction: float = 0.2) -> tuple[li
     return sorted(ids[n_val:]), sorted(ids[:n_val])
 
 
+@register_task("detection")
 class DetectionTask:
-    """COCO-format detection: focal/GIoU-style losses from the model, COCO AP for evaluation."""
+    """COCO-format detection: losses from the model, COCO AP for evaluation."""
 
     name = "detection"
     primary_metric = "AP"
+    metrics_file = "coco_metrics.json"
+    default_image_size = 512
+    default_num_classes = 80
+
+    def __init__(self, **_: Any) -> None:
+        pass
+
+    @staticmethod
+    def input_kwargs(in_chans: int) -> dict[str, Any]:
+        """Builder options a model needs for ``in_chans`` inputs: detectors take RGB."""
+        return {}
+
+    @staticmethod
+    def input_channels(model: nn.Module) -> int:
+        return 3
+
+    @staticmethod
+    def inference(model: nn.Module, x: torch.Tensor) -> Callable[[], Any]:
+        """One whole inference call on ``x`` ``[B, 3, S, S]``: forward + decode."""
+        sizes = [tuple(x.shape[-2:])] * x.shape[0]
+        return lambda: model.decode(model(x, sizes), sizes)
 
     def build_data(self, cfg: TrainConfig) -> DataBundle:
-        from hybridvision.data.coco import CocoDetection, collate_detection
-        from hybridvision.data.transforms import build_preset_transforms
-
         paths = resolve_detection_data(cfg.data, cfg.data_root, **cfg.data_kwargs)
         # amounts: no flip (a mirrored digit is not a digit), milder scale jitter; else the COCO recipe.
         preset = "amounts" if cfg.data == "builtin:amounts" else "coco"
@@ -135,8 +170,6 @@ class DetectionTask:
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader, device: torch.device, bundle: DataBundle,
                  progress: bool = False) -> tuple[dict[str, Any], list[dict]]:
-        from hybridvision.engine.inference import evaluate_detector
-
         return evaluate_detector(unwrap(model), loader, device, bundle.meta["val_gt"],
                                  bundle.meta["label_to_cat_id"], progress=progress)
 
@@ -150,19 +183,34 @@ def _dataset_image_ids(ds: Dataset) -> list[int]:
 
 
 # ------------------------------------------------------------------------------ classification
+@register_task("classification")
 class ClassificationTask:
     """Image/sketch classification: cross-entropy with label smoothing, top-1/top-5."""
 
     name = "classification"
     primary_metric = "top1"
+    metrics_file = "metrics.json"
+    default_image_size = 224
+    default_num_classes = 1000
 
-    def __init__(self, label_smoothing: float = 0.1):
+    def __init__(self, label_smoothing: float = 0.1, **_: Any):
         self.label_smoothing = label_smoothing
 
-    def build_data(self, cfg: TrainConfig) -> DataBundle:
-        from hybridvision.data.classification_transforms import build_classification_transforms
-        from hybridvision.data.sketches import build_sketch_dataset
+    @staticmethod
+    def input_kwargs(in_chans: int) -> dict[str, Any]:
+        """Builder options a model needs for ``in_chans`` inputs (1 for grey sketches)."""
+        return {"in_chans": in_chans}
 
+    @staticmethod
+    def input_channels(model: nn.Module) -> int:
+        return int(getattr(model, "in_chans", 3))
+
+    @staticmethod
+    def inference(model: nn.Module, x: torch.Tensor) -> Callable[[], Any]:
+        """One whole inference call on ``x`` ``[B, C, S, S]``: the forward pass (logits)."""
+        return lambda: model(x)
+
+    def build_data(self, cfg: TrainConfig) -> DataBundle:
         in_chans = int(cfg.model_kwargs.get("in_chans", 3))
         t_train = build_classification_transforms(True, cfg.image_size, sketch=True, in_chans=in_chans,
                                                   **cfg.augment)
@@ -185,8 +233,6 @@ class ClassificationTask:
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader, device: torch.device, bundle: DataBundle,
                  progress: bool = False) -> tuple[dict[str, Any], list[dict]]:
-        from hybridvision.evaluation.classification import topk_accuracy
-
         model = unwrap(model)
         was_training = model.training
         model.eval()
@@ -203,13 +249,5 @@ class ClassificationTask:
 
 def make_task(cfg: TrainConfig):
     """The task of a run: from ``cfg.task`` or, when ``auto``, from the model registry."""
-    from hybridvision.registry import model_task
-
-    task = cfg.task
-    if task == "auto":
-        task = model_task(cfg.model)
-    if task == "detection":
-        return DetectionTask()
-    if task == "classification":
-        return ClassificationTask(cfg.label_smoothing)
-    raise UserInputError(f"task {task!r}: use detection or classification")
+    name = model_task(cfg.model) if cfg.task == "auto" else cfg.task
+    return task_class(name)(label_smoothing=cfg.label_smoothing)

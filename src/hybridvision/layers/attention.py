@@ -44,6 +44,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from hybridvision.errors import UserInputError
+from hybridvision.layers.blocks import group_norm
 from hybridvision.layers.registry import register_attn
 
 __all__ = ["NonLocal2d", "NL_MODES"]
@@ -59,8 +60,7 @@ def _make_norm(kind: str | None, channels: int) -> nn.Module | None:
         return None
     if kind == "bn":
         return nn.BatchNorm2d(channels)
-    # gcd keeps GroupNorm valid for any width (32 groups when C is a multiple of 32).
-    return nn.GroupNorm(math.gcd(32, channels), channels)
+    return group_norm(channels)
 
 
 def _tokens(t: torch.Tensor) -> torch.Tensor:

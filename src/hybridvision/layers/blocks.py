@@ -21,9 +21,43 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-__all__ = ["BasicBlock", "Bottleneck", "conv1x1", "conv3x3", "NormLayer"]
+__all__ = ["BasicBlock", "Bottleneck", "conv1x1", "conv3x3", "NormLayer", "group_norm", "init_weights",
+           "KEEPS_OWN_INIT"]
 
 NormLayer = Callable[[int], nn.Module]
+
+# Attribute set on modules that initialise themselves (attention blocks made by ``create_attn``,
+# e.g. the non-local block's zero-initialised output): :func:`init_weights` leaves them alone.
+KEEPS_OWN_INIT = "keeps_own_init"
+
+
+def group_norm(channels: int, max_groups: int = 32) -> nn.GroupNorm:
+    """GroupNorm with the largest group count ≤ ``max_groups`` that divides ``channels``.
+
+    32 groups (Wu & He, ECCV 2018) whenever C is a multiple of 32; small CPU presets (e.g. 48
+    channels) still get a valid, as-fine-as-possible grouping.
+    """
+    groups = max(g for g in range(1, min(max_groups, channels) + 1) if channels % g == 0)
+    return nn.GroupNorm(groups, channels)
+
+
+def init_weights(module: nn.Module) -> None:
+    """He init (fan-out, ReLU) for convs with zero biases, unit/zero affine norms — torchvision's
+    ResNet init — for every submodule except those marked :data:`KEEPS_OWN_INIT`.
+
+    Visits modules in ``named_modules`` order, so the random draws are those of a plain loop.
+    """
+    if getattr(module, KEEPS_OWN_INIT, False):
+        return
+    if isinstance(module, nn.Conv2d):
+        nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, (nn.BatchNorm2d, nn.GroupNorm)) and module.affine:
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+    for child in module.children():
+        init_weights(child)
 
 
 def conv3x3(in_channels: int, out_channels: int, stride: int = 1, *, bias: bool = False) -> nn.Conv2d:

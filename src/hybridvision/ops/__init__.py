@@ -1,0 +1,1 @@
+"""Pure tensor functions shared by the detectors: locations and levels, post-processing."""

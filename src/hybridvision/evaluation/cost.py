@@ -1,5 +1,9 @@
 """Cost measurements for studies and benchmarks: parameters, FLOPs/MACs, latency, peak memory.
 
+A leaf: it imports nothing of the package, so models (e.g. the hybrid backbones' MAC counter)
+and studies can use it without an import circle. ``evaluation/compare.py`` builds on it for
+``hybridvision bench``.
+
 Conventions:
     * FLOPs = 2 · MACs (one multiply-accumulate = one multiply + one add), the convention of
       ``torch.utils.flop_counter`` and of most papers' "FLOPs"; thesis B reports MACs, so use
@@ -17,7 +21,6 @@ import os
 import statistics
 import sys
 import time
-from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import torch
@@ -25,16 +28,13 @@ import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 __all__ = [
-    "BenchTarget",
-    "bench_task",
-    "build_bench_target",
-    "compare_models",
     "count_params",
     "count_flops",
     "count_macs",
     "gflops",
     "measure_latency",
     "measure_peak_memory",
+    "sync",
 ]
 
 aten = torch.ops.aten
@@ -95,7 +95,7 @@ def gflops(model: Callable[..., Any], inputs: Any) -> float:
     return count_flops(model, inputs) / 1e9
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -120,13 +120,13 @@ def measure_latency(
     device = torch.device(device)
     for _ in range(warmup):
         fn()
-    _sync(device)
+    sync(device)
     times = []
     for _ in range(runs):
-        _sync(device)
+        sync(device)
         t0 = time.perf_counter()
         fn()
-        _sync(device)
+        sync(device)
         times.append((time.perf_counter() - t0) * 1e3)
     return {"median_ms": statistics.median(times), "runs_ms": times}
 
@@ -213,119 +213,3 @@ def measure_peak_memory(fn: Callable[[], Any], device: str | torch.device = "cpu
 
 
 # ------------------------------------------------------------------------- model comparison
-
-TORCHVISION_PREFIX = "torchvision:"
-
-
-@dataclass
-class BenchTarget:
-    """One model ready to time: ``run()`` is its whole inference call on a fixed random batch.
-
-    hybridvision detectors: forward + ``decode``; torchvision detectors: their eval call
-    (transform, forward, post-processing) with ``min_size = max_size =`` the input side, so both
-    see the same pixels; classifiers: the forward pass.
-    """
-
-    name: str
-    task: str  # "detection" | "classification"
-    model: nn.Module
-    run: Callable[[], Any]
-
-
-def bench_task(name: str) -> str:
-    """``"detection"`` or ``"classification"`` for a registered name or ``torchvision:NAME``."""
-    if not name.startswith(TORCHVISION_PREFIX):
-        from hybridvision.registry import model_task
-
-        return model_task(name)
-    import torchvision
-
-    from hybridvision.errors import UserInputError
-
-    tv_name = name[len(TORCHVISION_PREFIX):]
-    if tv_name in torchvision.models.list_models(module=torchvision.models.detection):
-        return "detection"
-    if tv_name in torchvision.models.list_models(module=torchvision.models):
-        return "classification"
-    raise UserInputError(
-        f"{name}: not a torchvision detection or classification model; e.g. "
-        "torchvision:fcos_resnet50_fpn, torchvision:retinanet_resnet50_fpn, torchvision:resnet50 "
-        "(torchvision.models.list_models() lists them)")
-
-
-def build_bench_target(name: str, *, size: int, batch: int = 1, num_classes: int | None = None,
-                       in_chans: int = 3, device: str | torch.device = "cpu") -> BenchTarget:
-    """A registered model, or ``torchvision:NAME``, with random weights in eval mode on ``device``.
-
-    ``num_classes`` defaults to 80 (ours) / 91 (torchvision) for detection, 1000 for
-    classification; ``in_chans`` applies to hybridvision classifiers (1 for grey sketches);
-    torchvision models always take 3 channels.
-    """
-    from hybridvision.registry import create_model
-
-    device = torch.device(device)
-    task = bench_task(name)
-    detection = task == "detection"
-    if name.startswith(TORCHVISION_PREFIX):
-        import torchvision
-
-        kwargs: dict[str, Any] = {"weights": None, "num_classes": num_classes or (91 if detection else 1000)}
-        if detection:  # random weights, nothing downloaded; resize to the bench size
-            kwargs.update(weights_backbone=None, min_size=size, max_size=size)
-        model = torchvision.models.get_model(name[len(TORCHVISION_PREFIX):], **kwargs)
-        in_chans = 3
-    elif detection:
-        model = create_model(name, num_classes=num_classes or 80)
-    else:
-        model = create_model(name, num_classes=num_classes or 1000, in_chans=in_chans)
-    model = model.to(device).eval()
-    x = torch.rand(batch, 3 if detection else in_chans, size, size, device=device)
-    if not detection:
-        return BenchTarget(name, task, model, lambda: model(x))
-    if name.startswith(TORCHVISION_PREFIX):
-        images = list(x)  # torchvision detectors take a list and post-process themselves
-        return BenchTarget(name, task, model, lambda: model(images))
-    sizes = [(size, size)] * batch
-    return BenchTarget(name, task, model, lambda: model.decode(model(x, sizes), sizes))
-
-
-def compare_models(targets: list[BenchTarget], *, runs: int = 7, warmup: int = 2,
-                   device: str | torch.device = "cpu", memory: bool = True) -> list[dict[str, Any]]:
-    """Params, GFLOPs, latency and peak memory of each target, in one process, side by side.
-
-    Timed calls are interleaved — run ``i`` visits the targets in an order rotated by ``i`` — so
-    a load change on a shared machine hits every model alike. Latency is the median of ``runs``
-    calls after ``warmup`` calls each; ``ratio`` is that median over the first target's.
-
-    Returns one dict per target: ``name, task, params, gflops, median_ms, runs_ms, ratio,
-    peak_mb`` (``peak_mb`` is None when ``memory`` is False).
-    """
-    if not targets:
-        raise ValueError("compare_models needs at least one target")
-    if runs < 1:
-        raise ValueError(f"runs must be >= 1, got {runs}")
-    device = torch.device(device)
-    times: list[list[float]] = [[] for _ in targets]
-    with torch.inference_mode():
-        for t in targets:
-            for _ in range(warmup):
-                t.run()
-        for i in range(runs):
-            for k in range(len(targets)):
-                j = (i + k) % len(targets)
-                _sync(device)
-                t0 = time.perf_counter()
-                targets[j].run()
-                _sync(device)
-                times[j].append((time.perf_counter() - t0) * 1e3)
-        peaks = [measure_peak_memory(t.run, device) / 2**20 if memory else None for t in targets]
-    rows = []
-    for t, ms, peak in zip(targets, times, peaks):
-        rows.append({
-            "name": t.name, "task": t.task, "params": count_params(t.model),
-            "gflops": count_flops(t.run, ()) / 1e9, "median_ms": statistics.median(ms),
-            "runs_ms": ms, "peak_mb": peak,
-        })
-    for r in rows:
-        r["ratio"] = r["median_ms"] / rows[0]["median_ms"]
-    return rows

@@ -1,0 +1,44 @@
+"""Build models and tasks by name, with every registered one available.
+
+Importing this module imports every module that registers models (:mod:`hybridvision.models`)
+and tasks (:mod:`hybridvision.engine.tasks`), so the registries are complete::
+
+    from hybridvision.factory import create_model, list_models
+    model = create_model("fcos_r50_fpn", num_classes=80)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch.nn as nn
+
+import hybridvision.engine.tasks  # noqa: F401  registers the tasks
+import hybridvision.models  # noqa: F401  registers every model builder
+from hybridvision.registry import build_model, model_builder, model_task, registered_models, task_class
+
+__all__ = ["create_model", "list_models", "model_task", "model_builder", "create_task", "task_for_model"]
+
+
+def create_model(name: str, **overrides: Any) -> nn.Module:
+    """Build a registered model. ``overrides`` go to the builder as keyword arguments.
+
+    Unknown keyword arguments raise a :class:`~hybridvision.errors.UserInputError` naming the
+    accepted ones.
+    """
+    return build_model(name, **overrides)
+
+
+def list_models(pattern: str = "*", task: str | None = None) -> list[str]:
+    """Sorted registered names matching a shell-style ``pattern`` (and ``task`` if given)."""
+    return registered_models(pattern, task)
+
+
+def create_task(name: str, **kwargs: Any):
+    """An instance of the task registered as ``name`` (``"detection"``, ``"classification"``)."""
+    return task_class(name)(**kwargs)
+
+
+def task_for_model(model: str, **kwargs: Any):
+    """The task a registered model was registered for, as an instance."""
+    return create_task(model_task(model), **kwargs)
