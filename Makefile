@@ -24,7 +24,7 @@ test-all: $(STAMP)
 	$(PY) -m pytest -m "slow or not slow"
 
 bench: $(STAMP)
-	$(PY) benchmarks/bench_fcos_latency.py
+	$(VENV)/bin/hybridvision bench fcos_r50_fpn torchvision:fcos_resnet50_fpn nl_fcos_r50_fpn --runs 7
 	$(PY) benchmarks/bench_nonlocal.py
 
 clean:

@@ -23,7 +23,7 @@ IMAGE_SIZES = [(64, 96), (50, 70)]  # the second image is padded
 
 
 def fcos_presets() -> list[str]:
-    from hybridvision.registry import list_models
+    from hybridvision.factory import list_models
 
     return [n for n in list_models(task="detection") if "fcos" in n]
 
@@ -64,7 +64,7 @@ def images() -> torch.Tensor:
 @torch.no_grad()
 def run_preset(name: str) -> dict[str, torch.Tensor]:
     """Flat tensors: ``out.<key>.<level>``, ``det.<image>.<boxes|scores|labels>``."""
-    from hybridvision.registry import create_model
+    from hybridvision.factory import create_model
 
     torch.manual_seed(0)
     model = create_model(name, num_classes=NUM_CLASSES)
@@ -86,7 +86,7 @@ def state_digest(name: str) -> str:
     """SHA-256 of the state dict's ``key shape`` lines: what an old checkpoint must still fit."""
     import hashlib
 
-    from hybridvision.registry import create_model
+    from hybridvision.factory import create_model
 
     model = create_model(name, num_classes=NUM_CLASSES)
     lines = "\n".join(f"{k} {tuple(v.shape)}" for k, v in sorted(model.state_dict().items()))
