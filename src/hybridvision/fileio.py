@@ -274,13 +274,12 @@ def check_output_path(
         raise ValueError(f"kind must be 'file' or 'dir', got {kind!r}")
     out = Path(path)
     target = _resolve(out)
-    for raw in inputs:
-        if raw is None:
-            continue
-        src = _resolve(raw)
+    sources = [(raw, _resolve(raw)) for raw in inputs if raw is not None]
+    for raw, src in sources:  # the worst clash first: the output is an input
         if _same(target, src):
             raise UserInputError(f"{option} {out}: is also an input of this command ({raw}); writing "
                                  "it would destroy the input — choose another output path")
+    for raw, src in sources:
         if kind == "dir" and _inside(src, target):
             raise UserInputError(f"{option} {out}: contains the input {raw}; outputs would mix with "
                                  "(or overwrite) the inputs — choose a separate output folder")
