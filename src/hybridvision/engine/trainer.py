@@ -58,7 +58,7 @@ from hybridvision.engine.progress import console, is_main_process, make_progress
 from hybridvision.engine.tasks import DataBundle, make_task
 from hybridvision.errors import UserInputError
 from hybridvision.evaluation.coco import write_metrics_json
-from hybridvision.fileio import atomic_write_text
+from hybridvision.fileio import OWNER_MARKER, atomic_write_text, make_output_dir
 from hybridvision.plots import plot_loss_curve
 from hybridvision.factory import create_model
 
@@ -68,7 +68,7 @@ __all__ = ["train", "NonFiniteLossError", "resolve_device", "lr_factor", "check_
 
 # What a run folder written by hybridvision holds (train, and a study's result.json).
 RUN_FOLDER_NAMES = frozenset({"config.yaml", "metrics.jsonl", "checkpoints", "eval", "plots",
-                              "predictions.json", "result.json", ".hybridvision"})
+                              "predictions.json", "result.json", OWNER_MARKER})
 
 
 class NonFiniteLossError(UserInputError):
@@ -396,7 +396,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, weights: str | None = None,
             _truncate_jsonl_after(metrics_path, step)
             console.print(f"resuming {out} at epoch {start_epoch + 1}/{cfg.epochs} (step {step})")
     elif main:
-        out.mkdir(parents=True, exist_ok=True)
+        make_output_dir(out)  # created and marked as hybridvision's (fileio.OWNER_MARKER)
         metrics_path.unlink(missing_ok=True)
         for stale in ckpt_dir.glob("best.*"):  # a best of an overwritten run (--exist-ok)
             stale.unlink()
@@ -530,6 +530,7 @@ def _write_evaluation(folder: Path, task, evaluation: dict[str, Any], results: l
     """``folder/coco_metrics.json`` (+ ``predictions.json`` when given), or ``metrics.json``."""
     if not evaluation:
         return
+    make_output_dir(folder)
     if task.name == "detection":
         write_metrics_json(evaluation, folder / "coco_metrics.json")
         if results is not None:
