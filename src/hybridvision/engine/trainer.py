@@ -389,7 +389,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, weights: str | None = None,
     if resume:
         state = load_checkpoint_state(ckpt_dir, "last", model, optimizer)
         start_epoch, step = int(state["epoch"]), int(state["step"])
-        best = float(state.get("best", -math.inf))
+        best = -math.inf if state.get("best") is None else float(state["best"])
         best_epoch = int(state.get("best_epoch") or read_sidecar(ckpt_dir / "best.safetensors").get("epoch", 0))
         restore_scaler(scaler, state)
         if main:
@@ -489,7 +489,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, weights: str | None = None,
                     console.print(f"epoch {epoch_done}/{cfg.epochs}: {task.primary_metric} "
                                   f"{score:.4f} (best {best:.4f}, epoch {best_epoch})")
                 extra = _checkpoint_extra(cfg, bundle, task, epoch_done, step)
-                extra.update(best=best, best_epoch=best_epoch)
+                extra.update(best=best if math.isfinite(best) else None, best_epoch=best_epoch)
                 saved_scaler = scaler_state(scaler)
                 if saved_scaler is not None:
                     extra["scaler"] = saved_scaler
