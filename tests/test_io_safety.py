@@ -298,12 +298,33 @@ def test_data_make_never_deletes_a_users_files(cli, tmp_path):
     assert code == 2 and "is a file" in err and (mine / "notes.txt").read_text() == "keep me"
 
 
+def test_full_disk_while_generating_keeps_the_old_dataset(tmp_path, monkeypatch):
+    from hybridvision.data.builtin import amounts as A
+
+    root = tmp_path / "amounts"
+    A.make_amounts(root, n_train=2, n_val=1, image_size=32)
+    before = sorted(p.relative_to(root).as_posix() for p in root.rglob("*"))
+
+    def full(*_a, **_k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(A, "_write_split", full)
+    with pytest.raises(UserInputError, match=r"amounts: no space left") as e:
+        A.make_amounts(root, n_train=3, n_val=1, image_size=32)
+    assert "\n" not in str(e.value)
+    assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*")) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["amounts"]
+
+
 def test_generated_data_gets_the_umask_mode(tmp_path, umask):
+    from hybridvision.data.builtin.amounts import make_amounts
     from hybridvision.data.builtin.sketches import make_sketches
 
     umask(0o022)
+    make_amounts(tmp_path / "am", n_train=1, n_val=1, image_size=32)
     make_sketches(tmp_path / "sk", per_class=1)
-    assert (tmp_path / "sk").stat().st_mode & 0o777 == 0o755  # mkdtemp alone makes 0700
+    for d in ("am", "sk"):
+        assert (tmp_path / d).stat().st_mode & 0o777 == 0o755  # mkdtemp alone makes 0700
 
 
 def test_builtin_sketches_in_data_root_spare_a_users_quickdraw_folder(tmp_path):

@@ -135,6 +135,14 @@ def test_predict_writes_coco_results_that_eval_accepts(cli, tiny_amounts, det, t
     # the folder is ours now: predicting into it again is fine
     code, _, err = cli("predict", src / "b.png", "--weights", det, "--out", out, "--device", "cpu")
     assert code == 0, err
+    # so is one an earlier version wrote (predictions.json and annotated PNGs, no marker)
+    from hybridvision.api import _predict_folder
+
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "predictions.json").write_text("[]")
+    (old / "a.png").write_bytes(b"")
+    assert _predict_folder(old) and not _predict_folder(src)
 
 
 def test_predict_takes_image_ids_from_a_ground_truth_file(tiny_amounts, det, tmp_path):

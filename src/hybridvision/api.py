@@ -18,8 +18,8 @@ import torch
 from hybridvision.config import TrainConfig
 from hybridvision.engine.checkpoint import load_weights, read_sidecar
 from hybridvision.errors import UserInputError
-from hybridvision.fileio import (atomic_write_json, check_output_path, make_output_dir,
-                                 read_json)
+from hybridvision.fileio import (OWNER_MARKER, atomic_write_json, check_output_path,
+                                 make_output_dir, read_json)
 from hybridvision.imageio import IMAGE_EXTENSIONS, load_image, read_image_size
 
 __all__ = ["load_trained", "evaluate_run", "evaluate_files", "predict", "prepare_image",
@@ -242,6 +242,17 @@ def _gt_image_ids(gt: str | Path, images: list[Path]) -> list[int]:
     return ids
 
 
+def _predict_folder(folder: Path) -> bool:
+    """A folder predict wrote: marked as ours, or (written before the marker existed) holding
+    ``predictions.json`` beside nothing but annotated PNGs, ``images.json`` and ``labels/``."""
+    if (folder / OWNER_MARKER).is_file():
+        return True
+    names = {e.name: e for e in folder.iterdir()}
+    return "predictions.json" in names and all(
+        n in ("predictions.json", "images.json") or (n == "labels" and e.is_dir())
+        or (n.lower().endswith(".png") and e.is_file()) for n, e in names.items())
+
+
 @torch.inference_mode()
 def predict(source: str | Path, *, weights: str | Path, out: str | Path = "runs/predict",
             device: str = "auto", score_threshold: float = 0.3, image_size: int | None = None,
@@ -270,7 +281,7 @@ def predict(source: str | Path, *, weights: str | Path, out: str | Path = "runs/
     source, weights, out = Path(source), Path(weights), Path(out)
     files = _list_images(source)
     check_output_path(out, inputs=[source, *files, weights, weights.with_suffix(".json"), gt],
-                      kind="dir", exist_ok=exist_ok)
+                      kind="dir", exist_ok=exist_ok, owner_marker=_predict_folder)
     image_ids = _gt_image_ids(gt, files) if gt is not None else list(range(1, len(files) + 1))
     dev = resolve_device(device)
     model, info = load_trained(weights, dev)

@@ -62,9 +62,10 @@ def _header(path: Path) -> tuple[str, int, int]:
         raise DataError(f"{path}: image file not found; put it there or fix the path / file_name") from None
     except IsADirectoryError:
         raise DataError(f"{path}: is a folder, not an image file") from None
-    except Image.DecompressionBombError as e:
-        raise DataError(f"{path}: unreadable image: too large to decode safely ({e}); resize it "
-                        f"below {max_pixels()} pixels or remove it") from None
+    except Image.DecompressionBombError:
+        raise DataError(f"{path}: unreadable image: its header declares more than {2 * max_pixels()} "
+                        f"pixels, over the {max_pixels()}-pixel limit (a decompression bomb, or far "
+                        "larger than any model input); resize it or remove it") from None
     except Exception as e:  # PIL raises many types for files that are not images
         raise DataError(f"{path}: unreadable image ({e.__class__.__name__}: {e}); replace or "
                         "remove the file") from None
