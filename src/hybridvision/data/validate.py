@@ -21,9 +21,13 @@ Checks (COCO format: https://cocodataset.org/#format-data):
   corners, or round, overshoot by up to one pixel; more than that is a wrong box or a wrong
   image size);
 * ``category_id`` and ``image_id`` refer to existing records;
-* with ``check_images``: each image file exists, its header decodes (PIL ``open`` + ``verify``,
-  which also checks PNG chunk CRCs), and its size equals the record's ``width``/``height``;
-  ``full_decode=True`` also decodes every pixel (slower, catches truncated JPEG data).
+* with ``check_images``: each image file exists, its header decodes and declares no more than
+  PIL's ``MAX_IMAGE_PIXELS`` (:func:`hybridvision.imageio.read_image_size`: no decompression
+  bombs), PIL ``verify`` passes (PNG chunk CRCs), and its size equals the record's
+  ``width``/``height``; ``full_decode=True`` also decodes every pixel with the one image reader
+  (slower, catches truncated data).
+
+The annotation file is read by :func:`hybridvision.fileio.read_json` (a UTF-8 BOM is accepted).
 """
 
 from __future__ import annotations
