@@ -138,11 +138,11 @@ def evaluate_run(*, run: str | Path | None = None, weights: str | Path | None = 
         make_output_dir(out)
         atomic_write_json(out / "metrics.json", evaluation, indent=1)
         return evaluation
-    if len(pairs) == 1:  # one pair given to eval: all of it, not the training-time 20 % hold-out
+    if data and pairs:  # the val pair, or the one pair whole (not a training-time 20 % hold-out)
         from hybridvision.data.coco import CocoDetection, collate_detection
         from hybridvision.data.transforms import build_preset_transforms
 
-        ann, images = pairs[0]
+        ann, images = pairs[-1]
         val = CocoDetection(ann, images, build_preset_transforms("coco", False, cfg.image_size))
         gt = read_json(ann, what="COCO annotation")
         class_names, label_to_cat_id, collate = val.class_names, val.label_to_cat_id, collate_detection
