@@ -502,3 +502,16 @@ def test_extra_state_round_trips(tmp_path):
     restored = torch.amp.GradScaler("cpu", enabled=True)
     restored.load_state_dict(state["scaler"])
     assert restored.get_scale() == 32768.0
+
+
+def test_training_data_accepts_a_coco_file_with_a_bom(tiny_amounts, tmp_path):
+    """`train --data coco:…` reads annotation files through the BOM-tolerant reader too."""
+    from hybridvision.config import TrainConfig
+    from hybridvision.engine.tasks import make_task
+
+    src = tiny_amounts / "amounts" / "train"
+    ann = tmp_path / "ann.json"
+    ann.write_bytes(BOM + (src / "annotations.json").read_bytes())
+    cfg = TrainConfig(model="fcos_demo", data=f"coco:{ann},{src / 'images'}", image_size=64)
+    bundle = make_task(cfg).build_data(cfg)
+    assert len(bundle.train) + len(bundle.val) == 32 and bundle.num_classes == 10

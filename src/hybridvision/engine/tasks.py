@@ -20,7 +20,6 @@ Both tasks read datasets through a data spec string:
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +40,7 @@ from hybridvision.data.transforms import build_preset_transforms
 from hybridvision.engine.inference import evaluate_detector
 from hybridvision.errors import UserInputError
 from hybridvision.evaluation.classification import topk_accuracy
+from hybridvision.fileio import read_json
 from hybridvision.registry import model_task, register_task, task_class
 
 __all__ = ["DataBundle", "DetectionTask", "ClassificationTask", "make_task", "resolve_detection_data"]
@@ -135,7 +135,7 @@ class DetectionTask:
         if paths["val_ann"] is not None:
             val = CocoDetection(paths["val_ann"], paths["val_images"], t_val, cache_images=cfg.cache_images)
             train = train_full
-            gt = json.loads(Path(paths["val_ann"]).read_text())
+            gt = read_json(paths["val_ann"], what="COCO annotation")
             val_ids = [img["id"] for img in gt["images"]]
         else:
             # Hold out a seeded 20 % of the images; GT for evaluation is the filtered annotation file.
@@ -145,7 +145,7 @@ class DetectionTask:
             index = {iid: k for k, iid in enumerate(all_ids)}
             train = Subset(train_full, [index[i] for i in train_ids])
             val = Subset(val_full, [index[i] for i in val_ids])
-            gt = json.loads(Path(paths["train_ann"]).read_text())
+            gt = read_json(paths["train_ann"], what="COCO annotation")
             keep = set(val_ids)
             gt = {**gt, "images": [im for im in gt["images"] if im["id"] in keep],
                   "annotations": [a for a in gt["annotations"] if a["image_id"] in keep]}
