@@ -14,10 +14,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils.data import DataLoader
+from torchvision.transforms.v2 import functional as TF
 
 from hybridvision.config import TrainConfig
+from hybridvision.detectors.base import batch_images
 from hybridvision.engine.checkpoint import load_weights, read_sidecar
+from hybridvision.engine.inference import scale_detections
+from hybridvision.engine.progress import console
+from hybridvision.engine.tasks import make_task
+from hybridvision.engine.trainer import resolve_device
 from hybridvision.errors import UserInputError
+from hybridvision.evaluation.coco import evaluate_coco, write_metrics_json
+from hybridvision.factory import create_model
+from hybridvision.plots import draw_detections, save_image
 from hybridvision.fileio import (OWNER_MARKER, atomic_write_json, check_output_path,
                                  make_output_dir, read_json)
 from hybridvision.imageio import IMAGE_EXTENSIONS, load_image, read_image_size
@@ -36,7 +46,6 @@ def load_trained(weights: str | Path, device: str | torch.device = "cpu",
     The JSON sidecar next to ``weights`` names the model, its options and classes; pass ``model``
     (and ``num_classes``…) to load a bare ``.safetensors`` file without a sidecar.
     """
-    from hybridvision.factory import create_model
 
     weights = Path(weights)
     info = read_sidecar(weights)
@@ -100,11 +109,7 @@ def evaluate_run(*, run: str | Path | None = None, weights: str | Path | None = 
     Returns ``{"metrics": {...12 keys}, "per_class": {...}, "num_images": N}`` (a classifier:
     ``{"top1", "top5", "num_images"}``).
     """
-    from torch.utils.data import DataLoader
 
-    from hybridvision.engine.tasks import make_task
-    from hybridvision.engine.trainer import resolve_device
-    from hybridvision.evaluation.coco import write_metrics_json
 
     if run is not None:
         run = Path(run)
@@ -130,42 +135,18 @@ def evaluate_run(*, run: str | Path | None = None, weights: str | Path | None = 
         cfg.data = data
         cfg.val_limit = 0  # data given explicitly is evaluated whole
     task = make_task(cfg)
-    if info.get("task", task.name) != "detection":
-        bundle = task.build_data(cfg)
-        loader = DataLoader(bundle.val, batch_size=batch_size)
-        evaluation, _ = task.evaluate(model, loader, dev, bundle)
-        evaluation = {**evaluation, "num_images": len(bundle.val)}
-        make_output_dir(out)
-        atomic_write_json(out / "metrics.json", evaluation, indent=1)
-        return evaluation
-    if data and pairs:  # the val pair, or the one pair whole (not a training-time 20 % hold-out)
-        from hybridvision.data.coco import CocoDetection, collate_detection
-        from hybridvision.data.transforms import build_preset_transforms
-
-        ann, images = pairs[-1]
-        val = CocoDetection(ann, images, build_preset_transforms("coco", False, cfg.image_size))
-        gt = read_json(ann, what="COCO annotation")
-        class_names, label_to_cat_id, collate = val.class_names, val.label_to_cat_id, collate_detection
-    else:
-        bundle = task.build_data(cfg)
-        val, gt = bundle.val, bundle.meta["val_gt"]
-        class_names, label_to_cat_id = bundle.class_names, bundle.meta["label_to_cat_id"]
-        collate = bundle.collate
-    if class_names != info.get("class_names", class_names):
-        raise UserInputError(f"--data {cfg.data}: its classes {class_names[:5]}… differ from "
+    # One pair given explicitly is evaluated whole, not a training-time hold-out.
+    bundle = task.build_eval_data(cfg, whole=bool(data))
+    if bundle.class_names != info.get("class_names", bundle.class_names):
+        raise UserInputError(f"--data {cfg.data}: its classes {bundle.class_names[:5]}… differ from "
                              f"the classes {weights} was trained on; evaluate on matching data")
     if progress:
-        from hybridvision.engine.progress import console
-
-        console.print(f"evaluating {weights} on {len(val)} images of {cfg.data}")
-    from hybridvision.engine.inference import evaluate_detector
-
-    loader = DataLoader(val, batch_size=batch_size, collate_fn=collate)
-    evaluation, results = evaluate_detector(model, loader, dev, gt, label_to_cat_id, progress=progress)
-    evaluation = {**evaluation, "num_images": len(val)}
+        console.print(f"evaluating {weights} on {len(bundle.val)} images of {cfg.data}")
+    loader = DataLoader(bundle.val, batch_size=batch_size, collate_fn=bundle.collate)
+    evaluation, results = task.evaluate(model, loader, dev, bundle, progress=progress)
+    evaluation = {**evaluation, "num_images": len(bundle.val)}
     make_output_dir(out)
-    write_metrics_json(evaluation, out / "coco_metrics.json")
-    atomic_write_json(out / "predictions.json", results)
+    task.write_evaluation(evaluation, results, out)
     return evaluation
 
 
@@ -174,7 +155,6 @@ def evaluate_files(gt: str | Path, dt: str | Path, out: str | Path | None = None
 
     ``out`` (a metrics JSON file) must not be ``gt`` or ``dt``; it is checked before evaluating.
     """
-    from hybridvision.evaluation.coco import evaluate_coco, write_metrics_json
 
     for p, what in ((gt, "--gt"), (dt, "--dt")):
         if not Path(p).is_file():
@@ -198,20 +178,13 @@ def _list_images(source: Path) -> list[Path]:
     raise UserInputError(f"{source}: no such image or folder")
 
 
-def _load_image(path: Path) -> torch.Tensor:
-    """An image file as float ``[3, H, W]`` in [0, 1] (:func:`hybridvision.imageio.load_image`)."""
-    return load_image(path)
-
-
 def prepare_image(img: torch.Tensor, size: int | None = None) -> tuple[torch.Tensor, tuple[int, int]]:
     """One image ``[3, H, W]`` → a batch ``[1, 3, H', W']`` and its content size ``(h, w)``.
 
     Resizes keeping the aspect ratio so the longer side is ``size`` (the evaluation transform's
     convention; ``None`` keeps the size), then zero-pads bottom/right to a multiple of 32.
     """
-    from torchvision.transforms.v2 import functional as TF
 
-    from hybridvision.detectors.base import batch_images
 
     h, w = img.shape[-2:]
     if size is not None:
@@ -274,9 +247,6 @@ def predict(source: str | Path, *, weights: str | Path, out: str | Path = "runs/
 
     Returns the COCO results list written to ``predictions.json``.
     """
-    from hybridvision.engine.inference import scale_detections
-    from hybridvision.engine.trainer import resolve_device
-    from hybridvision.plots import draw_detections, save_image
 
     source, weights, out = Path(source), Path(weights), Path(out)
     files = _list_images(source)

@@ -32,6 +32,7 @@ import torch
 import torch.nn as nn
 
 from hybridvision.errors import UserInputError
+from hybridvision.factory import create_task, list_models, model_task
 from hybridvision.fileio import atomic_write_bytes, atomic_write_text
 
 __all__ = ["ExportCheckError", "MAX_OPSET", "MIN_OPSET", "check_opset", "check_size", "default_size",
@@ -181,7 +182,7 @@ def export_onnx(
                                f"opset {opset} (it produced opset {actual}); pass --opset {actual}")
     info: dict[str, Any] = {
         "model": info_name(model),
-        "task": "classification" if names == ["logits"] else "detection",
+        "task": _task_name(model, names),
         "input": {"name": "images", "shape": ["batch", in_chans, size, size], "range": [0, 1]},
         "outputs": names,
         "opset": actual if actual is not None else opset,
@@ -257,12 +258,21 @@ def _check(onnx_bytes: bytes, flat: nn.Module, size: int, in_chans: int, names: 
             "atol": atol, "rtol": rtol}
 
 
+def _task_name(model: nn.Module, names: list[str]) -> str:
+    """The registered task of a registered model; an unregistered module is told by its outputs."""
+    name = getattr(model, "model_name", None)
+    if name in list_models():
+        return model_task(name)
+    return "classification" if names == ["logits"] else "detection"
+
+
 def default_size(task: str, info: dict[str, Any]) -> int:
-    """The trained image size from a checkpoint's sidecar, else 512 (detection) / 224."""
+    """The trained image size from a checkpoint's sidecar, else the task's default (512
+    detection, 224 classification)."""
     size = info.get("image_size")
     if size:
         return int(size)
-    return 512 if task == "detection" else 224
+    return int(create_task(task).default_image_size)
 
 
 def check_size(size: int, model: nn.Module) -> None:

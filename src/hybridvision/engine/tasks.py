@@ -40,7 +40,8 @@ from hybridvision.data.transforms import build_preset_transforms
 from hybridvision.engine.inference import evaluate_detector
 from hybridvision.errors import UserInputError
 from hybridvision.evaluation.classification import topk_accuracy
-from hybridvision.fileio import read_json
+from hybridvision.evaluation.coco import write_metrics_json
+from hybridvision.fileio import atomic_write_json, read_json
 from hybridvision.registry import model_task, register_task, task_class
 
 __all__ = ["DataBundle", "DetectionTask", "ClassificationTask", "make_task", "resolve_detection_data"]
@@ -160,6 +161,28 @@ class DetectionTask:
             meta=dict(label_to_cat_id=list(train_full.label_to_cat_id), val_gt=gt),
         )
 
+    def build_eval_data(self, cfg: TrainConfig, *, whole: bool = False) -> DataBundle:
+        """The data ``eval`` scores: the run's validation split, or with ``whole`` (data given
+        explicitly) the val pair of a ``coco:`` spec, or its one pair **whole** — every image of
+        the file, not a training-time 20 % hold-out."""
+        if not (whole and cfg.data.startswith("coco:")):
+            return self.build_data(cfg)
+        paths = resolve_detection_data(cfg.data, cfg.data_root, **cfg.data_kwargs)
+        ann, images = ((paths["val_ann"], paths["val_images"]) if paths["val_ann"] is not None
+                       else (paths["train_ann"], paths["train_images"]))
+        val = CocoDetection(ann, images, build_preset_transforms("coco", False, cfg.image_size))
+        return DataBundle(
+            train=val, val=val, num_classes=len(val.class_names), class_names=list(val.class_names),
+            collate=collate_detection,
+            meta=dict(label_to_cat_id=list(val.label_to_cat_id), val_gt=read_json(ann, what="COCO annotation")),
+        )
+
+    def write_evaluation(self, evaluation: dict[str, Any], results: list[dict], folder: Path) -> Path:
+        """``folder/coco_metrics.json`` (the 12 numbers, per-class AP) and ``predictions.json``."""
+        path = write_metrics_json(evaluation, Path(folder) / self.metrics_file)
+        atomic_write_json(Path(folder) / "predictions.json", results)
+        return path
+
     def batch_loss(self, model: nn.Module, batch, device: torch.device) -> dict[str, torch.Tensor]:
         images, targets, sizes = batch
         images = images.to(device, non_blocking=True)
@@ -223,6 +246,14 @@ class ClassificationTask:
             val = Subset(val, torch.randperm(len(val), generator=g)[: cfg.val_limit].tolist())
         classes = list(train.classes)
         return DataBundle(train=train, val=val, num_classes=len(classes), class_names=classes)
+
+    def build_eval_data(self, cfg: TrainConfig, *, whole: bool = False) -> DataBundle:
+        """The data ``eval`` scores: the validation split of ``cfg.data``."""
+        return self.build_data(cfg)
+
+    def write_evaluation(self, evaluation: dict[str, Any], results: list[dict], folder: Path) -> Path:
+        """``folder/metrics.json`` (top-1, top-5, image count)."""
+        return atomic_write_json(Path(folder) / self.metrics_file, evaluation, indent=1)
 
     def batch_loss(self, model: nn.Module, batch, device: torch.device) -> dict[str, torch.Tensor]:
         images, labels = batch
