@@ -177,7 +177,7 @@ def test_study_refuses_bad_settings_before_any_run(cli, tmp_path, args, expected
 def test_predict_conf_outside_0_1(cli, tmp_path, conf):
     code, _, err = cli("predict", tmp_path, "--weights", tmp_path / "w.safetensors", "--conf", conf,
                        "--out", tmp_path / "pred")
-    assert code == 2 and err.startswith(f"error: --conf") and "[0, 1]" in err
+    assert code == 2 and err.startswith("error: --conf") and "[0, 1]" in err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "pred").exists()
 
 

@@ -4,11 +4,10 @@ Every error a user can cause (bad data, unknown model, missing file, a bad optio
 one line on stderr and exit code 2; ``--debug`` (or ``HYBRIDVISION_DEBUG=1``) shows the traceback
 instead. Ctrl-C exits 130 with a hint on how to resume a training run.
 
-Imports: what the package's ``__init__`` loads anyway (config, api, the trainer, the registry) is
-imported here at the top. The verbs import their heavier, optional modules (studies, demo,
-export/onnx, explain, benchmarks, dataset generators and converters) in their bodies, only so that
-``hybridvision --help`` and the other verbs start without loading them; none of those modules
-imports this one.
+Imports are all at the top: every package module is cheap to import once torch is loaded (which
+the package's ``__init__`` does anyway), and the heavy optional libraries (onnx, onnxruntime,
+matplotlib) are imported by the functions that use them, so ``hybridvision --help`` stays as fast
+as ``import hybridvision``. No package module imports this one.
 """
 
 from __future__ import annotations
@@ -18,16 +17,27 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import Optional
 
+import torch
 import typer
 from rich.console import Console
+from rich.table import Column, Table
 
-from hybridvision.api import evaluate_files, evaluate_run, predict
+from hybridvision.api import evaluate_files, evaluate_run, load_trained, predict
 from hybridvision.config import TrainConfig, apply_overrides, load_config
+from hybridvision.data.builtin.amounts import make_amounts
+from hybridvision.data.builtin.sketches import make_sketches
+from hybridvision.data.converters import montos_to_coco
+from hybridvision.data.validate import check_coco
+from hybridvision.demo import DEMO_CONFIG, run_demo
 from hybridvision.engine.progress import format_evaluation, format_train_evaluations
 from hybridvision.engine.trainer import resolve_device, train
 from hybridvision.errors import UserInputError
+from hybridvision.evaluation.compare import bench_task, build_bench_target, compare_models
+from hybridvision.explain import explain
+from hybridvision.export import check_size, default_size, export_onnx
+from hybridvision.fileio import atomic_write_text
+from hybridvision.studies.base import run_study
 from hybridvision.factory import create_model, list_models, model_task
 
 app = typer.Typer(
@@ -55,12 +65,10 @@ err_console = Console(stderr=True)
 @app.command("models")
 def models_cmd(
     pattern: str = typer.Argument("*", help="shell-style filter, e.g. 'nl_fcos*'"),
-    task: Optional[str] = typer.Option(None, help="detection | classification \\[default: both]"),
+    task: str | None = typer.Option(None, help="detection | classification \\[default: both]"),
     params: bool = typer.Option(False, "--params", help="also count parameters (slower)"),
 ):
     """List the registered models."""
-    from rich.table import Table
-
     names = list_models(pattern, task=task)
     if not names:
         raise UserInputError(f"no model matches {pattern!r}; run `hybridvision models` for all")
@@ -103,26 +111,29 @@ def _resume_config(out: Path) -> TrainConfig:
 
 @app.command("train", context_settings={"allow_extra_args": False})
 def train_cmd(
-    overrides: Optional[list[str]] = typer.Argument(None, help="extra settings as key=value, e.g. "
+    overrides: list[str] | None = typer.Argument(None, help="extra settings as key=value, e.g. "
                                                     "warmup_steps=200 model_kwargs.width=0.5"),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (a run's config.yaml) "
+    config: Path | None = typer.Option(None, "--config", "-c", help="YAML config (a run's config.yaml) "
                                           "\\[default: none: the built-in defaults]"),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help=_from_config("registered model name", "model")),
-    data: Optional[str] = typer.Option(None, "--data", "-d",
+    model: str | None = typer.Option(None, "--model", "-m", help=_from_config("registered model name", "model")),
+    data: str | None = typer.Option(None, "--data", "-d",
                                        help=_from_config("builtin:amounts | coco:ANN,IMAGES[,VAL_ANN,VAL_IMAGES] | "
                                        "builtin:sketches | quickdraw:DIR | tuberlin:DIR", "data")),
-    epochs: Optional[int] = typer.Option(None, help=_from_config("training epochs (>= 1)", "epochs")),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help=_from_config("images per step and device", "batch_size")),
-    lr: Optional[float] = typer.Option(None, help=_from_config("peak learning rate (> 0)", "lr")),
-    optimizer: Optional[str] = typer.Option(None, help=_from_config("sgd | adamw", "optimizer")),
-    image_size: Optional[int] = typer.Option(None, "--image-size", help=_from_config("input size (longer side, >= 32)", "image_size")),
-    device: Optional[str] = typer.Option(None, help=_from_config("auto | cpu | cuda | cuda:N", "device")),
-    seed: Optional[int] = typer.Option(None, help=_from_config("random seed", "seed")),
-    workers: Optional[int] = typer.Option(None, help=_from_config("data loader worker processes", "workers")),
-    out: Optional[str] = typer.Option(None, "--out", "-o", help=_from_config("run folder", "out")),
+    epochs: int | None = typer.Option(None, help=_from_config("training epochs (>= 1)", "epochs")),
+    batch_size: int | None = typer.Option(None, "--batch-size", "-b",
+                                          help=_from_config("images per step and device", "batch_size")),
+    lr: float | None = typer.Option(None, help=_from_config("peak learning rate (> 0)", "lr")),
+    optimizer: str | None = typer.Option(None, help=_from_config("sgd | adamw", "optimizer")),
+    image_size: int | None = typer.Option(None, "--image-size",
+                                          help=_from_config("input size (longer side, >= 32)", "image_size")),
+    device: str | None = typer.Option(None, help=_from_config("auto | cpu | cuda | cuda:N", "device")),
+    seed: int | None = typer.Option(None, help=_from_config("random seed", "seed")),
+    workers: int | None = typer.Option(None, help=_from_config("data loader worker processes", "workers")),
+    out: str | None = typer.Option(None, "--out", "-o", help=_from_config("run folder", "out")),
     resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its last checkpoint "
                                 "(with its config.yaml, else the config stored in checkpoints/last.json)"),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="initial weights (.safetensors) \\[default: none: random init]"),
+    weights: Path | None = typer.Option(None, "--weights",
+                                        help="initial weights (.safetensors) \\[default: none: random init]"),
     exist_ok: bool = typer.Option(False, "--exist-ok", help="overwrite an existing run folder, or write into "
                                   "a non-empty folder that is not one"),
 ):
@@ -153,13 +164,14 @@ def train_cmd(
 # ----------------------------------------------------------------------------------------- eval
 @app.command("eval")
 def eval_cmd(
-    gt: Optional[Path] = typer.Option(None, "--gt", help="COCO ground-truth annotation JSON \\[default: none]"),
-    dt: Optional[Path] = typer.Option(None, "--dt", help="COCO results JSON (detections) \\[default: none]"),
-    run: Optional[Path] = typer.Option(None, "--run", help="a run folder written by train (evaluates its best weights) \\[default: none]"),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="a .safetensors checkpoint \\[default: none]"),
-    data: Optional[str] = typer.Option(None, "--data", help="data spec to evaluate on (with --weights) "
+    gt: Path | None = typer.Option(None, "--gt", help="COCO ground-truth annotation JSON \\[default: none]"),
+    dt: Path | None = typer.Option(None, "--dt", help="COCO results JSON (detections) \\[default: none]"),
+    run: Path | None = typer.Option(None, "--run",
+                                    help="a run folder written by train (its best weights) \\[default: none]"),
+    weights: Path | None = typer.Option(None, "--weights", help="a .safetensors checkpoint \\[default: none]"),
+    data: str | None = typer.Option(None, "--data", help="data spec to evaluate on (with --weights) "
                                        "\\[default: the data in the checkpoint's config]"),
-    out: Optional[Path] = typer.Option(None, "--out", "-o",
+    out: Path | None = typer.Option(None, "--out", "-o",
                                        help="with --gt/--dt: metrics JSON file; else output folder "
                                        "\\[default: RUN/eval, runs/eval; with --gt/--dt: none]"),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
@@ -208,8 +220,6 @@ def make_amounts_cmd(
     image_size: int = typer.Option(128, "--image-size", help="canvas size in pixels"),
 ):
     """Handwritten amounts: 1–8 digits per image, COCO JSON + montos .txt labels."""
-    from hybridvision.data.builtin.amounts import make_amounts
-
     make_amounts(out, n_train=train, n_val=val, seed=seed, image_size=image_size)
     console.print(f"wrote {out}/{{train,val}}/images, annotations.json, labels/")
 
@@ -221,8 +231,6 @@ def make_sketches_cmd(
     seed: int = typer.Option(0, "--seed", help="random seed"),
 ):
     """Procedural sketches (≥30 classes) as QuickDraw simplified ndjson, one file per class."""
-    from hybridvision.data.builtin.sketches import make_sketches
-
     make_sketches(out, per_class=per_class, seed=seed)
     console.print(f"wrote {out}/<class>.ndjson")
 
@@ -234,8 +242,6 @@ def convert_montos_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="COCO annotation JSON to write"),
 ):
     """Montos text labels → COCO JSON."""
-    from hybridvision.data.converters import montos_to_coco
-
     coco = montos_to_coco(labels_dir, images, out)
     console.print(f"wrote {out}: {len(coco['images'])} images, {len(coco['annotations'])} boxes")
 
@@ -247,8 +253,6 @@ def check_cmd(
     no_images: bool = typer.Option(False, "--no-images", help="skip opening the image files"),
 ):
     """Validate a COCO dataset: keys, boxes, ids, categories, image files."""
-    from hybridvision.data.validate import check_coco
-
     findings = check_coco(ann, images, check_images=not no_images)
     if findings:
         for f in findings:
@@ -263,12 +267,11 @@ def check_cmd(
 def demo_cmd(
     out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="run folder"),
     data_root: Path = typer.Option(Path("data"), "--data-root", help="where the built-in data goes"),
-    epochs: Optional[int] = typer.Option(None, help="override the demo's epochs \\[default: 28 (the demo's)]"),
+    epochs: int | None = typer.Option(None,
+                                      help=f"override the demo's epochs \\[default: {DEMO_CONFIG.epochs}]"),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
 ):
     """Make the built-in `amounts` data, train the demo FCOS, evaluate, plot (about 10 min on 2 CPU cores)."""
-    from hybridvision.demo import run_demo
-
     run_demo(out=out, data_root=data_root, epochs=epochs, device=device)
 
 
@@ -276,16 +279,16 @@ def demo_cmd(
 @app.command("study")
 def study_cmd(
     name: str = typer.Argument(..., help="fcos-nonlocal | hybrid-classification"),
-    overrides: Optional[list[str]] = typer.Argument(None, help="training settings for every run as "
+    overrides: list[str] | None = typer.Argument(None, help="training settings for every run as "
                                                     "key=value, e.g. epochs=1"),
-    rows: Optional[str] = typer.Option(None, "--rows", help="comma-separated row labels to run \\[default: all rows]"),
-    data: Optional[str] = typer.Option(None, "--data", "-d",
+    rows: str | None = typer.Option(None, "--rows", help="comma-separated row labels to run \\[default: all rows]"),
+    data: str | None = typer.Option(None, "--data", "-d",
                                        help="builtin:amounts | coco:ANN.json,IMAGES_DIR (detection); "
                                        "builtin:sketches | quickdraw:DIR | tuberlin:DIR (classification) "
                                        "\\[default: the study's built-in data]"),
     seeds: int = typer.Option(3, "--seeds", help="seeds per row (mean ± std)"),
     preset: str = typer.Option("quick", "--preset", help="quick (CPU minutes) | paper (the seed's recipe)"),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="study folder \\[default: runs/study-NAME-PRESET]"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="study folder \\[default: runs/study-NAME-PRESET]"),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     dry_run: bool = typer.Option(False, "--dry-run", help="list the runs without training"),
 ):
@@ -293,8 +296,6 @@ def study_cmd(
 
     Writes report.md, results.csv and results.json; a killed study resumes where it stopped.
     """
-    from hybridvision.studies.base import run_study
-
     result = run_study(name, preset=preset, seeds=seeds, data=data, out=out, dry_run=dry_run,
                        device=device, overrides=overrides or [],
                        rows=[r.strip() for r in rows.split(",")] if rows else None)
@@ -314,18 +315,19 @@ def study_cmd(
 def bench_cmd(
     models: list[str] = typer.Argument(..., help="registered names or torchvision:NAME (e.g. "
                                        "torchvision:fcos_resnet50_fpn); the first is the reference"),
-    size: Optional[int] = typer.Option(None, "--size", "-s",
+    size: int | None = typer.Option(None, "--size", "-s",
                                        help="square input side \\[default: 512 detection, 224 classification]"),
     batch: int = typer.Option(1, "--batch", "-b", help="images per call"),
     runs: int = typer.Option(7, "--runs", help="timed calls per model (median reported)"),
     warmup: int = typer.Option(2, "--warmup", help="untimed calls per model first"),
-    num_classes: Optional[int] = typer.Option(None, "--num-classes",
-                                              help="classes \\[default: 80 (ours) / 91 (torchvision) detection, 1000 classification]"),
+    num_classes: int | None = typer.Option(None, "--num-classes",
+                                              help="classes \\[default: 80 (ours) / 91 (torchvision) detection, "
+                                              "1000 classification]"),
     in_chans: int = typer.Option(3, "--in-chans", help="input channels of hybridvision classifiers (1: sketches)"),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
-    threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads \\[default: torch's]"),
+    threads: int | None = typer.Option(None, "--threads", help="torch CPU threads \\[default: torch's]"),
     no_memory: bool = typer.Option(False, "--no-memory", help="skip the peak-memory pass"),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="also write the rows as JSON here \\[default: none]"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="also write the rows as JSON here \\[default: none]"),
 ):
     """Compare models' parameters, FLOPs, latency and peak memory, side by side in one run.
 
@@ -333,12 +335,6 @@ def bench_cmd(
 
     Detectors are timed with their post-processing (decode, NMS); ratios are to the first model.
     """
-    import torch
-    from rich.table import Column, Table
-
-    from hybridvision.evaluation.compare import bench_task, build_bench_target, compare_models
-    from hybridvision.fileio import atomic_write_text
-
     if runs < 1 or warmup < 0 or batch < 1 or (size is not None and size < 32):
         raise UserInputError("--runs and --batch must be >= 1, --warmup >= 0 and --size >= 32")
     if threads:
@@ -368,14 +364,18 @@ def bench_cmd(
 # --------------------------------------------------------------------------------------- export
 @app.command("export")
 def export_cmd(
-    weights: Optional[Path] = typer.Option(None, "--weights", "-w", help="a trained .safetensors checkpoint \\[default: none]"),
-    model: Optional[str] = typer.Option(None, "--model", "-m",
-                                        help="a registered model name: random weights, or the model of a bare --weights file "
+    weights: Path | None = typer.Option(None, "--weights", "-w",
+                                        help="a trained .safetensors checkpoint \\[default: none]"),
+    model: str | None = typer.Option(None, "--model", "-m",
+                                        help="a registered model name: random weights, or the model of a bare "
+                                        "--weights file "
                                         "\\[default: the checkpoint's]"),
-    num_classes: Optional[int] = typer.Option(None, "--num-classes", help="with --model and no sidecar \\[default: the checkpoint's, else the model's]"),
-    out: Optional[Path] = typer.Option(None, "--out", "-o",
-                                       help="the .onnx file \\[default: beside the weights, or runs/export/MODEL.onnx]"),
-    size: Optional[int] = typer.Option(None, "--size", "-s",
+    num_classes: int | None = typer.Option(None, "--num-classes", help="with --model and no sidecar "
+                                           "\\[default: the checkpoint's, else the model's]"),
+    out: Path | None = typer.Option(None, "--out", "-o",
+                                       help="the .onnx file "
+                                       "\\[default: beside the weights, or runs/export/MODEL.onnx]"),
+    size: int | None = typer.Option(None, "--size", "-s",
                                        help="input side \\[default: the trained size, else 512 detection / 224]"),
     in_chans: int = typer.Option(3, "--in-chans", help="input channels of a classifier built with --model"),
     opset: int = typer.Option(18, "--opset", help="ONNX opset"),
@@ -385,15 +385,11 @@ def export_cmd(
 
     Writes OUT.onnx and OUT.onnx.json (input shape, output names, classes, strides).
     """
-    from hybridvision.export import check_size, default_size, export_onnx
-
     if weights is None and model is None:
         raise UserInputError("pass --weights CHECKPOINT.safetensors, or --model NAME for random weights")
     kwargs = {"num_classes": num_classes} if num_classes else {}
     meta: dict = {}
     if weights is not None:
-        from hybridvision.api import load_trained
-
         net, info = load_trained(weights, "cpu", model=model, **kwargs)
         meta = {"weights": str(weights), "class_names": info.get("class_names"),
                 "label_to_cat_id": info.get("label_to_cat_id")}
@@ -423,14 +419,12 @@ def explain_cmd(
     weights: Path = typer.Option(..., "--weights", "-w", help="a .safetensors checkpoint of an NL model"),
     image: Path = typer.Option(..., "--image", "-i", help="the image"),
     point: str = typer.Option(..., "--point", "-p", help="query pixel X,Y in image pixels"),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="PNG to write \\[default: runs/explain/IMAGE_attn.png]"),
-    block: Optional[str] = typer.Option(None, "--block", help="module name of the block \\[default: the first]"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="PNG to write \\[default: runs/explain/IMAGE_attn.png]"),
+    block: str | None = typer.Option(None, "--block", help="module name of the block \\[default: the first]"),
     call: int = typer.Option(0, "--call", help="which call of a shared block (pyramid level index)"),
     device: str = typer.Option("cpu", help="cpu | cuda"),
 ):
     """Save where a non-local block attends for one query pixel, overlaid on the image."""
-    from hybridvision.explain import explain
-
     try:
         x, y = (float(v) for v in point.split(","))
     except ValueError:

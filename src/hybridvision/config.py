@@ -193,7 +193,7 @@ class TrainConfig(BaseModel):
         return self.model_dump()
 
     @classmethod
-    def from_dict(cls, d: Any, *, source: str = "config") -> "TrainConfig":
+    def from_dict(cls, d: Any, *, source: str = "config") -> TrainConfig:
         """Validate a mapping of config keys; errors name ``source`` (a file, ``overrides``…)."""
         if not isinstance(d, dict):
             raise UserInputError(f"{source}: expected a mapping of config keys, got "
@@ -205,7 +205,7 @@ class TrainConfig(BaseModel):
         finally:
             _SOURCE.reset(token)
 
-    def updated(self, values: dict[str, Any], *, source: str = "config") -> "TrainConfig":
+    def updated(self, values: dict[str, Any], *, source: str = "config") -> TrainConfig:
         """A validated copy with ``values`` set (all checked together)."""
         return type(self).from_dict({**self.to_dict(), **values}, source=source)
 

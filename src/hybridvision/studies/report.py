@@ -13,7 +13,8 @@ import io
 import json
 import math
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 from hybridvision.fileio import atomic_write_text
 
