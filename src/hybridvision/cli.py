@@ -69,6 +69,8 @@ def models_cmd(
     params: bool = typer.Option(False, "--params", help="also count parameters (slower)"),
 ):
     """List the registered models."""
+    if task is not None and task not in ("detection", "classification"):
+        raise UserInputError(f"--task {task}: use detection or classification")
     names = list_models(pattern, task=task)
     if not names:
         raise UserInputError(f"no model matches {pattern!r}; run `hybridvision models` for all")

@@ -47,7 +47,7 @@ def run_demo(out: str | Path = "runs/demo", data_root: str | Path = "data", epoc
     cfg = TrainConfig.from_dict({**DEMO_CONFIG.to_dict(), "out": str(out), "data_root": str(data_root),
                                  "device": device})
     if epochs is not None:
-        cfg.epochs = epochs
+        cfg = cfg.updated({"epochs": epochs}, source="--epochs")
     threads = torch.get_num_threads()
     console.print(f"[bold]hybridvision demo[/]: {cfg.model} on {cfg.data}, {cfg.epochs} epochs at "
                   f"{cfg.image_size}px, {threads} CPU threads → {out}")

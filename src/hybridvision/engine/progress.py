@@ -62,7 +62,7 @@ def format_evaluation(evaluation: Mapping[str, Any], title: str | None = None) -
         table = format_metrics_table(evaluation["metrics"], title=title or "COCO bbox metrics")
         buf = io.StringIO()
         Console(file=buf, width=100, color_system=None, highlight=False).print(table)
-        return buf.getvalue().rstrip("\n")
+        return "\n".join(line.rstrip() for line in buf.getvalue().strip("\n").splitlines())
     pairs = "  ".join(f"{k} {v:.4f}" for k, v in evaluation.items() if isinstance(v, (int, float)))
     return f"{title}: {pairs}" if title else pairs
 

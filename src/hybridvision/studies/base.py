@@ -42,6 +42,9 @@ def check_data_spec(spec: str, task: str) -> None:
     built-in name, a coco spec without 2 or 4 parts, or a named file or folder that is missing.
     Reads nothing but the file system's listing (built-in data is made by the first run)."""
     kind, _, rest = spec.partition(":")
+    if ":" not in spec or not rest:
+        raise UserInputError(f"--data {spec}: not a data spec; use KIND:ARGS, e.g. builtin:amounts, "
+                             "coco:ANN.json,IMAGES_DIR, builtin:sketches, quickdraw:DIR or tuberlin:DIR")
     if task == "detection":
         if spec == "builtin:amounts":
             return
@@ -78,6 +81,8 @@ def plan(study: Study, preset: str, seeds: int, data: str | None, out: Path,
     if seeds < 1:
         raise UserInputError("--seeds must be at least 1")
     selected = study.rows[preset]
+    if data:  # the user's --data first, named as such
+        check_data_spec(data, model_task(selected[0].model))
     if rows:
         known = {r.label for r in selected}
         bad = [r for r in rows if r not in known]
@@ -91,7 +96,8 @@ def plan(study: Study, preset: str, seeds: int, data: str | None, out: Path,
             cfg = TrainConfig.from_dict({
                 **TrainConfig().to_dict(), **study.presets[preset], "model": row.model,
                 "model_kwargs": dict(row.model_kwargs), "data": data or study.default_data,
-                "seed": seed, "out": str(out / row.slug / f"seed{seed}"), "progress": False})
+                "seed": seed, "out": str(out / row.slug / f"seed{seed}"), "progress": False},
+                source=f"study {study.name} preset {preset}")
             cfg = apply_overrides(cfg, overrides or [])
             runs.append({"row": row.label, "seed": seed, "cfg": cfg})
     for model, spec, task in dict.fromkeys((r["cfg"].model, r["cfg"].data, r["cfg"].task) for r in runs):
