@@ -8,7 +8,8 @@ A run folder (``cfg.out``) holds::
     checkpoints/best.*          the best evaluation so far (by the task's primary metric)
     eval/last/coco_metrics.json evaluation of the last weights (+ predictions.json; detection)
     eval/best/coco_metrics.json evaluation of the best weights (+ predictions.json; detection)
-    eval/coco_metrics.json      the best weights' evaluation again (what ``eval --run`` writes)
+    eval/coco_metrics.json      the best weights' evaluation again, as ``eval --run`` writes it
+                                (+ predictions.json)
     predictions.json            COCO results of the best weights (detection)
     plots/loss.png              loss curve
 
@@ -57,7 +58,6 @@ from hybridvision.engine.checkpoint import (load_checkpoint_state, load_weights,
 from hybridvision.engine.progress import console, is_main_process, make_progress
 from hybridvision.engine.tasks import DataBundle, make_task
 from hybridvision.errors import UserInputError
-from hybridvision.evaluation.coco import write_metrics_json
 from hybridvision.fileio import OWNER_MARKER, atomic_write_text, make_output_dir
 from hybridvision.plots import plot_loss_curve
 from hybridvision.factory import create_model
@@ -511,7 +511,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, weights: str | None = None,
                                                     device, bundle)
         _write_evaluation(out / "eval" / "last", task, last_eval, last_results)
         _write_evaluation(out / "eval" / "best", task, best_eval, best_results)
-        _write_evaluation(out / "eval", task, best_eval, None)
+        _write_evaluation(out / "eval", task, best_eval, best_results)
         if task.name == "detection":
             atomic_write_text(out / "predictions.json", json.dumps(best_results))
     if main:
@@ -526,17 +526,12 @@ def train(cfg: TrainConfig, *, resume: bool = False, weights: str | None = None,
             "epochs": cfg.epochs, "steps": step, "seconds": seconds, "finished": finished}
 
 
-def _write_evaluation(folder: Path, task, evaluation: dict[str, Any], results: list[dict] | None) -> None:
-    """``folder/coco_metrics.json`` (+ ``predictions.json`` when given), or ``metrics.json``."""
-    if not evaluation:
-        return
-    make_output_dir(folder)
-    if task.name == "detection":
-        write_metrics_json(evaluation, folder / "coco_metrics.json")
-        if results is not None:
-            atomic_write_text(folder / "predictions.json", json.dumps(results))
-    else:
-        atomic_write_text(folder / "metrics.json", json.dumps(evaluation, indent=1))
+def _write_evaluation(folder: Path, task, evaluation: dict[str, Any], results: list[dict]) -> None:
+    """The task's files of one evaluation in ``folder`` (``coco_metrics.json`` +
+    ``predictions.json``, or ``metrics.json``), as ``hybridvision eval`` writes them."""
+    if evaluation:
+        make_output_dir(folder)
+        task.write_evaluation(evaluation, results, folder)
 
 
 def _plot_loss(out: Path) -> None:
