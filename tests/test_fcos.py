@@ -254,7 +254,8 @@ def _decode_loop(model: FCOS, outputs, sizes):
             for s, i, k in cand[: model.topk_candidates]:
                 x, y = locations[lvl][i].tolist()
                 l, t, r, bb = reg[i].tolist()
-                boxes.append([min(max(x - l, 0), w), min(max(y - t, 0), h), min(max(x + r, 0), w), min(max(y + bb, 0), h)])
+                boxes.append([min(max(x - l, 0), w), min(max(y - t, 0), h),
+                              min(max(x + r, 0), w), min(max(y + bb, 0), h)])
                 scores.append(math.sqrt(s))
                 labels.append(k)
         boxes, scores, labels = torch.tensor(boxes), torch.tensor(scores), torch.tensor(labels)

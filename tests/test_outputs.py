@@ -226,7 +226,6 @@ def test_export_refuses_an_unsupported_opset_before_exporting(cli, tmp_path, ops
 
 
 def _onnx_bytes(opset: int) -> bytes:
-    import onnx
     from onnx import TensorProto, helper
 
     graph = helper.make_graph([helper.make_node("Identity", ["images"], ["logits"])], "g",

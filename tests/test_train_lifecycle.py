@@ -13,7 +13,8 @@ import torch
 from hybridvision.config import TrainConfig
 from hybridvision.engine.checkpoint import load_checkpoint_state, save_checkpoint
 from hybridvision.engine.tasks import DetectionTask
-from hybridvision.engine.trainer import (check_run_folder, restore_scaler, scaler_state, small_box_warning,
+from hybridvision.engine.tasks import small_box_warning
+from hybridvision.engine.trainer import (check_run_folder, restore_scaler, scaler_state,
                                          train)
 from hybridvision.errors import UserInputError
 

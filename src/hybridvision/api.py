@@ -126,14 +126,14 @@ def evaluate_run(*, run: str | Path | None = None, weights: str | Path | None = 
     model, info = load_trained(weights, dev)
     cfg_dict = dict(info.get("config") or {})
     try:
-        cfg = TrainConfig.from_dict(cfg_dict) if cfg_dict else TrainConfig(model=info["model"])
+        cfg = (TrainConfig.from_dict(cfg_dict, source=str(weights.with_suffix(".json"))) if cfg_dict
+               else TrainConfig(model=info["model"]))
     except (TypeError, ValueError, KeyError) as e:
         raise UserInputError(f"{weights.with_suffix('.json')}: key 'config' is not a valid training "
                              f"config ({str(e).splitlines()[0][:160]}); pass --data SPEC with a "
                              "checkpoint of this version") from None
-    if data:
-        cfg.data = data
-        cfg.val_limit = 0  # data given explicitly is evaluated whole
+    if data:  # data given explicitly is evaluated whole
+        cfg = cfg.updated({"data": data, "val_limit": 0}, source="--data")
     task = make_task(cfg)
     # One pair given explicitly is evaluated whole, not a training-time hold-out.
     bundle = task.build_eval_data(cfg, whole=bool(data))

@@ -35,10 +35,11 @@ from hybridvision.engine.trainer import resolve_device, train
 from hybridvision.errors import UserInputError
 from hybridvision.evaluation.compare import bench_task, build_bench_target, compare_models
 from hybridvision.explain import explain
-from hybridvision.export import check_size, default_size, export_onnx
-from hybridvision.fileio import atomic_write_text
+from hybridvision.export import check_opset, check_size, default_size, export_onnx
+from hybridvision.factory import create_model, create_task, list_models, model_task
+from hybridvision.fileio import atomic_write_text, read_json
+from hybridvision.registry import registered_tasks
 from hybridvision.studies.base import run_study
-from hybridvision.factory import create_model, list_models, model_task
 
 app = typer.Typer(
     name="hybridvision",
@@ -69,8 +70,8 @@ def models_cmd(
     params: bool = typer.Option(False, "--params", help="also count parameters (slower)"),
 ):
     """List the registered models."""
-    if task is not None and task not in ("detection", "classification"):
-        raise UserInputError(f"--task {task}: use detection or classification")
+    if task is not None and task not in registered_tasks():
+        raise UserInputError(f"--task {task}: use one of {', '.join(registered_tasks())}")
     names = list_models(pattern, task=task)
     if not names:
         raise UserInputError(f"no model matches {pattern!r}; run `hybridvision models` for all")
@@ -100,11 +101,7 @@ def _resume_config(out: Path) -> TrainConfig:
     if not last.is_file():
         raise UserInputError(f"--out {out}: no config.yaml and no checkpoints/last.json, so there is no "
                              "run to resume; start without --resume, or pass the run's --config")
-    try:
-        state = json.loads(last.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
-        raise UserInputError(f"{last}: checkpoint state is not valid JSON; cannot resume — start a "
-                             "new run") from None
+    state = read_json(last, what="checkpoint state")
     stored = state.get("config") if isinstance(state, dict) else None
     if not isinstance(stored, dict):
         raise UserInputError(f"{last}: holds no \"config\"; pass the run's settings with --config")
@@ -177,6 +174,8 @@ def eval_cmd(
                                        help="with --gt/--dt: metrics JSON file; else output folder "
                                        "\\[default: RUN/eval, runs/eval; with --gt/--dt: none]"),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    exist_ok: bool = typer.Option(False, "--exist-ok",
+                                  help="allow an --out folder holding files hybridvision did not write"),
 ):
     """COCO evaluation: of a results file (--gt/--dt), or of a trained model (--run, --weights).
 
@@ -188,7 +187,8 @@ def eval_cmd(
             raise UserInputError("eval: --gt and --dt go together (ground truth and results files)")
         evaluation = evaluate_files(gt, dt, out)
     else:
-        evaluation = evaluate_run(run=run, weights=weights, data=data, out=out, device=device)
+        evaluation = evaluate_run(run=run, weights=weights, data=data, out=out, device=device,
+                                  exist_ok=exist_ok)
     console.print(format_evaluation(evaluation), markup=False, highlight=False)
     per_class = evaluation.get("per_class") or {}
     if per_class:
@@ -204,11 +204,17 @@ def predict_cmd(
     out: Path = typer.Option(Path("runs/predict"), "--out", "-o", help="output folder"),
     conf: float = typer.Option(0.3, "--conf", help="minimum score to keep a detection"),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    gt: Path | None = typer.Option(None, "--gt", help="COCO file of these images: use its image ids "
+                                   "\\[default: ids 1..N in sorted file order]"),
+    exist_ok: bool = typer.Option(False, "--exist-ok",
+                                  help="allow an --out folder holding files hybridvision did not write"),
 ):
-    """Detect objects: annotated PNGs and a COCO-style predictions.json in --out."""
+    """Detect objects: annotated PNGs, COCO results (predictions.json), images.json and
+    labels/<image>.json in --out."""
     if not (math.isfinite(conf) and 0.0 <= conf <= 1.0):
         raise UserInputError(f"--conf {conf:g}: not a score threshold; use a number in [0, 1], e.g. --conf 0.3")
-    records = predict(source, weights=weights, out=out, device=device, score_threshold=conf)
+    records = predict(source, weights=weights, out=out, device=device, score_threshold=conf, gt=gt,
+                      exist_ok=exist_ok)
     console.print(f"{len(records)} detections → {out}/predictions.json and annotated PNGs")
 
 
@@ -344,7 +350,7 @@ def bench_cmd(
     tasks = {bench_task(n) for n in models}
     if len(tasks) > 1:
         raise UserInputError(f"bench compares models of one task; got {', '.join(sorted(tasks))}")
-    side = size or (224 if tasks == {"classification"} else 512)
+    side = size or create_task(tasks.pop()).default_image_size
     dev = resolve_device(device)
     targets = [build_bench_target(n, size=side, batch=batch, num_classes=num_classes,
                                   in_chans=in_chans, device=dev) for n in models]
@@ -389,6 +395,7 @@ def export_cmd(
     """
     if weights is None and model is None:
         raise UserInputError("pass --weights CHECKPOINT.safetensors, or --model NAME for random weights")
+    check_opset(opset)  # before anything is built or printed
     kwargs = {"num_classes": num_classes} if num_classes else {}
     meta: dict = {}
     if weights is not None:
@@ -397,12 +404,11 @@ def export_cmd(
                 "label_to_cat_id": info.get("label_to_cat_id")}
         default_out = weights.with_suffix(".onnx")
     else:
-        if model_task(model) == "classification":
-            kwargs["in_chans"] = in_chans
+        kwargs.update(create_task(model_task(model)).input_kwargs(in_chans))
         net, info = create_model(model, **kwargs), {}
         default_out = Path("runs/export") / f"{model}.onnx"
     name, task = net.model_name, model_task(net.model_name)
-    chans = getattr(net, "in_chans", 3)  # classifiers know theirs; detectors take RGB
+    chans = create_task(task).input_channels(net)
     side = size or default_size(task, info)
     check_size(side, net)
     target = out or default_out

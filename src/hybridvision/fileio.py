@@ -32,7 +32,8 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, TypeVar
+from typing import Any, TypeVar
+from collections.abc import Callable, Iterable, Iterator
 
 from hybridvision.errors import UserInputError
 

@@ -16,7 +16,7 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,8 +36,8 @@ __all__ = [
     "plot_attention_overlay",
 ]
 
-ImageLike = Union[torch.Tensor, Image.Image, np.ndarray]
-Color = Union[str, tuple[int, int, int]]
+ImageLike = torch.Tensor | Image.Image | np.ndarray
+Color = str | tuple[int, int, int]
 
 # Grid layout of save_gt_pred_grid (pixels): a title strip on top, a gap around every cell.
 GRID_PAD = 4

@@ -15,7 +15,8 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import inspect
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from hybridvision.errors import UserInputError
 

@@ -33,7 +33,8 @@ Symbols: B batch, C channels, H×W input size.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn

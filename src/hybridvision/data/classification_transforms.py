@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torchvision.transforms import v2
 
+from hybridvision.constants import IMAGENET_MEAN, IMAGENET_STD
 from hybridvision.errors import UserInputError
 
 __all__ = [
@@ -86,8 +87,6 @@ def check_augment(augment: dict[str, Any]) -> None:
 
 MNIST_MEAN = (0.1307,)
 MNIST_STD = (0.3081,)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def _stats(sketch: bool, in_chans: int) -> tuple[list[float], list[float]]:

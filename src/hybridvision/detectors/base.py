@@ -23,7 +23,7 @@ Symbols: B images, N boxes of one image, K classes.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
@@ -76,7 +76,7 @@ def check_targets(targets: Targets, num_classes: int, batch_size: int | None = N
                 f"target {i}: labels must lie in 0..{num_classes - 1}, got "
                 f"{int(labels.min())}..{int(labels.max())}; remap the dataset's category ids"
             )
-        if len(boxes) and not bool(((boxes[:, 2:] >= boxes[:, :2]).all())):
+        if len(boxes) and not bool((boxes[:, 2:] >= boxes[:, :2]).all()):
             raise DataError(f"target {i}: boxes must be xyxy with x2 >= x1 and y2 >= y1")
 
 

@@ -24,7 +24,8 @@ one image, s stride of a level, P candidates or positives.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn

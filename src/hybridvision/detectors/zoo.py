@@ -11,7 +11,8 @@ backbone rather than in its head.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any
+from collections.abc import Callable, Sequence
 
 import torch.nn as nn
 

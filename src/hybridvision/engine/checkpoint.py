@@ -93,7 +93,8 @@ def _is_int(v: Any) -> bool:
 
 _SIDECAR_TYPES: dict[str, tuple[str, Any]] = {
     "model": ("a model name (string)", lambda v: isinstance(v, str) and bool(v.strip())),
-    "model_kwargs": ("an object of model options", lambda v: isinstance(v, dict) and all(isinstance(k, str) for k in v)),
+    "model_kwargs": ("an object of model options",
+                     lambda v: isinstance(v, dict) and all(isinstance(k, str) for k in v)),
     "num_classes": ("a positive integer", lambda v: _is_int(v) and v > 0),
     "class_names": ("a list of strings", lambda v: isinstance(v, list) and all(isinstance(c, str) for c in v)),
     "label_to_cat_id": ("a list of integers or null",
@@ -104,7 +105,8 @@ _SIDECAR_TYPES: dict[str, tuple[str, Any]] = {
     "step": ("a non-negative integer", lambda v: _is_int(v) and v >= 0),
     "config": ("an object or null", lambda v: v is None or isinstance(v, dict)),
     "metrics": ("an object", lambda v: isinstance(v, dict)),
-    "optimizer": ("an object with param_groups", lambda v: isinstance(v, dict) and isinstance(v.get("param_groups"), list)
+    "optimizer": ("an object with param_groups",
+                  lambda v: isinstance(v, dict) and isinstance(v.get("param_groups"), list)
                   and all(isinstance(g, dict) and isinstance(g.get("params"), list) for g in v["param_groups"])
                   and isinstance(v.get("scalars", {}), dict)),
 }

@@ -6,7 +6,8 @@ target's ``orig_size`` (the transforms resize; padding is bottom/right, so it sh
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any
+from collections.abc import Iterable
 
 import torch
 import torch.nn as nn

@@ -63,7 +63,8 @@ def format_evaluation(evaluation: Mapping[str, Any], title: str | None = None) -
         buf = io.StringIO()
         Console(file=buf, width=100, color_system=None, highlight=False).print(table)
         return "\n".join(line.rstrip() for line in buf.getvalue().strip("\n").splitlines())
-    pairs = "  ".join(f"{k} {v:.4f}" for k, v in evaluation.items() if isinstance(v, (int, float)))
+    pairs = "  ".join(f"{k} {v}" if isinstance(v, int) else f"{k} {v:.4f}"
+                      for k, v in evaluation.items() if isinstance(v, (int, float)) and not isinstance(v, bool))
     return f"{title}: {pairs}" if title else pairs
 
 

@@ -20,10 +20,13 @@ Both tasks read datasets through a data spec string:
 
 from __future__ import annotations
 
+import math
 import random
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn
@@ -32,6 +35,7 @@ from torch.utils.data import Dataset, Subset
 
 import hybridvision.models  # noqa: F401  registers every model, so "auto" can look up its task
 from hybridvision.config import TrainConfig
+from hybridvision.data import classification_transforms, transforms
 from hybridvision.data.builtin.amounts import ensure_amounts
 from hybridvision.data.classification_transforms import build_classification_transforms
 from hybridvision.data.coco import CocoDetection, collate_detection
@@ -177,6 +181,18 @@ class DetectionTask:
             meta=dict(label_to_cat_id=list(val.label_to_cat_id), val_gt=read_json(ann, what="COCO annotation")),
         )
 
+    @staticmethod
+    def check_augment(augment: dict[str, Any]) -> None:
+        """UserInputError for an ``augment`` option the detection transforms do not take."""
+        transforms.check_augment(augment)
+
+    @staticmethod
+    def start_warnings(model: nn.Module, bundle: DataBundle, cfg: TrainConfig) -> list[str]:
+        """Warnings printed before training: resizing that shrinks most boxes below the finest stride."""
+        strides = getattr(model, "strides", None) or [8]
+        warning = small_box_warning(bundle.train, cfg.image_size, float(min(strides)))
+        return [warning] if warning else []
+
     def write_evaluation(self, evaluation: dict[str, Any], results: list[dict], folder: Path) -> Path:
         """``folder/coco_metrics.json`` (the 12 numbers, per-class AP) and ``predictions.json``."""
         path = write_metrics_json(evaluation, Path(folder) / self.metrics_file)
@@ -195,6 +211,54 @@ class DetectionTask:
                  progress: bool = False) -> tuple[dict[str, Any], list[dict]]:
         return evaluate_detector(unwrap(model), loader, device, bundle.meta["val_gt"],
                                  bundle.meta["label_to_cat_id"], progress=progress)
+
+
+def _base_and_indices(ds) -> tuple[Any, list[int]]:
+    """The dataset under (nested) Subsets and the base indices of ``ds``'s items."""
+    indices = list(range(len(ds)))
+    while isinstance(ds, Subset):
+        indices = [int(ds.indices[i]) for i in indices]
+        ds = ds.dataset
+    return ds, indices
+
+
+def small_box_warning(train_set, image_size: int, min_side: float, *, max_images: int = 2000) -> str | None:
+    """A warning when resizing to ``image_size`` shrinks most training boxes below ``min_side``.
+
+    The rule: resize each image's longer side to ``image_size`` (the eval transform; training
+    jitters around it), scale its boxes by the same factor and compare the longer box side with
+    ``min_side`` — the detector's finest feature stride: a box smaller than one cell of the finest
+    level may contain no feature location and is then never trained on. More than half of the
+    boxes below it gives the warning, with the median resize factor and an ``--image-size`` that
+    would bring the median box to twice ``min_side``. Reads annotations only (no pixels); looks
+    at most ``max_images`` images, evenly spread. None when the data has no box annotations.
+    """
+    base, indices = _base_and_indices(train_set)
+    if not (hasattr(base, "get_target") and hasattr(base, "images")) or not indices:
+        return None
+    step = max(1, len(indices) // max_images)
+    factors, sides = [], []
+    for i in indices[::step]:
+        im = base.images[i]
+        longer = max(float(im.get("width", 0)), float(im.get("height", 0)))
+        if longer <= 0:
+            continue
+        f = image_size / longer
+        factors.append(f)
+        boxes = base.get_target(i)["boxes"]  # [N, 4] xyxy, original pixels
+        if len(boxes):
+            side = torch.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) * f  # [N]
+            sides += side.tolist()
+    if not sides:
+        return None
+    small = sum(s < min_side for s in sides) / len(sides)
+    if small <= 0.5:
+        return None
+    median = statistics.median(sides)
+    suggest = int(math.ceil(image_size * 2 * min_side / max(median, 1e-6) / 32) * 32)
+    return (f"warning: at --image-size {image_size} (images scaled by {statistics.median(factors):.2f}, "
+            f"median) {small:.0%} of the training boxes are smaller than {min_side:g} px, the "
+            f"detector's finest stride, and may never be assigned; try --image-size {suggest}")
 
 
 def _dataset_image_ids(ds: Dataset) -> list[int]:
@@ -250,6 +314,15 @@ class ClassificationTask:
     def build_eval_data(self, cfg: TrainConfig, *, whole: bool = False) -> DataBundle:
         """The data ``eval`` scores: the validation split of ``cfg.data``."""
         return self.build_data(cfg)
+
+    @staticmethod
+    def check_augment(augment: dict[str, Any]) -> None:
+        """UserInputError for an ``augment`` option the classification transforms do not take."""
+        classification_transforms.check_augment(augment)
+
+    @staticmethod
+    def start_warnings(model: nn.Module, bundle: DataBundle, cfg: TrainConfig) -> list[str]:
+        return []
 
     def write_evaluation(self, evaluation: dict[str, Any], results: list[dict], folder: Path) -> Path:
         """``folder/metrics.json`` (top-1, top-5, image count)."""

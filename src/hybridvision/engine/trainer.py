@@ -40,7 +40,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import statistics
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -49,10 +48,9 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import torch.nn as nn
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Subset
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from hybridvision.config import TrainConfig, save_config
-from hybridvision.data import classification_transforms, transforms
 from hybridvision.engine.checkpoint import (load_checkpoint_state, load_weights, read_sidecar,
                                             save_checkpoint)
 from hybridvision.engine.progress import console, is_main_process, make_progress
@@ -63,7 +61,7 @@ from hybridvision.plots import plot_loss_curve
 from hybridvision.factory import create_model
 
 __all__ = ["train", "NonFiniteLossError", "resolve_device", "lr_factor", "check_run_folder",
-           "scaler_state", "restore_scaler", "small_box_warning", "start_summary", "check_augment",
+           "scaler_state", "restore_scaler", "start_summary",
            "RUN_FOLDER_NAMES"]
 
 # What a run folder written by hybridvision holds (train, and a study's result.json).
@@ -268,54 +266,6 @@ def restore_scaler(scaler: torch.amp.GradScaler, state: dict[str, Any]) -> bool:
 
 
 # ------------------------------------------------------------------------------ start info
-def _base_and_indices(ds) -> tuple[Any, list[int]]:
-    """The dataset under (nested) Subsets and the base indices of ``ds``'s items."""
-    indices = list(range(len(ds)))
-    while isinstance(ds, Subset):
-        indices = [int(ds.indices[i]) for i in indices]
-        ds = ds.dataset
-    return ds, indices
-
-
-def small_box_warning(train_set, image_size: int, min_side: float, *, max_images: int = 2000) -> str | None:
-    """A warning when resizing to ``image_size`` shrinks most training boxes below ``min_side``.
-
-    The rule: resize each image's longer side to ``image_size`` (the eval transform; training
-    jitters around it), scale its boxes by the same factor and compare the longer box side with
-    ``min_side`` — the detector's finest feature stride: a box smaller than one cell of the finest
-    level may contain no feature location and is then never trained on. More than half of the
-    boxes below it gives the warning, with the median resize factor and an ``--image-size`` that
-    would bring the median box to twice ``min_side``. Reads annotations only (no pixels); looks
-    at most ``max_images`` images, evenly spread. None when the data has no box annotations.
-    """
-    base, indices = _base_and_indices(train_set)
-    if not (hasattr(base, "get_target") and hasattr(base, "images")) or not indices:
-        return None
-    step = max(1, len(indices) // max_images)
-    factors, sides = [], []
-    for i in indices[::step]:
-        im = base.images[i]
-        longer = max(float(im.get("width", 0)), float(im.get("height", 0)))
-        if longer <= 0:
-            continue
-        f = image_size / longer
-        factors.append(f)
-        boxes = base.get_target(i)["boxes"]  # [N, 4] xyxy, original pixels
-        if len(boxes):
-            side = torch.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) * f  # [N]
-            sides += side.tolist()
-    if not sides:
-        return None
-    small = sum(s < min_side for s in sides) / len(sides)
-    if small <= 0.5:
-        return None
-    median = statistics.median(sides)
-    suggest = int(math.ceil(image_size * 2 * min_side / max(median, 1e-6) / 32) * 32)
-    return (f"warning: at --image-size {image_size} (images scaled by {statistics.median(factors):.2f}, "
-            f"median) {small:.0%} of the training boxes are smaller than {min_side:g} px, the "
-            f"detector's finest stride, and may never be assigned; try --image-size {suggest}")
-
-
 def start_summary(cfg: TrainConfig, model: nn.Module, bundle: DataBundle, steps_per_epoch: int,
                   total_steps: int, device: torch.device, world: int = 1) -> str:
     """One line: model, parameters, data, input size, steps, device and threads."""
@@ -325,14 +275,6 @@ def start_summary(cfg: TrainConfig, model: nn.Module, bundle: DataBundle, steps_
             f"val images · {bundle.num_classes} classes · input {cfg.image_size} px · "
             f"{steps_per_epoch} steps/epoch · {total_steps} steps in all · {device}{procs} · "
             f"{torch.get_num_threads()} torch threads")
-
-
-def check_augment(task_name: str, augment: dict[str, Any]) -> None:
-    """UserInputError for an ``augment`` option the task's transforms do not take."""
-    if task_name == "detection":
-        transforms.check_augment(augment)
-    else:
-        classification_transforms.check_augment(augment)
 
 
 # ------------------------------------------------------------------------------------- train
@@ -361,7 +303,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, weights: str | None = None,
     if weights and not Path(weights).is_file():
         raise UserInputError(f"--weights {weights}: file not found; pass a .safetensors file")
     task = make_task(cfg)
-    check_augment(task.name, cfg.augment)
+    task.check_augment(cfg.augment)
     torch.manual_seed(cfg.seed)
     if world > 1 and rank != 0:
         dist.barrier()  # rank 0 builds (and for built-in data, generates) the data first
@@ -404,11 +346,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, weights: str | None = None,
         save_config(cfg, out / "config.yaml")
         console.print(start_summary(cfg, model, bundle, steps_per_epoch, total_steps, device, world),
                       highlight=False, markup=False)
-        if task.name == "detection":
-            strides = getattr(model, "strides", None) or [8]
-            warning = small_box_warning(bundle.train, cfg.image_size, float(min(strides)))
-            if warning:
-                console.print(f"[yellow]{warning}", highlight=False)
+        for warning in task.start_warnings(model, bundle, cfg):
+            console.print(f"[yellow]{warning}", highlight=False)
 
     train_model: nn.Module = model
     if world > 1:
@@ -512,7 +451,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, weights: str | None = None,
         _write_evaluation(out / "eval" / "last", task, last_eval, last_results)
         _write_evaluation(out / "eval" / "best", task, best_eval, best_results)
         _write_evaluation(out / "eval", task, best_eval, best_results)
-        if task.name == "detection":
+        if best_results:  # detection: the COCO results of the best weights at the run's root
             atomic_write_text(out / "predictions.json", json.dumps(best_results))
     if main:
         _plot_loss(out)

@@ -21,7 +21,8 @@ import os
 import statistics
 import sys
 import time
-from typing import Any, Callable, Iterator
+from typing import Any
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn as nn

@@ -16,7 +16,7 @@ Symbols: B batch, C_in / C_out channels, H×W spatial size, s stride.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn

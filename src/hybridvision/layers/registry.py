@@ -12,7 +12,7 @@ used, every block of the package is registered.
 from __future__ import annotations
 
 import inspect
-from typing import Callable
+from collections.abc import Callable
 
 import torch.nn as nn
 

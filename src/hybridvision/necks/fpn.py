@@ -11,7 +11,7 @@ Symbols: B batch, C_i backbone channels of input level i, C neck channels, s_i s
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn as nn

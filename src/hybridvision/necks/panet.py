@@ -14,7 +14,7 @@ Symbols: B batch, C channels, s_i strides.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn as nn

@@ -10,7 +10,7 @@ Symbols: B images, D channels of a map, L locations over all levels (Σ_l H_l·W
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

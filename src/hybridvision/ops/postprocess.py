@@ -10,7 +10,7 @@ Symbols: B images, P candidates over the batch, K classes.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torchvision.ops import batched_nms

@@ -20,7 +20,8 @@ import hybridvision.studies.hybrid_classification  # noqa: F401  registers the s
 from hybridvision.api import load_trained
 from hybridvision.config import TrainConfig, apply_overrides
 from hybridvision.engine.progress import console
-from hybridvision.engine.trainer import check_augment, resolve_device, train
+from hybridvision.engine.tasks import make_task
+from hybridvision.engine.trainer import resolve_device, train
 from hybridvision.errors import UserInputError
 from hybridvision.factory import model_task
 from hybridvision.fileio import atomic_write_text
@@ -104,8 +105,7 @@ def plan(study: Study, preset: str, seeds: int, data: str | None, out: Path,
         task = model_task(model) if task == "auto" else task  # an unknown model name stops here
         check_data_spec(spec, task)
     for r in runs[:1]:  # the overrides are the same for every run
-        check_augment(model_task(r["cfg"].model) if r["cfg"].task == "auto" else r["cfg"].task,
-                      r["cfg"].augment)
+        make_task(r["cfg"]).check_augment(r["cfg"].augment)
     return runs
 
 
