@@ -28,7 +28,8 @@ import platform
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import torch
 from rich.console import Console
