@@ -236,6 +236,11 @@ def test_montos_parses_seed_example_and_sizes_from_images(tmp_path):
         ("4: 83, 8, 43, 53\nfour: 1, 2, 3, 4\n", "m1.txt:2: malformed line"),
         ("12: 1, 2, 3, 4\n", "m1.txt:1: class 12 is not in 0..9"),
         ("3: 1, 2, 0, 4\n", "m1.txt:1: box width/height"),
+        # before: 1e999 was read as inf and written into the COCO file as Infinity, exit 0
+        ("3: 1e999, 2, 5, 4\n", "m1.txt:1: '3: 1e999, 2, 5, 4' holds a number too large"),
+        # before: boxes outside the image went into the COCO file, exit 0
+        ("3: 40, 2, 20, 4\n", "m1.txt:1: box 40, 2, 20, 4 reaches outside its 50×50 image"),
+        ("3: -1, 2, 5, 4\n", "m1.txt:1: box -1, 2, 5, 4 reaches outside"),
     ],
 )
 def test_montos_malformed_line_names_file_and_line(tmp_path, content, needle):

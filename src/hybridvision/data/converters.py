@@ -21,6 +21,7 @@ or images it reads.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from pathlib import Path
@@ -42,8 +43,13 @@ def _num(s: str) -> int | float:
     return int(v) if v.is_integer() and re.fullmatch(r"[-+]?\d+", s) else v
 
 
-def parse_montos_file(path: str | os.PathLike, num_classes: int) -> tuple[list[tuple[int, list]], list[str]]:
+def parse_montos_file(path: str | os.PathLike, num_classes: int,
+                      image_size: tuple[int, int] | None = None) -> tuple[list[tuple[int, list]], list[str]]:
     """Parse one montos label file.
+
+    Args:
+        image_size: ``(width, height)`` of the image; when given, a box reaching outside it is an
+            error (the COCO file would otherwise hold boxes no detector can match).
 
     Returns:
         objects: ``(class, [x, y, w, h])`` per valid line.
@@ -64,13 +70,19 @@ def parse_montos_file(path: str | os.PathLike, num_classes: int) -> tuple[list[t
             continue
         cls = int(m.group(1))
         x, y, w, h = (_num(g) for g in m.groups()[1:])
-        if cls >= num_classes:
+        if not all(math.isfinite(v) for v in (x, y, w, h)):
+            errors.append(f"{path}:{lineno}: {line.strip()!r} holds a number too large to be a pixel "
+                          f"coordinate; fix: {_FIX}")
+        elif cls >= num_classes:
             errors.append(
                 f"{path}:{lineno}: class {cls} is not in 0..{num_classes - 1}; "
                 "fix: correct the class or pass class_names listing every class"
             )
         elif w <= 0 or h <= 0:
             errors.append(f"{path}:{lineno}: box width/height {w}, {h} must be positive; fix: {_FIX}")
+        elif image_size is not None and (x < 0 or y < 0 or x + w > image_size[0] or y + h > image_size[1]):
+            errors.append(f"{path}:{lineno}: box {x}, {y}, {w}, {h} reaches outside its "
+                          f"{image_size[0]}×{image_size[1]} image; fix: clip it to the image")
         else:
             objects.append((cls, [x, y, w, h]))
     return objects, errors
@@ -131,16 +143,16 @@ def montos_to_coco(
     images: list[dict] = []
     annotations: list[dict] = []
     for lf in label_files:
-        objects, errs = parse_montos_file(lf, len(names))
-        errors += errs
         candidates = index.get(lf.stem, [])
         if not candidates:
+            errors += parse_montos_file(lf, len(names))[1]
             errors.append(
                 f"{lf}: no image named {lf.stem}.<{'|'.join(e[1:] for e in IMAGE_EXTENSIONS)}> in {images_dir}; "
                 "fix: add the image or remove the label file"
             )
             continue
         if len(candidates) > 1:
+            errors += parse_montos_file(lf, len(names))[1]
             errors.append(
                 f"{lf}: several images match ({', '.join(p.name for p in candidates)}); "
                 "fix: keep one image per stem"
@@ -150,8 +162,11 @@ def montos_to_coco(
         try:
             width, height = read_image_size(img_path)  # header only
         except DataError as e:
+            errors += parse_montos_file(lf, len(names))[1]
             errors.append(f"{str(e).partition('; ')[0]}; fix: replace the file")
             continue
+        objects, errs = parse_montos_file(lf, len(names), (width, height))
+        errors += errs
         image_id = len(images) + 1
         images.append({"id": image_id, "file_name": img_path.name, "width": width, "height": height})
         for cls, (x, y, w, h) in objects:
