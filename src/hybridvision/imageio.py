@@ -28,7 +28,7 @@ from torch import Tensor
 from hybridvision.errors import DataError
 
 __all__ = ["IMAGE_EXTENSIONS", "is_image_file", "load_gray_uint8", "load_image", "load_image_uint8",
-           "max_pixels", "read_image_size"]
+           "max_pixels", "read_image_size", "verify_image"]
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
@@ -117,6 +117,21 @@ def load_image_uint8(path: str | os.PathLike) -> Tensor:
 def load_image(path: str | os.PathLike) -> Tensor:
     """Read an image file as float32 ``[3, H, W]`` RGB in [0, 1]; one-line :class:`DataError`."""
     return load_image_uint8(path).float().div_(255.0)
+
+
+def verify_image(path: str | os.PathLike) -> None:
+    """Check an image file's structure without decoding pixels (PIL's ``verify``: header, PNG
+    chunk CRCs); one-line :class:`DataError` if it is broken."""
+    from PIL import Image
+
+    p = Path(path)
+    _header(p)
+    try:
+        with Image.open(p) as im:
+            im.verify()
+    except Exception as e:  # PIL raises many types (SyntaxError, OSError, ...)
+        raise DataError(f"{p}: unreadable image ({e.__class__.__name__}: {e}); replace or "
+                        "remove the file") from None
 
 
 def load_gray_uint8(path: str | os.PathLike) -> np.ndarray:

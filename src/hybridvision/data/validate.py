@@ -40,6 +40,7 @@ from typing import Any, Iterable
 
 from hybridvision.errors import DataError, UserInputError
 from hybridvision.fileio import read_json
+from hybridvision.imageio import load_image_uint8, read_image_size, verify_image
 
 __all__ = ["BOX_TOLERANCE", "Finding", "check_coco", "format_findings", "raise_for_findings"]
 
@@ -236,10 +237,6 @@ def _short(items: list, n: int = 12) -> str:
 
 
 def _check_image_file(p: Path, im: dict, full_decode: bool, add) -> None:
-    from PIL import Image
-
-    from hybridvision.imageio import load_image_uint8, read_image_size
-
     name = f"image id={im['id']}"
     if not p.is_file():
         add(name, f"image file not found: {p}", "put the image there or fix file_name / the images folder",
@@ -253,8 +250,7 @@ def _check_image_file(p: Path, im: dict, full_decode: bool, add) -> None:
             file=str(p))
         return
     try:
-        with Image.open(p) as f:
-            f.verify()  # header + PNG chunk CRCs, no pixel decode
+        verify_image(p)  # header + PNG chunk CRCs, no pixel decode
         if full_decode:
             load_image_uint8(p)
     except Exception as e:  # PIL raises many types (UnidentifiedImageError, SyntaxError, OSError, ...)
