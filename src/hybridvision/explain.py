@@ -14,6 +14,11 @@ from typing import Any
 import torch
 
 from hybridvision.errors import UserInputError
+from hybridvision.api import load_trained, prepare_image
+from hybridvision.fileio import check_output_path
+from hybridvision.imageio import load_image
+from hybridvision.plots import plot_attention_overlay
+from hybridvision.factory import model_task
 
 __all__ = ["attention_maps", "explain"]
 
@@ -79,11 +84,6 @@ def explain(weights: str | Path, image: str | Path, point: tuple[float, float], 
     checkpoint; a classifier checkpoint, an unknown device or an image that cannot be read each
     give one :class:`UserInputError` line before anything is written.
     """
-    from hybridvision.api import load_trained, prepare_image
-    from hybridvision.fileio import check_output_path
-    from hybridvision.imageio import load_image
-    from hybridvision.plots import plot_attention_overlay
-    from hybridvision.factory import model_task
 
     weights, image = Path(weights), Path(image)
     out = Path(out or Path("runs/explain") / f"{image.stem}_attn.png")

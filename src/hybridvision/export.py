@@ -34,6 +34,7 @@ import torch.nn as nn
 from hybridvision.errors import UserInputError
 from hybridvision.factory import create_task, list_models, model_task
 from hybridvision.fileio import atomic_write_bytes, atomic_write_text
+from hybridvision.fileio import check_output_path
 
 __all__ = ["ExportCheckError", "MAX_OPSET", "MIN_OPSET", "check_opset", "check_size", "default_size",
            "export_onnx", "flatten_outputs", "unflatten_outputs"]
@@ -160,7 +161,6 @@ def export_onnx(
     The metadata records the opset the file actually declares; an exporter that could not
     produce the requested one raises :class:`ExportCheckError` before anything is written.
     """
-    from hybridvision.fileio import check_output_path
 
     out = Path(out)
     check_opset(opset)

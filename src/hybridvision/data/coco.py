@@ -31,6 +31,7 @@ from torch.utils.data import Dataset
 
 from hybridvision import imageio
 from hybridvision.data.validate import check_coco, raise_for_findings
+from hybridvision.detectors.base import batch_images
 from hybridvision.errors import DataError, UserInputError
 from hybridvision.fileio import read_json
 
@@ -208,8 +209,6 @@ def collate_detection(
         targets: the targets, unchanged, as a list.
         image_sizes: ``(h, w)`` of each image before padding.
     """
-    from hybridvision.detectors.base import batch_images
-
     if len(batch) == 0:
         raise ValueError("collate_detection: empty batch")
     images, sizes = batch_images([b[0] for b in batch], max(1, int(size_divisible)))

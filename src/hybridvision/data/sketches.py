@@ -48,6 +48,7 @@ from PIL import Image, ImageDraw
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
+from hybridvision.data.builtin.sketches import DEFAULT_PER_CLASS, ensure_sketches
 from hybridvision.errors import DataError, UserInputError
 from hybridvision.imageio import IMAGE_EXTENSIONS, load_gray_uint8
 
@@ -766,8 +767,6 @@ def build_sketch_dataset(
         fn = quickdraw_dataset if kind == "quickdraw" else tuberlin_dataset
         return fn(Path(rest).expanduser(), split, transform, **common, **kwargs)
     if sep and kind == "builtin" and rest == "sketches":
-        from hybridvision.data.builtin.sketches import DEFAULT_PER_CLASS, ensure_sketches
-
         builtin_seed = int(kwargs.pop("builtin_seed", 0))
         _check_options(spec, kwargs, tuple(o for o in _QUICKDRAW_OPTIONS if o != "fmt"))
         n = per_class if per_class is not None else DEFAULT_PER_CLASS

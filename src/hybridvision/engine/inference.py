@@ -12,6 +12,9 @@ from collections.abc import Iterable
 import torch
 import torch.nn as nn
 
+from hybridvision.engine.progress import track
+from hybridvision.evaluation.coco import detections_to_coco_results, evaluate_coco
+
 __all__ = ["predict_batches", "evaluate_detector", "scale_detections"]
 
 
@@ -32,8 +35,6 @@ def predict_batches(model: nn.Module, loader: Iterable, device: torch.device,
     out: list[dict[str, torch.Tensor]] = []
     batches = loader
     if progress:
-        from hybridvision.engine.progress import track
-
         batches = track(loader, description="evaluating", total=len(loader))
     for images, targets, sizes in batches:
         sizes = [tuple(s) for s in sizes]
@@ -56,8 +57,6 @@ def evaluate_detector(model: nn.Module, loader: Iterable, device: torch.device, 
     Returns ``(evaluation, results)``: evaluation = ``{"metrics": {12 keys}, "per_class": {...}}``,
     results = the COCO results list (``image_id, category_id, bbox, score``).
     """
-    from hybridvision.evaluation.coco import detections_to_coco_results, evaluate_coco
-
     ids, dets = predict_batches(model, loader, device, progress=progress)
     results = detections_to_coco_results(dets, ids, label_to_cat_id)
     return evaluate_coco(gt, results), results
