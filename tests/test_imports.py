@@ -129,3 +129,17 @@ def test_no_private_names_imported_across_modules() -> None:
 def test_registries_are_leaves(leaf: str) -> None:
     deps = {t for t, _, _ in _imports(leaf, MODULES[leaf]) if t in MODULES} - {"hybridvision.errors"}
     assert not deps, f"{leaf} imports {sorted(deps)}"
+
+
+def test_package_modules_are_imported_at_module_level() -> None:
+    """An import of a package module inside a function hides a dependency (and, before, circles)."""
+    inside = []
+    for name, path in MODULES.items():
+        for fn in ast.walk(ast.parse(path.read_text())):
+            if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for node in ast.walk(fn):
+                    mod = (node.module if isinstance(node, ast.ImportFrom)
+                           else node.names[0].name if isinstance(node, ast.Import) else None)
+                    if mod and mod.startswith("hybridvision"):
+                        inside.append(f"{path.relative_to(PACKAGE_ROOT.parent)}:{node.lineno} {mod}")
+    assert not inside, "; ".join(inside)
