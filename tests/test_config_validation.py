@@ -208,3 +208,17 @@ def test_train_help_shows_config_defaults(cli):
     code, out, _ = cli("train", "--help")
     flat = " ".join(out.translate({ord(c): " " for c in "│╭╮╰╯─"}).split())  # no box, one line
     assert code == 0 and "[default: 12 (from the config)]" in flat and "[default: fcos_demo (from the config)]" in flat
+
+
+@pytest.mark.parametrize("model,data,key", [
+    ("fcos_demo", "builtin:amounts", "model_kwargs.foo=1"),  # a preset forwarding **kwargs
+    ("resnet26", "builtin:sketches", "model_kwargs.foo=1"),
+])
+def test_unknown_model_kwargs_are_named_before_any_data_is_made(cli, tmp_path, model, data, key):
+    """Before: a preset that forwards **kwargs built the data first, then failed deep inside
+    (a TypeError from the head), after generating data in data_root."""
+    code, _, err = cli("train", "--model", model, "--data", data, key, "--out", tmp_path / "run",
+                       f"data_root={tmp_path / 'd'}")
+    assert code == 2 and err.startswith(f"error: model_kwargs: '{model}' does not take foo; valid: "), err
+    assert ("num_convs" in err) == (model == "fcos_demo") and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "d").exists() and not (tmp_path / "run").exists()

@@ -21,7 +21,8 @@ from collections.abc import Callable
 from hybridvision.errors import UserInputError
 
 __all__ = ["register_model", "register_task", "registered_models", "model_builder", "model_task",
-           "build_model", "task_class", "registered_tasks", "UnknownModelError"]
+           "model_options", "check_model_kwargs", "build_model", "task_class", "registered_tasks",
+           "UnknownModelError"]
 
 _MODELS: dict[str, Callable[..., Any]] = {}
 _MODEL_TASKS: dict[str, str] = {}
@@ -92,16 +93,37 @@ def model_task(name: str) -> str:
     return _MODEL_TASKS[name]
 
 
+def model_options(name: str) -> list[str] | None:
+    """The keyword options a registered builder accepts, or None when it cannot tell.
+
+    A builder's own keyword parameters, plus — for one that forwards ``**kwargs`` — the names it
+    declares in an ``options`` attribute (e.g. every FCOS and head option a preset passes on).
+    """
+    builder = model_builder(name)
+    params = inspect.signature(builder).parameters
+    own = [n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    if len(own) == len(params):
+        return own
+    extra = getattr(builder, "options", None)
+    return None if extra is None else sorted(set(own) | set(extra))
+
+
+def check_model_kwargs(name: str, kwargs: dict[str, Any]) -> None:
+    """One error naming the options ``name`` does not take, and the valid ones (builds nothing)."""
+    valid = model_options(name)
+    if valid is None:
+        return
+    bad = sorted(k for k in kwargs if k not in valid)
+    if bad:
+        raise UserInputError(
+            f"model_kwargs: {name!r} does not take {', '.join(bad)}; valid: {', '.join(valid)}"
+        )
+
+
 def build_model(name: str, **overrides: Any) -> Any:
     """Build a registered model; unknown keyword arguments are one error naming the valid ones."""
     builder = model_builder(name)
-    params = inspect.signature(builder).parameters
-    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        bad = sorted(k for k in overrides if k not in params)
-        if bad:
-            raise UserInputError(
-                f"model_kwargs: {name!r} does not take {', '.join(bad)}; valid: {', '.join(params)}"
-            )
+    check_model_kwargs(name, overrides)
     try:
         model = builder(**overrides)
     except TypeError as e:  # a keyword a builder forwards (**kwargs) to a class that lacks it

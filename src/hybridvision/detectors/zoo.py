@@ -14,11 +14,13 @@ from __future__ import annotations
 from typing import Any
 from collections.abc import Callable, Sequence
 
+import inspect
+
 import torch.nn as nn
 
 import hybridvision.backbones.hybrid  # noqa: F401  registers the classification backbones
 from hybridvision.backbones.resnet import RESNET_DEPTHS, ResNet
-from hybridvision.detectors.fcos import FCOS
+from hybridvision.detectors.fcos import FCOS, FCOSHead
 from hybridvision.errors import UserInputError
 from hybridvision.necks.fpn import FPN
 from hybridvision.necks.panet import PANet
@@ -27,6 +29,26 @@ from hybridvision.registry import build_model, register_model
 __all__ = ["build_fcos", "fcos_on_backbone", "build_neck", "DEMO_SIZE_RANGES", "SMALL_FCOS", "NL_HEAD_ATTN"]
 
 INF = float("inf")
+
+
+def _params(fn: Callable[..., Any]) -> set[str]:
+    return {n for n, p in inspect.signature(fn).parameters.items()
+            if p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)}
+
+
+def _fcos_preset(*, on: Callable[..., Any]):
+    """Register an FCOS preset whose ``**kwargs`` go to ``on`` (:func:`build_fcos` or
+    :func:`fcos_on_backbone`), then to :class:`FCOS` and :class:`FCOSHead`: the builder declares
+    all of those as its ``options``, so an unknown one is refused, with the valid ones, before
+    anything is built."""
+    head_options = _params(FCOSHead.__init__) - {"self", "in_channels", "num_classes", "num_levels"}
+    fcos_options = _params(FCOS.__init__) - {"self", "backbone", "neck", "num_classes", "head"}
+
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        fn.options = sorted((_params(on) | fcos_options | head_options) - {"backbone_name"})
+        return register_model(fn, task="detection")
+
+    return wrap
 
 
 def build_neck(kind: str, backbone: nn.Module, channels: int, num_levels: int,
@@ -108,19 +130,19 @@ def fcos_on_backbone(backbone_name: str, *, num_classes: int, backbone_kwargs: d
 # ---------------------------------------------------------------------------------------------
 
 
-@register_model(task="detection")
+@_fcos_preset(on=build_fcos)
 def fcos_r18_fpn(*, num_classes: int = 80, **kwargs: Any) -> FCOS:
     """FCOS, ResNet-18, FPN P3–P7, 256 channels. ``kwargs`` go to :func:`build_fcos`."""
     return build_fcos(**{"num_classes": num_classes, "depth": 18, **kwargs})
 
 
-@register_model(task="detection")
+@_fcos_preset(on=build_fcos)
 def fcos_r50_fpn(*, num_classes: int = 80, **kwargs: Any) -> FCOS:
     """FCOS, ResNet-50, FPN P3–P7 (Tian et al. 2019). ``kwargs`` go to :func:`build_fcos`."""
     return build_fcos(**{"num_classes": num_classes, "depth": 50, **kwargs})
 
 
-@register_model(task="detection")
+@_fcos_preset(on=build_fcos)
 def fcos_r101_fpn(*, num_classes: int = 80, **kwargs: Any) -> FCOS:
     """FCOS, ResNet-101, FPN P3–P7. ``kwargs`` go to :func:`build_fcos`."""
     return build_fcos(**{"num_classes": num_classes, "depth": 101, **kwargs})
@@ -130,7 +152,7 @@ def fcos_r101_fpn(*, num_classes: int = 80, **kwargs: Any) -> FCOS:
 DEMO_SIZE_RANGES = ((0, 32), (32, 64), (64, INF))
 
 
-@register_model(task="detection")
+@_fcos_preset(on=build_fcos)
 def fcos_demo(
     *,
     num_classes: int = 10,
@@ -171,31 +193,31 @@ def _nl(branch: str, overrides: dict[str, Any], **defaults: Any) -> FCOS:
     return build_fcos(**{"head_attn": NL_HEAD_ATTN, "head_attn_branch": branch, **defaults, **overrides})
 
 
-@register_model(task="detection")
+@_fcos_preset(on=build_fcos)
 def nl_fcos_r50_fpn(*, num_classes: int = 80, **kwargs: Any) -> FCOS:
     """NL-FCOS: ResNet-50 FPN, a non-local block at the start of both towers."""
     return _nl("both", kwargs, num_classes=num_classes, depth=50)
 
 
-@register_model(task="detection")
+@_fcos_preset(on=build_fcos)
 def nl_fcos_r50_fpn_cls(*, num_classes: int = 80, **kwargs: Any) -> FCOS:
     """NL-FCOS-cls: the non-local block only at the start of the classification tower."""
     return _nl("cls", kwargs, num_classes=num_classes, depth=50)
 
 
-@register_model(task="detection")
+@_fcos_preset(on=build_fcos)
 def nl_fcos_r50_fpn_reg(*, num_classes: int = 80, **kwargs: Any) -> FCOS:
     """NL-FCOS-reg: the non-local block only at the start of the regression tower."""
     return _nl("reg", kwargs, num_classes=num_classes, depth=50)
 
 
-@register_model(task="detection")
+@_fcos_preset(on=build_fcos)
 def nl_fcos_r101_fpn(*, num_classes: int = 80, **kwargs: Any) -> FCOS:
     """NL-FCOS-101: ResNet-101 FPN, non-local blocks on both towers."""
     return _nl("both", kwargs, num_classes=num_classes, depth=101)
 
 
-@register_model(task="detection")
+@_fcos_preset(on=build_fcos)
 def nl_fcos_r50_panet(*, num_classes: int = 80, **kwargs: Any) -> FCOS:
     """NL-FCOS-PANet: ResNet-50, FPN + PANet bottom-up path (N3–N7), NL on both towers."""
     return _nl("both", kwargs, num_classes=num_classes, depth=50, neck="panet")
@@ -208,37 +230,37 @@ SMALL_FCOS: dict[str, Any] = dict(
 )
 
 
-@register_model(task="detection")
+@_fcos_preset(on=build_fcos)
 def fcos_small(*, num_classes: int = 10, **kwargs: Any) -> FCOS:
     """Small FCOS baseline (ResNet-18 ×0.25, FPN 64 ch, P3–P5, 2-conv towers) for CPU studies."""
     return build_fcos(**{"num_classes": num_classes, **SMALL_FCOS, **kwargs})
 
 
-@register_model(task="detection")
+@_fcos_preset(on=build_fcos)
 def nl_fcos_small(*, num_classes: int = 10, **kwargs: Any) -> FCOS:
     """Small NL-FCOS (non-local on both towers)."""
     return _nl("both", kwargs, num_classes=num_classes, **SMALL_FCOS)
 
 
-@register_model(task="detection")
+@_fcos_preset(on=build_fcos)
 def nl_fcos_small_cls(*, num_classes: int = 10, **kwargs: Any) -> FCOS:
     """Small NL-FCOS-cls."""
     return _nl("cls", kwargs, num_classes=num_classes, **SMALL_FCOS)
 
 
-@register_model(task="detection")
+@_fcos_preset(on=build_fcos)
 def nl_fcos_small_reg(*, num_classes: int = 10, **kwargs: Any) -> FCOS:
     """Small NL-FCOS-reg."""
     return _nl("reg", kwargs, num_classes=num_classes, **SMALL_FCOS)
 
 
-@register_model(task="detection")
+@_fcos_preset(on=build_fcos)
 def nl_fcos_small_panet(*, num_classes: int = 10, **kwargs: Any) -> FCOS:
     """Small NL-FCOS-PANet."""
     return _nl("both", kwargs, num_classes=num_classes, **{**SMALL_FCOS, "neck": "panet"})
 
 
-@register_model(task="detection")
+@_fcos_preset(on=build_fcos)
 def nl_fcos_small_deep(*, num_classes: int = 10, **kwargs: Any) -> FCOS:
     """Small analogue of NL-FCOS-101: the deeper ResNet-34 ×0.25 backbone, NL on both towers."""
     return _nl("both", kwargs, num_classes=num_classes, **{**SMALL_FCOS, "depth": 34})
@@ -249,7 +271,7 @@ def nl_fcos_small_deep(*, num_classes: int = 10, **kwargs: Any) -> FCOS:
 # ---------------------------------------------------------------------------------------------
 
 
-@register_model(task="detection")
+@_fcos_preset(on=fcos_on_backbone)
 def fcos_hib_patch_2_2_nl(*, num_classes: int = 80, backbone_kwargs: dict[str, Any] | None = None,
                           **kwargs: Any) -> FCOS:
     """FCOS on HIB patch 2-2 (nl): ResNet stages 1–2, SAN patchwise stages 3–4 with NL blocks."""
@@ -257,7 +279,7 @@ def fcos_hib_patch_2_2_nl(*, num_classes: int = 80, backbone_kwargs: dict[str, A
                             backbone_kwargs=backbone_kwargs, **kwargs)
 
 
-@register_model(task="detection")
+@_fcos_preset(on=fcos_on_backbone)
 def fcos_hib_patch_2_2_nl_small(*, num_classes: int = 10, width: float = 0.25, **kwargs: Any) -> FCOS:
     """CPU preset of :func:`fcos_hib_patch_2_2_nl`: backbone at ``width``, 64-channel P3–P5, 2-conv towers."""
     defaults = dict(neck_channels=64, num_levels=3, num_convs=2, size_ranges=DEMO_SIZE_RANGES)

@@ -59,6 +59,7 @@ from hybridvision.errors import UserInputError
 from hybridvision.fileio import OWNER_MARKER, atomic_write_text, make_output_dir
 from hybridvision.plots import plot_loss_curve
 from hybridvision.factory import create_model
+from hybridvision.registry import check_model_kwargs
 
 __all__ = ["train", "NonFiniteLossError", "resolve_device", "lr_factor", "check_run_folder",
            "scaler_state", "restore_scaler", "start_summary",
@@ -304,6 +305,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, weights: str | None = None,
         raise UserInputError(f"--weights {weights}: file not found; pass a .safetensors file")
     task = make_task(cfg)
     task.check_augment(cfg.augment)
+    check_model_kwargs(cfg.model, cfg.model_kwargs)  # before data is generated or read
     torch.manual_seed(cfg.seed)
     if world > 1 and rank != 0:
         dist.barrier()  # rank 0 builds (and for built-in data, generates) the data first

@@ -24,6 +24,7 @@ from hybridvision.engine.tasks import make_task
 from hybridvision.engine.trainer import resolve_device, train
 from hybridvision.errors import UserInputError
 from hybridvision.factory import model_task
+from hybridvision.registry import check_model_kwargs
 from hybridvision.fileio import atomic_write_text
 from hybridvision.studies.report import aggregate, markdown_table, write_report
 from hybridvision.studies.spec import STUDIES, Study, StudyRow, register_study
@@ -106,6 +107,7 @@ def plan(study: Study, preset: str, seeds: int, data: str | None, out: Path,
         check_data_spec(spec, task)
     for r in runs[:1]:  # the overrides are the same for every run
         make_task(r["cfg"]).check_augment(r["cfg"].augment)
+        check_model_kwargs(r["cfg"].model, r["cfg"].model_kwargs)
     return runs
 
 
