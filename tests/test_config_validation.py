@@ -24,7 +24,9 @@ BAD_OVERRIDES = [
     ("lr=abc", "lr='abc'"),
     ("lr=.nan", "finite"),
     ("lr=.inf", "finite"),
-    ("image_size=31", "an integer >= 32"),
+    ("image_size=31", "an integer in [32, 8192]"),
+    ("image_size=99999999999999999999", "an integer in [32, 8192]"),  # before: an overflow traceback
+    ("seed=18446744073709551616", "seed="),  # before: an overflow traceback
     ("image_size=null", "image_size=None"),
     ("image_size=64.5", "image_size=64.5"),
     ("workers=-1", "workers=-1"),
@@ -208,6 +210,16 @@ def test_train_help_shows_config_defaults(cli):
     code, out, _ = cli("train", "--help")
     flat = " ".join(out.translate({ord(c): " " for c in "│╭╮╰╯─"}).split())  # no box, one line
     assert code == 0 and "[default: 12 (from the config)]" in flat and "[default: fcos_demo (from the config)]" in flat
+
+
+@pytest.mark.parametrize("key,expected", [
+    ("model_kwargs.width=-1", "width=-1 must be a number in (0, 16]"),  # before: accepted, trained
+    ("model_kwargs.width=abc", "width='abc' must be a number"),  # before: "str doesn't define __round__"
+])
+def test_bad_model_option_values_stop_before_any_data_is_made(cli, tmp_path, key, expected):
+    code, _, err = cli("train", key, "--out", tmp_path / "run", f"data_root={tmp_path / 'd'}")
+    assert code == 2 and expected in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "d").exists() and not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("model,data,key", [

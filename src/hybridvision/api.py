@@ -46,14 +46,20 @@ def load_trained(weights: str | Path, device: str | torch.device = "cpu",
     The JSON sidecar next to ``weights`` names the model, its options and classes; pass ``model``
     (and ``num_classes``…) to load a bare ``.safetensors`` file without a sidecar.
     """
-
     weights = Path(weights)
+    if weights.is_dir():
+        raise UserInputError(f"{weights}: is a folder; pass the .safetensors weights file "
+                             "(e.g. RUN/checkpoints/best.safetensors)")
+    if not weights.is_file():
+        raise UserInputError(f"{weights}: weights file not found; pass a .safetensors file written by "
+                             "`hybridvision train` (RUN/checkpoints/best.safetensors)")
     info = read_sidecar(weights)
     side = weights.with_suffix(".json")
     name = model or info.get("model")
     if not name:
-        raise UserInputError(f"{weights}: no {side.name} beside it to name the "
-                             "model; keep the .json that `hybridvision train` writes next to the weights")
+        why = "names no model (key 'model')" if side.is_file() else "is missing"
+        raise UserInputError(f"{weights}: its sidecar {side.name} {why}; keep the .json that `hybridvision "
+                             "train` writes next to the weights, or pass --model NAME")
     kwargs = {**info.get("model_kwargs", {}), **model_kwargs}
     if "num_classes" not in kwargs and "num_classes" in info:
         kwargs["num_classes"] = info["num_classes"]

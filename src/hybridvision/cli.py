@@ -58,15 +58,15 @@ app.add_typer(data_app, name="data")
 data_app.add_typer(make_app, name="make")
 data_app.add_typer(convert_app, name="convert")
 
-console = Console()
-err_console = Console(stderr=True)
+console = Console(emoji=False)  # ":x:" in a user's path or value stays as typed
+err_console = Console(stderr=True, emoji=False)
 
 
 # --------------------------------------------------------------------------------------- models
 @app.command("models")
 def models_cmd(
     pattern: str = typer.Argument("*", help="shell-style filter, e.g. 'nl_fcos*'"),
-    task: str | None = typer.Option(None, help="detection | classification \\[default: both]"),
+    task: str | None = typer.Option(None, help="detection | classification \\[default: every task]"),
     params: bool = typer.Option(False, "--params", help="also count parameters (slower)"),
 ):
     """List the registered models."""
@@ -224,8 +224,8 @@ def make_amounts_cmd(
     out: Path = typer.Option(Path("data/amounts"), "--out", "-o", help="output folder"),
     train: int = typer.Option(2000, "--train", help="training images"),
     val: int = typer.Option(300, "--val", help="validation images"),
-    seed: int = typer.Option(0, "--seed", help="random seed (same seed → same dataset)"),
-    image_size: int = typer.Option(128, "--image-size", help="canvas size in pixels"),
+    seed: int = typer.Option(0, "--seed", min=0, max=2**32 - 1, help="random seed (same seed → same dataset)"),
+    image_size: int = typer.Option(128, "--image-size", min=32, max=2048, help="canvas size in pixels"),
 ):
     """Handwritten amounts: 1–8 digits per image, COCO JSON + montos .txt labels."""
     make_amounts(out, n_train=train, n_val=val, seed=seed, image_size=image_size)
@@ -236,7 +236,7 @@ def make_amounts_cmd(
 def make_sketches_cmd(
     out: Path = typer.Option(Path("data/sketches"), "--out", "-o", help="output folder"),
     per_class: int = typer.Option(200, "--per-class", help="drawings per class"),
-    seed: int = typer.Option(0, "--seed", help="random seed"),
+    seed: int = typer.Option(0, "--seed", min=0, max=2**32 - 1, help="random seed"),
 ):
     """Procedural sketches (≥30 classes) as QuickDraw simplified ndjson, one file per class."""
     make_sketches(out, per_class=per_class, seed=seed)
@@ -261,6 +261,12 @@ def check_cmd(
     no_images: bool = typer.Option(False, "--no-images", help="skip opening the image files"),
 ):
     """Validate a COCO dataset: keys, boxes, ids, categories, image files."""
+    if not ann.is_file():
+        raise UserInputError(f"{ann}: {'is a folder, not' if ann.is_dir() else 'not found; pass'} a COCO "
+                             "annotation JSON file")
+    if not no_images and not images.is_dir():
+        raise UserInputError(f"--images {images}: image folder not found; pass the folder holding the "
+                             "images, or --no-images")
     findings = check_coco(ann, images, check_images=not no_images)
     if findings:
         for f in findings:
@@ -323,17 +329,19 @@ def study_cmd(
 def bench_cmd(
     models: list[str] = typer.Argument(..., help="registered names or torchvision:NAME (e.g. "
                                        "torchvision:fcos_resnet50_fpn); the first is the reference"),
-    size: int | None = typer.Option(None, "--size", "-s",
+    size: int | None = typer.Option(None, "--size", "-s", min=32, max=4096,
                                        help="square input side \\[default: 512 detection, 224 classification]"),
-    batch: int = typer.Option(1, "--batch", "-b", help="images per call"),
-    runs: int = typer.Option(7, "--runs", help="timed calls per model (median reported)"),
-    warmup: int = typer.Option(2, "--warmup", help="untimed calls per model first"),
-    num_classes: int | None = typer.Option(None, "--num-classes",
+    batch: int = typer.Option(1, "--batch", "-b", min=1, max=4096, help="images per call"),
+    runs: int = typer.Option(7, "--runs", min=1, help="timed calls per model (median reported)"),
+    warmup: int = typer.Option(2, "--warmup", min=0, help="untimed calls per model first"),
+    num_classes: int | None = typer.Option(None, "--num-classes", min=1, max=100_000,
                                               help="classes \\[default: 80 (ours) / 91 (torchvision) detection, "
                                               "1000 classification]"),
-    in_chans: int = typer.Option(3, "--in-chans", help="input channels of hybridvision classifiers (1: sketches)"),
+    in_chans: int = typer.Option(3, "--in-chans", min=1, max=64,
+                                 help="input channels of hybridvision classifiers (1: sketches)"),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
-    threads: int | None = typer.Option(None, "--threads", help="torch CPU threads \\[default: torch's]"),
+    threads: int | None = typer.Option(None, "--threads", min=1, max=1024,
+                                       help="torch CPU threads \\[default: torch's]"),
     no_memory: bool = typer.Option(False, "--no-memory", help="skip the peak-memory pass"),
     out: Path | None = typer.Option(None, "--out", "-o", help="also write the rows as JSON here \\[default: none]"),
 ):
@@ -378,14 +386,16 @@ def export_cmd(
                                         help="a registered model name: random weights, or the model of a bare "
                                         "--weights file "
                                         "\\[default: the checkpoint's]"),
-    num_classes: int | None = typer.Option(None, "--num-classes", help="with --model and no sidecar "
+    num_classes: int | None = typer.Option(None, "--num-classes", min=1, max=100_000,
+                                           help="with --model and no sidecar "
                                            "\\[default: the checkpoint's, else the model's]"),
     out: Path | None = typer.Option(None, "--out", "-o",
                                        help="the .onnx file "
                                        "\\[default: beside the weights, or runs/export/MODEL.onnx]"),
-    size: int | None = typer.Option(None, "--size", "-s",
+    size: int | None = typer.Option(None, "--size", "-s", min=32, max=4096,
                                        help="input side \\[default: the trained size, else 512 detection / 224]"),
-    in_chans: int = typer.Option(3, "--in-chans", help="input channels of a classifier built with --model"),
+    in_chans: int = typer.Option(3, "--in-chans", min=1, max=64,
+                                 help="input channels of a classifier built with --model"),
     opset: int = typer.Option(18, "--opset", help="ONNX opset"),
     check: bool = typer.Option(True, "--check/--no-check", help="compare onnxruntime with PyTorch"),
 ):
@@ -409,7 +419,7 @@ def export_cmd(
         default_out = Path("runs/export") / f"{model}.onnx"
     name, task = net.model_name, model_task(net.model_name)
     chans = create_task(task).input_channels(net)
-    side = size or default_size(task, info)
+    side = size if size is not None else default_size(task, info)
     check_size(side, net)
     target = out or default_out
     console.print(f"exporting {name} ({task}) at {side}×{side} → {target}")

@@ -96,7 +96,7 @@ class TrainConfig(BaseModel):
                                         description="a mapping of dataset options, e.g. {n_train: 100}")
     task: Literal["auto", "detection", "classification"] = Field(
         "auto", description="auto, detection or classification")
-    image_size: int = Field(128, ge=32, description="an integer >= 32 (pixels)")
+    image_size: int = Field(128, ge=32, le=8192, description="an integer in [32, 8192] (pixels)")
     epochs: int = Field(12, ge=1, description="an integer >= 1")
     max_steps: int = Field(0, ge=0, description="an integer >= 0 (0: no limit)")
     batch_size: int = Field(16, ge=1, description="an integer >= 1")
@@ -116,7 +116,7 @@ class TrainConfig(BaseModel):
                                     description="a mapping of transform options, e.g. {hflip: 0.5}")
     workers: int = Field(0, ge=0, description="an integer >= 0")
     cache_images: bool = Field(False, description="true or false (decode detection images once into memory)")
-    seed: int = Field(0, ge=0, description="an integer >= 0")
+    seed: int = Field(0, ge=0, le=2**63 - 1, description="an integer in [0, 2**63 - 1]")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
     out: str = Field("runs/train", min_length=1, description="a folder path (the run folder)")
     eval_every: int = Field(1, ge=0, description="an integer >= 0 (evaluate every N epochs; 0: at the end)")

@@ -14,10 +14,11 @@ from pathlib import Path
 import torch
 
 from hybridvision.api import load_trained, prepare_image
-from hybridvision.config import TrainConfig
+from hybridvision.config import TrainConfig, load_config
 from hybridvision.engine.progress import console, format_train_evaluations
 from hybridvision.engine.tasks import make_task
 from hybridvision.engine.trainer import train
+from hybridvision.errors import UserInputError
 from hybridvision.plots import save_gt_pred_grid
 
 __all__ = ["DEMO_CONFIG", "run_demo"]
@@ -48,16 +49,32 @@ def run_demo(out: str | Path = "runs/demo", data_root: str | Path = "data", epoc
                                  "device": device})
     if epochs is not None:
         cfg = cfg.updated({"epochs": epochs}, source="--epochs")
+    out_p, data_p = Path(out).resolve(), Path(data_root).resolve()
+    if out_p == data_p or out_p.is_relative_to(data_p) or data_p.is_relative_to(out_p):
+        raise UserInputError(f"--out {out} and --data-root {data_root} overlap; the run folder and the "
+                             "generated data need separate folders")
     threads = torch.get_num_threads()
     console.print(f"[bold]hybridvision demo[/]: {cfg.model} on {cfg.data}, {cfg.epochs} epochs at "
                   f"{cfg.image_size}px, {threads} CPU threads → {out}")
     t0 = time.time()
-    summary = train(cfg, exist_ok=True)
+    # A rerun replaces an earlier demo run in --out, and nothing else (another run, a user's folder).
+    summary = train(cfg, exist_ok=_is_demo_run(Path(out)))
     _save_val_grid(cfg, Path(out))
     console.print(format_train_evaluations(summary), markup=False, highlight=False)
     console.print(f"total {time.time() - t0:.0f} s · metrics {out}/eval/coco_metrics.json · plots "
                   f"{out}/plots/loss.png, {out}/plots/val_predictions.png")
     return summary
+
+
+def _is_demo_run(out: Path) -> bool:
+    """True when ``out`` holds a run of the demo (its config.yaml is the demo's but for the
+    settings ``run_demo`` takes), so a rerun may replace it."""
+    try:
+        old = load_config(out / "config.yaml").to_dict()
+    except UserInputError:
+        return False
+    free = {"out", "data_root", "device", "epochs"}
+    return all(old.get(k) == v for k, v in DEMO_CONFIG.to_dict().items() if k not in free)
 
 
 @torch.inference_mode()

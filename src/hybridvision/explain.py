@@ -87,6 +87,8 @@ def explain(weights: str | Path, image: str | Path, point: tuple[float, float], 
 
     weights, image = Path(weights), Path(image)
     out = Path(out or Path("runs/explain") / f"{image.stem}_attn.png")
+    if out.suffix.lower() != ".png":
+        raise UserInputError(f"--out {out}: explain writes a PNG; give the file a .png name")
     check_output_path(out, inputs=(image, weights, weights.with_suffix(".json")), kind="file")
     dev = _device(device)
     model, info = load_trained(weights, dev)

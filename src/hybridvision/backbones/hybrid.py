@@ -415,9 +415,9 @@ def _build(
     **kw: Any,
 ) -> HybridNet:
     stem, stages, sa_type = HYBRID_MODELS[name]
-    if width <= 0:
+    if isinstance(width, bool) or not isinstance(width, (int, float)) or not 0 < width <= 16:
         raise UserInputError(
-            f"{name}: width must be > 0 (a channel multiplier, e.g. 0.25), got {width}"
+            f"{name}: width must be a number in (0, 16] (a channel multiplier, e.g. 0.25), got {width!r}"
         )
     stem_width = 64
     if width != 1.0:

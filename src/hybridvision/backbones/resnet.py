@@ -104,6 +104,9 @@ class ResNet(nn.Module):
         zero_init_last: bool = False,
     ) -> None:
         super().__init__()
+        if isinstance(width, bool) or not isinstance(width, (int, float)) or not 0 < width <= 16:
+            raise UserInputError(f"ResNet width={width!r} must be a number in (0, 16], a channel "
+                                 "multiplier (e.g. 0.25)")
         if len(layers) != 4:
             raise UserInputError(f"ResNet needs 4 stage depths, got layers={tuple(layers)}")
         out_indices = tuple(int(i) for i in out_indices)

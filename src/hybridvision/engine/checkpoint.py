@@ -131,6 +131,10 @@ def validate_sidecar(sidecar: Any, path: str | os.PathLike, *, required: tuple[s
     if names is not None and n is not None and len(names) != n:
         raise UserInputError(f"{path}: key 'class_names' lists {len(names)} names but 'num_classes' is "
                              f"{n}; {_FIX}")
+    ids = sidecar.get("label_to_cat_id")
+    if ids is not None and n is not None and len(ids) != n:
+        raise UserInputError(f"{path}: key 'label_to_cat_id' maps {len(ids)} labels but 'num_classes' is "
+                             f"{n}; {_FIX}")
     return sidecar
 
 

@@ -22,7 +22,7 @@ __all__ = ["console", "is_main_process", "make_progress", "track", "format_evalu
 
 T = TypeVar("T")
 
-console = Console(stderr=False)
+console = Console(stderr=False, emoji=False)  # user text (paths, names) is printed as typed
 
 
 def is_main_process() -> bool:

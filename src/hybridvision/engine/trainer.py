@@ -81,8 +81,13 @@ def resolve_device(name: str = "auto") -> torch.device:
         dev = torch.device(name)
     except RuntimeError:
         raise UserInputError(f"--device {name}: unknown device; use auto, cpu, cuda or cuda:N") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise UserInputError(f"--device {name}: hybridvision runs on cpu or cuda; use auto, cpu, cuda or cuda:N")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UserInputError(f"--device {name}: CUDA is not available here; use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise UserInputError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s); "
+                             "use cuda:0 … or auto")
     return dev
 
 
@@ -157,6 +162,10 @@ def check_run_folder(out: str | os.PathLike, *, resume: bool = False, exist_ok: 
     Read-only: nothing is created here. Returns ``out`` as a Path.
     """
     out = Path(out)
+    long = [p for p in out.parts if len(p.encode()) > 255]
+    if long:
+        raise UserInputError(f"--out: the name {long[0][:40]}… is {len(long[0].encode())} bytes long, more "
+                             "than a file system allows (255); pass a shorter --out")
     if out.exists() and not out.is_dir():
         raise UserInputError(f"--out {out}: is a file, not a folder; pass a folder path for the run")
     base = _nearest_existing(out)
@@ -303,9 +312,14 @@ def train(cfg: TrainConfig, *, resume: bool = False, weights: str | None = None,
     ckpt_dir = out / "checkpoints"
     if weights and not Path(weights).is_file():
         raise UserInputError(f"--weights {weights}: file not found; pass a .safetensors file")
+    if weights and Path(weights).resolve().is_relative_to(out.resolve()):
+        raise UserInputError(f"--weights {weights} lies inside --out {out}, whose checkpoints this run "
+                             "writes; copy the weights elsewhere first")
     task = make_task(cfg)
     task.check_augment(cfg.augment)
     check_model_kwargs(cfg.model, cfg.model_kwargs)  # before data is generated or read
+    with torch.device("meta"):  # the options' values too: a build that allocates nothing
+        create_model(cfg.model, **{"num_classes": 1, **cfg.model_kwargs})
     torch.manual_seed(cfg.seed)
     if world > 1 and rank != 0:
         dist.barrier()  # rank 0 builds (and for built-in data, generates) the data first

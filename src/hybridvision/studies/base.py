@@ -25,7 +25,7 @@ from hybridvision.engine.trainer import resolve_device, train
 from hybridvision.errors import UserInputError
 from hybridvision.factory import model_task
 from hybridvision.registry import check_model_kwargs
-from hybridvision.fileio import atomic_write_text
+from hybridvision.fileio import atomic_write_text, check_output_path, make_output_dir
 from hybridvision.studies.report import aggregate, markdown_table, write_report
 from hybridvision.studies.spec import STUDIES, Study, StudyRow, register_study
 
@@ -82,6 +82,12 @@ def plan(study: Study, preset: str, seeds: int, data: str | None, out: Path,
         raise UserInputError(f"--preset {preset}: use one of {', '.join(study.presets)}")
     if seeds < 1:
         raise UserInputError("--seeds must be at least 1")
+    fixed = {"out": "--out", "seed": "--seeds", "model": "the study's rows", "progress": None}
+    for item in overrides or []:
+        key = item.partition("=")[0].strip()
+        if key in fixed:
+            how = f"; set it with {fixed[key]}" if fixed[key] else ""
+            raise UserInputError(f"override {item!r}: a study sets {key} for each of its runs{how}")
     selected = study.rows[preset]
     if data:  # the user's --data first, named as such
         check_data_spec(data, model_task(selected[0].model))
@@ -125,9 +131,12 @@ def run_study(name: str, *, preset: str = "quick", seeds: int = 3, data: str | N
     study = get_study(name)
     out = Path(out or f"runs/study-{name}-{preset}")
     runs = plan(study, preset, seeds, data, out, overrides, rows)
+    dev = resolve_device(device)
+    # A study folder is ours (marked when made) and resumes; a user's non-empty folder is refused.
+    check_output_path(out, kind="dir", known_files=("report.md", "results.csv", "results.json"))
     if dry_run:
         return {"out": str(out), "runs": runs, "summary": [], "report": ""}
-    dev = resolve_device(device)
+    make_output_dir(out)
     records: list[dict[str, Any]] = []
     t0 = time.time()
     for k, run in enumerate(runs, 1):

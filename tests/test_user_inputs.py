@@ -1,0 +1,115 @@
+"""Bad inputs found by trying the CLI as a new user would (after the first round of fixes): each
+is one `error:` line with exit 2 and loses nothing. Every case here failed before its fix."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+
+def _one_line(code, err, needle):
+    assert code == 2 and err.startswith("error:") and needle in err, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_demo_never_writes_into_a_users_folder_or_over_another_run(cli, tmp_path):
+    user = tmp_path / "mine"
+    user.mkdir()
+    (user / "notes.txt").write_text("keep me")
+    code, _, err = cli("demo", "--out", user, "--data-root", tmp_path / "data", "--epochs", "1")
+    _one_line(code, err, "holds other files")
+    assert sorted(p.name for p in user.iterdir()) == ["notes.txt"]  # no marker, no run written
+    code, _, err = cli("demo", "--out", tmp_path / "x", "--data-root", tmp_path / "x", "--epochs", "1")
+    _one_line(code, err, "overlap")
+    # another run (not the demo's settings) with checkpoints is refused, not overwritten
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.yaml").write_text("model: fcos_small\nepochs: 3\n")
+    (run / "checkpoints" / "last.json").write_text("{}")
+    code, _, err = cli("demo", "--out", run, "--data-root", tmp_path / "data", "--epochs", "1")
+    _one_line(code, err, "already has checkpoints")
+    assert (run / "checkpoints" / "last.json").read_text() == "{}"
+    assert not (tmp_path / "data").exists()
+
+
+def test_study_refuses_a_users_folder_and_settings_it_owns(cli, tmp_path):
+    user = tmp_path / "mine"
+    user.mkdir()
+    (user / "notes.txt").write_text("keep me")
+    code, _, err = cli("study", "fcos-nonlocal", "--dry-run", "--out", user)
+    _one_line(code, err, "a non-empty folder that hybridvision did not create")
+    assert sorted(p.name for p in user.iterdir()) == ["notes.txt"]
+    for item, needle in (("out=x", "set it with --out"), ("seed=5", "set it with --seeds"),
+                         ("model=fcos_demo", "a study sets model")):
+        code, _, err = cli("study", "fcos-nonlocal", item, "--dry-run", "--out", tmp_path / "s")
+        _one_line(code, err, needle)
+    code, _, err = cli("study", "fcos-nonlocal", "--dry-run", "--device", "mps", "--out", tmp_path / "s")
+    _one_line(code, err, "--device mps")
+
+
+def test_train_refuses_weights_it_would_overwrite_and_impossible_names(cli, tmp_path):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    weights = run / "checkpoints" / "last.safetensors"
+    weights.write_bytes(b"x")
+    code, _, err = cli("train", "--out", run, "--exist-ok", "--weights", weights)
+    _one_line(code, err, "lies inside --out")
+    assert weights.read_bytes() == b"x"
+    code, _, err = cli("train", "--out", tmp_path / ("a" * 300))
+    _one_line(code, err, "more than a file system allows")
+    code, _, err = cli("train", "--device", "mps", "--out", tmp_path / "r2")
+    _one_line(code, err, "hybridvision runs on cpu or cuda")
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["bench", "fcos_demo", "--num-classes", "0"], "--num-classes"),
+    (["bench", "fcos_demo", "--threads", "-1"], "--threads"),
+    (["bench", "resnet26", "--in-chans", "0"], "--in-chans"),
+    (["bench", "fcos_demo", "--size", "100000"], "--size"),
+    (["export", "--model", "fcos_demo", "--size", "0"], "--size"),
+    (["export", "--model", "fcos_demo", "--num-classes", "-1"], "--num-classes"),
+    (["data", "make", "amounts", "--seed", "-1"], "--seed"),
+    (["data", "make", "sketches", "--seed", "-1"], "--seed"),
+    (["data", "make", "amounts", "--image-size", "100000"], "--image-size"),
+])
+def test_out_of_range_options(cli, tmp_path, args, needle):
+    code, _, err = cli(*args, "--out", tmp_path / "o") if args[0] != "bench" else cli(*args)
+    _one_line(code, err, needle)
+    assert not (tmp_path / "o").exists()
+
+
+def test_missing_weights_and_files_say_so(cli, tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (40, 30)).save(tmp_path / "a.png")
+    for verb in (["predict", tmp_path / "a.png", "--out", tmp_path / "p"], ["eval"], ["export"]):
+        code, _, err = cli(*verb, "--weights", tmp_path / "nope.safetensors")
+        _one_line(code, err, "weights file not found")
+    code, _, err = cli("data", "check", tmp_path / "nope.json", "--images", tmp_path)
+    _one_line(code, err, "not found")
+    code, _, err = cli("explain", "--weights", tmp_path / "w.safetensors", "--image", tmp_path / "i.png",
+                       "--point", "1,1", "--out", tmp_path / "x.jpg")
+    _one_line(code, err, "explain writes a PNG")
+
+
+def test_a_sidecar_whose_label_map_does_not_fit_its_classes(cli, tmp_path):
+    from hybridvision.engine.checkpoint import save_checkpoint
+    from hybridvision.factory import create_model
+
+    model = create_model("fcos_demo", num_classes=3)
+    save_checkpoint(tmp_path / "ck", "best", model, extra={
+        "model": "fcos_demo", "num_classes": 3, "class_names": ["a", "b", "c"], "label_to_cat_id": [1, 2]})
+    from PIL import Image
+
+    (tmp_path / "img").mkdir()
+    Image.new("RGB", (40, 30)).save(tmp_path / "img" / "a.png")
+    code, _, err = cli("predict", tmp_path / "img", "--weights", tmp_path / "ck" / "best.safetensors",
+                       "--out", tmp_path / "pred")
+    _one_line(code, err, "'label_to_cat_id' maps 2 labels but 'num_classes' is 3")
+
+
+def test_user_text_is_printed_as_typed(cli, tmp_path):
+    code, _, err = cli("train", "--model", ":x:", "--out", tmp_path / "r")
+    _one_line(code, err, "':x:'")
+    assert json.dumps("❌")[1:-1] not in err and "❌" not in err
