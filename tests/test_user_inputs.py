@@ -113,3 +113,40 @@ def test_user_text_is_printed_as_typed(cli, tmp_path):
     code, _, err = cli("train", "--model", ":x:", "--out", tmp_path / "r")
     _one_line(code, err, "':x:'")
     assert json.dumps("❌")[1:-1] not in err and "❌" not in err
+
+
+def test_ctrl_c_during_a_checkpoint_lands_after_it():
+    """Before: Ctrl-C between the weights and the state files tore the checkpoint (1 in 17 tries)."""
+    import os
+    import signal
+    import time
+
+    from hybridvision.engine.trainer import interrupts_deferred
+
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # the signal has arrived by now
+            done.append("the rest of the checkpoint")
+    assert done == ["the rest of the checkpoint"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_eval_mixing_model_and_file_inputs_and_coco_with_data_kwargs(cli, tmp_path, tiny_amounts):
+    gt = tiny_amounts / "amounts" / "val" / "annotations.json"
+    code, _, err = cli("eval", "--gt", gt, "--dt", gt, "--run", tmp_path)
+    _one_line(code, err, "pass one or the other")  # before: --run silently ignored
+    spec = f"coco:{gt},{tiny_amounts / 'amounts' / 'val' / 'images'}"
+    code, _, err = cli("train", "--data", spec, "data_kwargs.n_train=5", "--out", tmp_path / "r")
+    _one_line(code, err, "data_kwargs n_train")  # before: silently ignored
+
+
+def test_a_validation_split_without_images_is_refused(cli, tmp_path, tiny_amounts):
+    val = tmp_path / "val.json"
+    coco = json.loads((tiny_amounts / "amounts" / "val" / "annotations.json").read_text())
+    val.write_text(json.dumps({**coco, "images": [], "annotations": []}))
+    imgs = tiny_amounts / "amounts" / "train"
+    spec = f"coco:{imgs / 'annotations.json'},{imgs / 'images'},{val},{imgs / 'images'}"
+    code, _, err = cli("train", "--data", spec, "image_size=64", "epochs=1", "--out", tmp_path / "r")
+    _one_line(code, err, "the validation split has no images")  # before: trained, reported AP -1

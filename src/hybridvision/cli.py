@@ -185,6 +185,9 @@ def eval_cmd(
     if gt is not None or dt is not None:
         if gt is None or dt is None:
             raise UserInputError("eval: --gt and --dt go together (ground truth and results files)")
+        if run is not None or weights is not None or data is not None:
+            raise UserInputError("eval: --gt/--dt evaluate a results file; --run, --weights and --data "
+                                 "evaluate a model — pass one or the other")
         evaluation = evaluate_files(gt, dt, out)
     else:
         evaluation = evaluate_run(run=run, weights=weights, data=data, out=out, device=device,

@@ -80,6 +80,9 @@ def resolve_detection_data(spec: str, data_root: str = "data", **data_kwargs) ->
         return dict(train_ann=root / "train" / "annotations.json", train_images=root / "train" / "images",
                     val_ann=root / "val" / "annotations.json", val_images=root / "val" / "images")
     if kind == "coco":
+        if data_kwargs:
+            raise UserInputError(f"data_kwargs {', '.join(sorted(data_kwargs))}: options of the built-in "
+                                 f"datasets; --data {spec} takes none — remove them")
         parts = [p for p in rest.split(",") if p]
         if len(parts) not in (2, 4):
             raise UserInputError(
@@ -154,6 +157,9 @@ class DetectionTask:
             keep = set(val_ids)
             gt = {**gt, "images": [im for im in gt["images"] if im["id"] in keep],
                   "annotations": [a for a in gt["annotations"] if a["image_id"] in keep]}
+        if len(val) == 0:
+            raise UserInputError(f"--data {cfg.data}: the validation split has no images, so nothing can "
+                                 "be evaluated; give a val pair with images, or a training file with more")
         if cfg.val_limit and len(val) > cfg.val_limit:
             val = Subset(val, list(range(cfg.val_limit)))
             kept = set(_dataset_image_ids(val))

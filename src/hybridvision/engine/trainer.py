@@ -37,10 +37,14 @@ Under ``torchrun`` only rank 0 (``RANK=0``) prints and writes; rank 0 also build
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -191,6 +195,30 @@ def check_run_folder(out: str | os.PathLike, *, resume: bool = False, exist_ok: 
                                  "hybridvision run folder; pass a new or empty --out, or --exist-ok "
                                  "to write into it")
     return out
+
+
+@contextlib.contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Hold off SIGINT (Ctrl-C) while the block runs, then deliver it.
+
+    A checkpoint is three files written one after another; an interrupt between them would leave
+    weights of one step beside state of another (refused on resume as torn) with the previous good
+    checkpoint already replaced. Outside the main thread, where signals cannot be handled, the
+    block runs as is.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[tuple[int, Any]] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append((signum, frame)))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if received and callable(previous):
+            previous(*received[0])
+        elif received:
+            raise KeyboardInterrupt
 
 
 # ---------------------------------------------------------------------------- metrics.jsonl
@@ -439,8 +467,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, weights: str | None = None,
                     if score > best:
                         best, best_epoch = score, epoch_done
                         best_eval, best_results = last_eval, last_results
-                        save_checkpoint(ckpt_dir, "best", model,
-                                        extra=_checkpoint_extra(cfg, bundle, task, epoch_done, step, flat))
+                        with interrupts_deferred():
+                            save_checkpoint(ckpt_dir, "best", model,
+                                            extra=_checkpoint_extra(cfg, bundle, task, epoch_done, step, flat))
                     console.print(f"epoch {epoch_done}/{cfg.epochs}: {task.primary_metric} "
                                   f"{score:.4f} (best {best:.4f}, epoch {best_epoch})")
                 extra = _checkpoint_extra(cfg, bundle, task, epoch_done, step)
@@ -448,7 +477,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, weights: str | None = None,
                 saved_scaler = scaler_state(scaler)
                 if saved_scaler is not None:
                     extra["scaler"] = saved_scaler
-                save_checkpoint(ckpt_dir, "last", model, optimizer=optimizer, extra=extra)
+                with interrupts_deferred():  # Ctrl-C lands after the checkpoint, never inside it
+                    save_checkpoint(ckpt_dir, "last", model, optimizer=optimizer, extra=extra)
             if world > 1:
                 dist.barrier()
 
