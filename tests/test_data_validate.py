@@ -129,6 +129,10 @@ CASES = [
     ("image-not-an-image", None, _file("a.png", b"this is not a png"), "image id=1", "cannot be decoded", True),
     ("image-truncated", None, _truncate("b.png"), "image id=2", "cannot be decoded", True),
     ("image-size-mismatch", lambda c: c["images"][1].update(height=22), None, "image id=2", "20x20", True),
+    # before: accepted by data check and eval (the AP silently changed)
+    ("negative-area", _ann(0, area=-5), None, "annotation id=1", "area -5", False),
+    ("iscrowd-string", _ann(1, iscrowd="no"), None, "annotation id=2", "iscrowd 'no'", False),
+    ("no-images", lambda c: c.update(images=[], annotations=[]), None, "file", "no images", False),
 ]
 
 

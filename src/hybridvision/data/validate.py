@@ -13,7 +13,9 @@ Checks (COCO format: https://cocodataset.org/#format-data):
 * every record has its required keys (image: ``id``, ``file_name``, ``width``, ``height``;
   annotation: ``id``, ``image_id``, ``category_id``, ``bbox``; category: ``id``, ``name``);
   ``area`` and ``iscrowd`` are optional here (``iscrowd`` defaults to 0; the evaluator fills a
-  missing ``area`` with ``w·h``);
+  missing ``area`` with ``w·h``), but when present ``area`` is a non-negative number and
+  ``iscrowd`` is 0 or 1;
+* ``images`` is not empty;
 * ids are integers and unique within images, annotations and categories;
 * image ``width``/``height`` are positive integers;
 * ``bbox`` is 4 finite numbers ``[x, y, w, h]`` with ``w > 0`` and ``h > 0``, inside its image
@@ -138,6 +140,8 @@ def check_coco(
             lists[key] = data[key]
     if "categories" in lists and not lists["categories"]:
         add("file", "no categories", "list the classes in 'categories' as {id, name} records")
+    if "images" in lists and not lists["images"]:
+        add("file", "no images", "list the images in 'images' as {id, file_name, width, height} records")
 
     # --- categories (a record that lacks other keys still defines its id, so that references
     # to it do not produce a second, misleading finding)
@@ -198,6 +202,11 @@ def check_coco(
         if "categories" in lists and not (_is_int(a["category_id"]) and a["category_id"] in cat_ids):
             add(name, f"unknown category_id {a['category_id']!r} (known: {_short(sorted(cat_ids, key=str))})",
                 "use one of the ids in 'categories' or add the category")
+        if "area" in a and not (_is_num(a["area"]) and math.isfinite(a["area"]) and a["area"] >= 0):
+            add(name, f"area {a['area']!r} is not a non-negative number",
+                "write the object's area in pixels, or leave 'area' out (the evaluator uses w·h)")
+        if "iscrowd" in a and a["iscrowd"] not in (0, 1) or isinstance(a.get("iscrowd"), bool):
+            add(name, f"iscrowd {a['iscrowd']!r} is not 0 or 1", "write iscrowd as 0 (an object) or 1 (a crowd)")
         box = a["bbox"]
         if not (isinstance(box, list) and len(box) == 4 and all(_is_num(v) and math.isfinite(v) for v in box)):
             add(name, f"bbox {box!r} is not 4 finite numbers", "write bbox as [x, y, width, height] in pixels")
