@@ -234,3 +234,12 @@ def test_unknown_model_kwargs_are_named_before_any_data_is_made(cli, tmp_path, m
     assert code == 2 and err.startswith(f"error: model_kwargs: '{model}' does not take foo; valid: "), err
     assert ("num_convs" in err) == (model == "fcos_demo") and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "d").exists() and not (tmp_path / "run").exists()
+
+
+def test_train_help_lists_every_setting_with_its_default(cli):
+    from hybridvision.config import TrainConfig
+
+    code, out, _ = cli("train", "--help")
+    assert code == 0
+    for key, value in TrainConfig().to_dict().items():
+        assert f"{key}={value}" in out, key

@@ -160,6 +160,11 @@ def train_cmd(
     console.print(f"run folder: {summary['out']}  ({summary['steps']} steps, {summary['seconds']:.0f} s)")
 
 
+# Every key=value setting with its default, at the end of `train --help`.
+train_cmd.__doc__ += "\n    Settings (key=value) and their defaults:\n\n" + "".join(
+    f"    {k}={v}\n" for k, v in TrainConfig().to_dict().items())
+
+
 # ----------------------------------------------------------------------------------------- eval
 @app.command("eval")
 def eval_cmd(
