@@ -124,13 +124,22 @@ def test_ctrl_c_during_a_checkpoint_lands_after_it():
     from hybridvision.engine.trainer import interrupts_deferred
 
     done = []
-    with pytest.raises(KeyboardInterrupt):
+    # Python's own handler, as in a terminal (a background job may start with SIGINT ignored)
+    outer = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with interrupts_deferred():
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.05)  # the signal has arrived by now
+                done.append("the rest of the checkpoint")
+        assert done == ["the rest of the checkpoint"]
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # ignored stays ignored: nothing is raised
         with interrupts_deferred():
             os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(0.05)  # the signal has arrived by now
-            done.append("the rest of the checkpoint")
-    assert done == ["the rest of the checkpoint"]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+            time.sleep(0.05)
+    finally:
+        signal.signal(signal.SIGINT, outer)
 
 
 def test_eval_mixing_model_and_file_inputs_and_coco_with_data_kwargs(cli, tmp_path, tiny_amounts):

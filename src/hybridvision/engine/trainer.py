@@ -206,7 +206,8 @@ def interrupts_deferred() -> Iterator[None]:
     checkpoint already replaced. Outside the main thread, where signals cannot be handled, the
     block runs as is.
     """
-    if threading.current_thread() is not threading.main_thread():
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, None)):  # nothing to defer
         yield
         return
     received: list[tuple[int, Any]] = []
@@ -217,7 +218,7 @@ def interrupts_deferred() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
         if received and callable(previous):
             previous(*received[0])
-        elif received:
+        elif received:  # SIG_DFL: the process would have stopped
             raise KeyboardInterrupt
 
 
