@@ -159,3 +159,15 @@ def test_a_validation_split_without_images_is_refused(cli, tmp_path, tiny_amount
     spec = f"coco:{imgs / 'annotations.json'},{imgs / 'images'},{val},{imgs / 'images'}"
     code, _, err = cli("train", "--data", spec, "image_size=64", "epochs=1", "--out", tmp_path / "r")
     _one_line(code, err, "val.json: file: no images")  # before: trained, reported AP -1
+
+
+def test_models_names_its_task_filter_and_a_sidecar_image_size_is_checked(cli, tmp_path):
+    code, _, err = cli("models", "fcos*", "--task", "classification")
+    _one_line(code, err, "among the classification models")  # before: the filter was not named
+    from hybridvision.engine.checkpoint import save_checkpoint
+    from hybridvision.factory import create_model
+
+    save_checkpoint(tmp_path / "ck", "best", create_model("fcos_demo", num_classes=3),
+                    extra={"model": "fcos_demo", "num_classes": 3, "image_size": 1})
+    code, _, err = cli("export", "--weights", tmp_path / "ck" / "best.safetensors", "--out", tmp_path / "m.onnx")
+    _one_line(code, err, "key 'image_size' is 1")  # before: predict ran at 1 px, 0 detections

@@ -74,7 +74,8 @@ def models_cmd(
         raise UserInputError(f"--task {task}: use one of {', '.join(registered_tasks())}")
     names = list_models(pattern, task=task)
     if not names:
-        raise UserInputError(f"no model matches {pattern!r}; run `hybridvision models` for all")
+        where = f" among the {task} models" if task else ""
+        raise UserInputError(f"no model matches {pattern!r}{where}; run `hybridvision models` for all")
     table = Table("model", "task", *(["params"] if params else []))
     for n in names:
         row = [n, model_task(n)]

@@ -99,7 +99,7 @@ _SIDECAR_TYPES: dict[str, tuple[str, Any]] = {
     "class_names": ("a list of strings", lambda v: isinstance(v, list) and all(isinstance(c, str) for c in v)),
     "label_to_cat_id": ("a list of integers or null",
                         lambda v: v is None or (isinstance(v, list) and all(_is_int(c) for c in v))),
-    "image_size": ("a positive integer or null", lambda v: v is None or (_is_int(v) and v > 0)),
+    "image_size": ("an integer in [32, 8192] or null", lambda v: v is None or (_is_int(v) and 32 <= v <= 8192)),
     "task": ("'detection' or 'classification'", lambda v: v in ("detection", "classification")),
     "epoch": ("a non-negative integer", lambda v: _is_int(v) and v >= 0),
     "step": ("a non-negative integer", lambda v: _is_int(v) and v >= 0),
