@@ -7,8 +7,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
+from image_files import bomb_png
 from hybridvision.errors import DataError, UserInputError
 from hybridvision.fileio import (atomic_save_tensors, atomic_write_json, atomic_write_text,
                                  check_output_path, read_json)
@@ -27,17 +26,6 @@ BOM = b"\xef\xbb\xbf"
 def _png(path: Path, w: int = 50, h: int = 40, value: int = 90) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.full((h, w, 3), value, np.uint8)).save(path)
-    return path
-
-
-def _bomb_png(path: Path, w: int = 30000, h: int = 30000) -> Path:
-    """A 60-byte PNG whose header declares a w×h canvas (900 Mpx by default): a decompression bomb."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16))
-                     + chunk(b"IEND", b""))
     return path
 
 
@@ -217,13 +205,13 @@ def test_decompression_bomb_is_refused_before_decoding(tmp_path):
     from hybridvision.data.validate import check_coco
     from hybridvision.imageio import load_image, read_image_size
 
-    bomb = _bomb_png(tmp_path / "bomb.png")
+    bomb = bomb_png(tmp_path / "bomb.png")
     for fn in (load_image, read_image_size, coco_load, load_sketch_image):
         with pytest.raises(DataError, match=r"bomb\.png: .*pixel") as e:
             fn(bomb)
         assert "\n" not in str(e.value)
     # just over the limit (PIL itself only warns up to twice the limit)
-    big = _bomb_png(tmp_path / "big.png", 10_000, 9_000)
+    big = bomb_png(tmp_path / "big.png", 10_000, 9_000)
     with pytest.raises(DataError, match=r"big\.png: .*pixel"):
         load_image(big)
     coco = {"images": [{"id": 1, "file_name": "bomb.png", "width": 30000, "height": 30000}],

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+from image_files import bomb_png
 from hybridvision.engine.checkpoint import save_checkpoint
 from hybridvision.factory import create_model
 
@@ -174,21 +173,11 @@ def test_predict_refuses_outputs_that_would_mix_with_or_replace_inputs(cli, tiny
     assert (mine / "a.png.png").read_bytes() == b"my own file"
 
 
-def _bomb_png(path: Path, w: int = 30000, h: int = 30000) -> Path:
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16))
-                     + chunk(b"IEND", b""))
-    return path
-
-
 def test_decompression_bomb_is_one_line_in_predict_and_explain(cli, det, tmp_path):
     src = tmp_path / "src"
     src.mkdir()
     Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(src / "a.png")
-    bomb = _bomb_png(src / "bomb.png")
+    bomb = bomb_png(src / "bomb.png")
     code, _, err = cli("predict", src, "--weights", det, "--out", tmp_path / "p", "--device", "cpu")
     assert code == 2 and "bomb.png" in err and "pixel" in err and _one_line(err), err
     assert not (tmp_path / "p").exists()  # checked before anything is written

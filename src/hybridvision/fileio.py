@@ -313,6 +313,19 @@ def check_output_path(
     return out
 
 
+def files_not_in(root: str | os.PathLike, expected: set[str]) -> list[str]:
+    """Sorted paths (relative, ``/``-separated) of the files under ``root`` not in ``expected``:
+    what a user added to a folder a generator wrote."""
+    root = Path(root)
+    found = []
+    for dirpath, _, names in os.walk(root):
+        for f in names:
+            rel = Path(dirpath, f).relative_to(root).as_posix()
+            if rel not in expected:
+                found.append(rel)
+    return sorted(found)
+
+
 def make_output_dir(path: str | os.PathLike, *, owner_marker: str = OWNER_MARKER) -> Path:
     """Create the output folder ``path`` (and its parents) and mark it as ours; returns it.
 

@@ -26,6 +26,7 @@ import torch
 from torchvision.transforms import v2
 
 from hybridvision.constants import IMAGENET_MEAN, IMAGENET_STD
+from hybridvision.data.transforms import check_options, is_number
 from hybridvision.errors import UserInputError
 
 __all__ = [
@@ -51,12 +52,8 @@ AUGMENT_OPTIONS: dict[str, str] = {
 }
 
 
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
 def _pair_ok(v: Any, hi: float = math.inf) -> bool:
-    return (isinstance(v, (list, tuple)) and len(v) == 2 and all(map(_is_number, v))
+    return (isinstance(v, (list, tuple)) and len(v) == 2 and all(map(is_number, v))
             and 0 < v[0] <= v[1] <= hi)
 
 
@@ -66,24 +63,20 @@ def _augment_value_ok(key: str, v: Any) -> bool:
     if key in ("scale", "ratio"):
         return _pair_ok(v, 1.0 if key == "scale" else math.inf)
     if key == "hflip":
-        return _is_number(v) and 0 <= v <= 1
+        return is_number(v) and 0 <= v <= 1
     if key == "rotation":
-        return _is_number(v) and v >= 0
+        return is_number(v) and v >= 0
     if key == "resize_ratio":
-        return _is_number(v) and v > 0
+        return is_number(v) and v > 0
     if key in ("mean", "std"):
-        return (v is None or (isinstance(v, (list, tuple)) and len(v) >= 1 and all(map(_is_number, v))
+        return (v is None or (isinstance(v, (list, tuple)) and len(v) >= 1 and all(map(is_number, v))
                               and (key == "mean" or all(x > 0 for x in v))))
     return True
 
 
 def check_augment(augment: dict[str, Any]) -> None:
     """UserInputError naming the first unknown or ill-typed ``augment`` option (classification)."""
-    for key, value in augment.items():
-        if key not in AUGMENT_OPTIONS:
-            raise UserInputError(f"augment.{key}: unknown option; valid: {', '.join(AUGMENT_OPTIONS)}")
-        if not _augment_value_ok(key, value):
-            raise UserInputError(f"augment.{key}={value!r}: not valid; use {AUGMENT_OPTIONS[key]}")
+    check_options(augment, AUGMENT_OPTIONS, _augment_value_ok)
 
 MNIST_MEAN = (0.1307,)
 MNIST_STD = (0.3081,)

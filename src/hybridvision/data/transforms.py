@@ -26,6 +26,7 @@ back to original pixels with ``orig_size`` and the transformed image's size.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -63,15 +64,27 @@ AUGMENT_OPTIONS: dict[str, str] = {
 }
 
 
-def _is_number(v: Any) -> bool:
+def is_number(v: Any) -> bool:
+    """A finite int or float (not a bool)."""
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def check_options(augment: dict[str, Any], options: dict[str, str],
+                  value_ok: Callable[[str, Any], bool]) -> None:
+    """UserInputError naming the first ``augment`` option not in ``options`` (name → what is
+    allowed), with the valid ones, or whose value ``value_ok`` refuses."""
+    for key, value in augment.items():
+        if key not in options:
+            raise UserInputError(f"augment.{key}: unknown option; valid: {', '.join(options)}")
+        if not value_ok(key, value):
+            raise UserInputError(f"augment.{key}={value!r}: not valid; use {options[key]}")
 
 
 def _augment_value_ok(key: str, v: Any) -> bool:
     if key == "hflip":
-        return _is_number(v) and 0 <= v <= 1
+        return is_number(v) and 0 <= v <= 1
     if key == "scale_jitter":
-        return v is None or (isinstance(v, (list, tuple)) and len(v) == 2 and all(map(_is_number, v))
+        return v is None or (isinstance(v, (list, tuple)) and len(v) == 2 and all(map(is_number, v))
                              and 0 < v[0] <= v[1])
     if key == "crop":
         return isinstance(v, bool)
@@ -82,11 +95,7 @@ def _augment_value_ok(key: str, v: Any) -> bool:
 
 def check_augment(augment: dict[str, Any]) -> None:
     """UserInputError naming the first unknown or ill-typed ``augment`` option (detection)."""
-    for key, value in augment.items():
-        if key not in AUGMENT_OPTIONS:
-            raise UserInputError(f"augment.{key}: unknown option; valid: {', '.join(AUGMENT_OPTIONS)}")
-        if not _augment_value_ok(key, value):
-            raise UserInputError(f"augment.{key}={value!r}: not valid; use {AUGMENT_OPTIONS[key]}")
+    check_options(augment, AUGMENT_OPTIONS, _augment_value_ok)
 
 
 class DetectionTransforms:

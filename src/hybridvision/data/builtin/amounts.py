@@ -54,7 +54,7 @@ import numpy as np
 from PIL import Image
 
 from hybridvision.errors import UserInputError
-from hybridvision.fileio import atomic_replace_dir
+from hybridvision.fileio import files_not_in, atomic_replace_dir
 
 __all__ = [
     "AMOUNTS_VERSION",
@@ -482,13 +482,7 @@ def _foreign_files(root: Path, manifest: dict[str, Any]) -> list[str]:
             expected.update(f"{entry['labels']}/{i:06d}.txt" for i in range(n))
         except (KeyError, TypeError, ValueError):
             return [MANIFEST]  # a manifest we did not write: nothing here is known to be ours
-    found = []
-    for dirpath, _, files in os.walk(root):
-        for f in files:
-            rel = Path(dirpath, f).relative_to(root).as_posix()
-            if rel not in expected:
-                found.append(rel)
-    return sorted(found)
+    return files_not_in(root, expected)
 
 
 def _is_ours(root: Path) -> bool:

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from hybridvision.errors import DataError, UserInputError
-from hybridvision.fileio import atomic_replace_dir
+from hybridvision.fileio import files_not_in, atomic_replace_dir
 
 __all__ = [
     "SKETCH_CLASSES",
@@ -531,14 +531,7 @@ def _foreign_files(root: Path, manifest: dict[str, Any] | None) -> list[str]:
     files = (manifest or {}).get("files")
     if not isinstance(files, dict) or manifest.get("name") != "sketches":
         return [MANIFEST]  # not a manifest of ours: nothing here is known to be ours
-    expected = {MANIFEST, *map(str, files.values())}
-    found = []
-    for dirpath, _, names in os.walk(root):
-        for f in names:
-            rel = Path(dirpath, f).relative_to(root).as_posix()
-            if rel not in expected:
-                found.append(rel)
-    return sorted(found)
+    return files_not_in(root, {MANIFEST, *map(str, files.values())})
 
 
 def _is_ours(root: Path) -> bool:
