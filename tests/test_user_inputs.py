@@ -86,6 +86,9 @@ def test_missing_weights_and_files_say_so(cli, tmp_path):
     for verb in (["predict", tmp_path / "a.png", "--out", tmp_path / "p"], ["eval"], ["export"]):
         code, _, err = cli(*verb, "--weights", tmp_path / "nope.safetensors")
         _one_line(code, err, "weights file not found")
+    (tmp_path / "best.json").write_text("{}")
+    code, _, err = cli("predict", tmp_path / "a.png", "--weights", tmp_path / "best.json", "--out", tmp_path / "p")
+    _one_line(code, err, "pass the best.safetensors beside it")  # before: "its sidecar best.json names no model"
     code, _, err = cli("data", "check", tmp_path / "nope.json", "--images", tmp_path)
     _one_line(code, err, "not found")
     code, _, err = cli("explain", "--weights", tmp_path / "w.safetensors", "--image", tmp_path / "i.png",

@@ -50,6 +50,9 @@ def load_trained(weights: str | Path, device: str | torch.device = "cpu",
     if weights.is_dir():
         raise UserInputError(f"{weights}: is a folder; pass the .safetensors weights file "
                              "(e.g. RUN/checkpoints/best.safetensors)")
+    if weights.suffix == ".json":
+        raise UserInputError(f"{weights}: is a checkpoint's state, not its weights; pass the "
+                             f"{weights.with_suffix('.safetensors').name} beside it")
     if not weights.is_file():
         raise UserInputError(f"{weights}: weights file not found; pass a .safetensors file written by "
                              "`hybridvision train` (RUN/checkpoints/best.safetensors)")
