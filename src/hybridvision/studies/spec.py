@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from collections.abc import Callable
 
-__all__ = ["StudyRow", "Study", "STUDIES", "register_study"]
+__all__ = ["StudyRow", "Study", "STUDIES", "register_study", "PRESET_PURPOSES", "PRESET_ALIASES"]
 
 
 @dataclass
@@ -20,10 +20,23 @@ class StudyRow:
     label: str  # as in the seed's table, e.g. "NL-FCOS-cls"
     model: str  # registered model name
     model_kwargs: dict[str, Any] = field(default_factory=dict)
+    # The label of the row this one is compared with, seed by seed (paired statistics): the
+    # study's baseline, or its own plain counterpart where the question is pairwise ("(nl)"
+    # models in thesis B). None: this row is a reference, compared with nothing.
+    reference: str | None = None
 
     @property
     def slug(self) -> str:
         return re.sub(r"[^A-Za-z0-9_.-]+", "_", self.label).strip("_")
+
+
+# What each preset is for (every study has these three; ``quick`` is an alias of ``cpu``).
+PRESET_PURPOSES = {
+    "smoke": "tests: a few steps, seconds; its numbers mean nothing",
+    "cpu": "converged on the built-in data on a 2-core CPU (the README's tables)",
+    "paper": "the seed's recipe: GPUs, real data",
+}
+PRESET_ALIASES = {"quick": "cpu"}
 
 
 @dataclass
@@ -31,7 +44,7 @@ class Study:
     name: str
     title: str
     intro: str
-    rows: dict[str, list[StudyRow]]  # preset -> rows (quick presets use small models)
+    rows: dict[str, list[StudyRow]]  # preset -> rows (smoke/cpu presets use small models)
     presets: dict[str, dict[str, Any]]  # preset -> TrainConfig fields
     default_data: str
     columns: list[str]
@@ -40,6 +53,11 @@ class Study:
     labels: dict[str, str] = field(default_factory=dict)
     measure: Callable[..., dict[str, float]] | None = None  # (model, cfg, device) -> cost metrics
     extra_tables: Callable[..., list[tuple[str, str]]] | None = None  # (study, preset, out, device, row labels)
+    question: str = ""  # the question the report's first paragraph answers, e.g. "Does attention help FCOS?"
+    primary: str = "AP"  # the primary metric (a key of each run's metrics; a fraction, higher is better)
+    cost: str = "infer_ms"  # the cost metric of the answer (lower is better)
+    lower_is_better: frozenset[str] = frozenset(
+        {"infer_ms", "infer_mem_mb", "train_mem_mb", "params_m", "gflops", "train_s"})
 
 
 STUDIES: dict[str, Study] = {}
