@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torchvision.transforms import v2
 
 from hybridvision.data import (
     TRANSFORM_PRESETS,
@@ -177,7 +176,7 @@ def test_hflip_mirrors_boxes_and_is_off_by_default():
         build_detection_transforms(True, 64),
         build_preset_transforms("amounts", True, 64),
     ):
-        assert not any(isinstance(t, v2.RandomHorizontalFlip) for t in tf.pipeline.transforms)
+        assert tf.hflip == 0.0
     assert TRANSFORM_PRESETS["amounts"]["hflip"] == 0.0 and TRANSFORM_PRESETS["coco"]["hflip"] > 0
     ident = build_preset_transforms("amounts", True, 64, scale_jitter=None, crop=False, color_jitter=False)
     for _ in range(5):

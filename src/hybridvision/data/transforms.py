@@ -21,6 +21,13 @@ Turn it on for natural images (the ``coco`` preset uses 0.5, as FCOS/CenterNet d
 
 The target's ``image_id`` and ``orig_size`` pass through untouched: the evaluator maps predictions
 back to original pixels with ``orig_size`` and the transformed image's size.
+
+Speed (a training step on 2 CPU cores is ~0.07 s; the data must not add more than a tenth): the
+train-time geometry (:class:`ScaleCropFlip`) draws its random numbers once per image and calls
+the ``v2.functional`` kernels on plain tensors, which skips the per-transform dispatch of
+``v2.Compose`` (pytree flattening, ``tv_tensors`` wrapping: ~2 ms of 2.2 ms per 128² image);
+the light colour jitter runs on the whole batch (:func:`batch_color_jitter`, in
+:func:`collate_detection_train`). Both are tested against the ``v2`` transforms they replace.
 """
 
 from __future__ import annotations
@@ -33,15 +40,21 @@ import torch
 from torch import Tensor
 from torchvision import tv_tensors
 from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
 
+from hybridvision.data.coco import collate_detection
 from hybridvision.errors import UserInputError
 
 __all__ = [
     "TRANSFORM_PRESETS",
     "AUGMENT_OPTIONS",
     "DetectionTransforms",
+    "ScaleCropFlip",
+    "batch_color_jitter",
+    "collate_detection_train",
     "build_detection_transforms",
     "build_preset_transforms",
+    "preset_train_collate",
     "check_augment",
 ]
 
@@ -123,6 +136,126 @@ class DetectionTransforms:
         return f"{type(self).__name__}({self.pipeline})"
 
 
+class ScaleCropFlip:
+    """Train-time geometry of one image in a few kernel calls: scale jitter, ``size × size`` crop
+    with zero padding, horizontal flip; boxes follow, are clipped, and those under 1 px dropped.
+
+    The same distribution as ``v2.ScaleJitter(target_size=(size, size), scale_range)`` →
+    ``v2.RandomCrop(size, pad_if_needed=True)`` → ``v2.RandomHorizontalFlip(hflip)`` →
+    ``v2.ClampBoundingBoxes`` → ``v2.SanitizeBoundingBoxes(min_size=1)``: the longer side scales
+    to ``size · s``, ``s ~ U(scale_range)``; where the scaled image is smaller than ``size`` it is
+    padded by the difference on both sides before the random crop (so it may sit partly outside).
+    :meth:`apply` takes the drawn parameters, so a test can compare it with those transforms.
+    ``color`` (optional) is a per-image transform run last on the image (full colour jitter).
+    """
+
+    def __init__(self, size: int, scale_range: tuple[float, float] | None, crop: bool, hflip: float,
+                 color: Callable[[Tensor], Tensor] | None = None) -> None:
+        self.size, self.scale_range, self.crop, self.hflip, self.color = int(size), scale_range, crop, hflip, color
+
+    def draw(self, h: int, w: int) -> dict[str, Any]:
+        """Random parameters for an ``h × w`` image: scaled size, crop offsets, flip."""
+        r = min(self.size / h, self.size / w)
+        if self.scale_range is not None:
+            lo, hi = self.scale_range
+            r *= lo + float(torch.rand(())) * (hi - lo)
+        nh, nw = (int(h * r), int(w * r)) if self.scale_range is not None else _longer_side_to(h, w, self.size)
+        top = left = 0
+        if self.crop:  # offsets into the image padded by the shortfall on both sides
+            ph, pw = nh + 2 * max(0, self.size - nh), nw + 2 * max(0, self.size - nw)
+            top = int(torch.randint(0, ph - self.size + 1, ())) if ph > self.size else 0
+            left = int(torch.randint(0, pw - self.size + 1, ())) if pw > self.size else 0
+            top, left = top - max(0, self.size - nh), left - max(0, self.size - nw)
+        flip = self.hflip > 0 and float(torch.rand(())) < self.hflip
+        return {"height": nh, "width": nw, "top": top, "left": left, "flip": flip}
+
+    def apply(self, image: Tensor, boxes: Tensor, p: dict[str, Any]) -> tuple[Tensor, Tensor]:
+        """``image [C, H, W]`` and ``boxes [N, 4]`` (xyxy) under the parameters ``p`` of :meth:`draw`;
+        the crop window's top-left corner is ``(top, left)`` in the scaled image (negative: padding)."""
+        h, w = int(image.shape[-2]), int(image.shape[-1])
+        nh, nw = p["height"], p["width"]
+        image = TF.resize_image(image, [nh, nw], antialias=True)
+        boxes = boxes * boxes.new_tensor([nw / w, nh / h, nw / w, nh / h])
+        if self.crop:
+            s, top, left = self.size, p["top"], p["left"]
+            out = image.new_zeros((image.shape[0], s, s))
+            y0, x0 = max(0, top), max(0, left)  # the part of the scaled image inside the window
+            y1, x1 = min(nh, top + s), min(nw, left + s)
+            out[:, y0 - top:y1 - top, x0 - left:x1 - left] = image[:, y0:y1, x0:x1]
+            image = out
+            boxes = boxes - boxes.new_tensor([left, top, left, top])
+        oh, ow = int(image.shape[-2]), int(image.shape[-1])
+        if p["flip"]:
+            image = image.flip(-1)
+            boxes = torch.stack([ow - boxes[:, 2], boxes[:, 1], ow - boxes[:, 0], boxes[:, 3]], dim=1)
+        boxes = torch.stack([boxes[:, 0].clamp(0, ow), boxes[:, 1].clamp(0, oh),
+                             boxes[:, 2].clamp(0, ow), boxes[:, 3].clamp(0, oh)], dim=1)
+        return image, boxes
+
+    def __call__(self, image: Tensor, target: Target) -> tuple[Tensor, Target]:
+        boxes = torch.as_tensor(target["boxes"], dtype=torch.float32).reshape(-1, 4)
+        image, boxes = self.apply(image, boxes, self.draw(int(image.shape[-2]), int(image.shape[-1])))
+        if self.color is not None:
+            image = self.color(image)
+        wh = boxes[:, 2:] - boxes[:, :2]
+        keep = (wh >= 1).all(dim=1) & (wh.prod(dim=1) >= 1)  # SanitizeBoundingBoxes(min_size=1, min_area=1)
+        out = {**target, "boxes": boxes[keep]}
+        for key in ("labels", "area", "iscrowd"):
+            if key in target and torch.is_tensor(target[key]) and len(target[key]) == len(keep):
+                out[key] = target[key][keep]
+        return image, out
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(size={self.size}, scale_range={self.scale_range}, crop={self.crop}, "
+                f"hflip={self.hflip}, color={self.color})")
+
+
+def _longer_side_to(h: int, w: int, size: int) -> tuple[int, int]:
+    """The size ``v2.Resize(None, max_size=size)`` gives an ``h × w`` image (longer side ``size``)."""
+    if w <= h:
+        return size, int(size * w / h)
+    return int(size * h / w), size
+
+
+LIGHT_JITTER = {"brightness": 0.3, "contrast": 0.3}
+
+
+def batch_color_jitter(images: Tensor, brightness: float = 0.3, contrast: float = 0.3,
+                       factors: Tensor | None = None) -> Tensor:
+    """Brightness and contrast jitter of a float batch ``[B, 3, H, W]`` in [0, 1], each image with
+    its own factors and order, as ``v2.ColorJitter(brightness, contrast)`` does image by image.
+
+    ``factors`` ``[B, 3]``: brightness, contrast and order (< 0.5: brightness first) per image;
+    drawn from ``U(1 ± brightness)``, ``U(1 ± contrast)`` and ``U(0, 1)`` when not given.
+    Brightness scales the image; contrast blends it with the mean of its grey image
+    (``v2.functional.adjust_brightness`` / ``adjust_contrast``); the result is clipped to [0, 1].
+    """
+    b = images.shape[0]
+    if factors is None:
+        u = torch.rand(b, 3)
+        factors = torch.stack([1 - brightness + 2 * brightness * u[:, 0],
+                               1 - contrast + 2 * contrast * u[:, 1], u[:, 2]], dim=1)
+    factors = factors.to(images)
+    fb, fc = factors[:, 0].view(b, 1, 1, 1), factors[:, 1].view(b, 1, 1, 1)
+    brightness_first = (factors[:, 2] < 0.5).view(b, 1, 1, 1)
+
+    def bright(x: Tensor) -> Tensor:
+        return (x * fb).clamp_(0, 1)
+
+    def contr(x: Tensor) -> Tensor:
+        grey = TF.rgb_to_grayscale(x) if x.shape[1] == 3 else x
+        mean = grey.mean(dim=(-3, -2, -1), keepdim=True)
+        return (fc * x + (1 - fc) * mean).clamp_(0, 1)
+
+    return torch.where(brightness_first, contr(bright(images)), bright(contr(images)))
+
+
+def collate_detection_train(batch: Any, size_divisible: int = 32) -> tuple[Tensor, list[Target], list[tuple[int, int]]]:
+    """:func:`~hybridvision.data.coco.collate_detection`, then the light colour jitter on the batch."""
+    images, targets, sizes = collate_detection(batch, size_divisible)
+    return batch_color_jitter(images, **LIGHT_JITTER), targets, sizes
+
+
 def build_detection_transforms(
     train: bool,
     size: int,
@@ -131,7 +264,8 @@ def build_detection_transforms(
     scale_jitter: tuple[float, float] | None = (0.6, 1.3),
     crop: bool = True,
     color_jitter: bool | str = True,
-) -> DetectionTransforms:
+    fast: bool = True,
+) -> DetectionTransforms | ScaleCropFlip:
     """Build the train or eval transform (see the module docstring for the size convention).
 
     Args:
@@ -142,7 +276,9 @@ def build_detection_transforms(
             (train only); None resizes to ``size`` exactly.
         crop: random ``size × size`` crop (zero pad where smaller) after scaling (train only).
         color_jitter: brightness/contrast/saturation/hue jitter (train only); ``"light"``:
-            brightness/contrast only.
+            brightness/contrast only — with ``fast``, left to the batch (:func:`collate_detection_train`).
+        fast: the train geometry as :class:`ScaleCropFlip` (default); False: the ``v2.Compose``
+            of the same transforms, with the colour jitter per image.
 
     Returns:
         A :class:`DetectionTransforms`.
@@ -152,6 +288,13 @@ def build_detection_transforms(
         raise ValueError(f"size must be positive, got {size}")
     if not train:
         return DetectionTransforms(v2.Compose([v2.Resize(size=None, max_size=size, antialias=True)]))
+    if scale_jitter is not None and not 0 < scale_jitter[0] <= scale_jitter[1]:
+        raise ValueError(f"scale_jitter must be (min, max) with 0 < min <= max, got {scale_jitter}")
+    if fast:
+        color = (v2.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.02)
+                 if color_jitter is True else None)  # "light" runs on the batch (collate_detection_train)
+        return ScaleCropFlip(size, None if scale_jitter is None else (float(scale_jitter[0]), float(scale_jitter[1])),
+                             crop, float(hflip), color)
     steps: list[v2.Transform] = []
     if scale_jitter is not None:
         lo, hi = scale_jitter
@@ -174,7 +317,8 @@ def build_detection_transforms(
     return DetectionTransforms(v2.Compose(steps))
 
 
-def build_preset_transforms(preset: str, train: bool, size: int, **overrides: Any) -> DetectionTransforms:
+def build_preset_transforms(preset: str, train: bool, size: int,
+                            **overrides: Any) -> DetectionTransforms | ScaleCropFlip:
     """:func:`build_detection_transforms` with a dataset preset (``TRANSFORM_PRESETS``) and overrides.
 
     ``overrides`` are a run's ``augment`` options (:data:`AUGMENT_OPTIONS`); an unknown or
@@ -184,3 +328,10 @@ def build_preset_transforms(preset: str, train: bool, size: int, **overrides: An
     if preset not in TRANSFORM_PRESETS:
         raise UserInputError(f"unknown transform preset '{preset}'; use one of {sorted(TRANSFORM_PRESETS)}")
     return build_detection_transforms(train, size, **{**TRANSFORM_PRESETS[preset], **overrides})
+
+
+def preset_train_collate(preset: str, **overrides: Any) -> Callable[..., Any]:
+    """The training collate function that goes with :func:`build_preset_transforms` (train):
+    :func:`collate_detection_train` when the light colour jitter is left to the batch."""
+    options = {**TRANSFORM_PRESETS[preset], **overrides}
+    return collate_detection_train if options.get("color_jitter") == "light" else collate_detection

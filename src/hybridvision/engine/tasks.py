@@ -40,7 +40,7 @@ from hybridvision.data.builtin.amounts import ensure_amounts
 from hybridvision.data.classification_transforms import build_classification_transforms
 from hybridvision.data.coco import CocoDetection, collate_detection
 from hybridvision.data.sketches import build_sketch_dataset
-from hybridvision.data.transforms import build_preset_transforms
+from hybridvision.data.transforms import build_preset_transforms, preset_train_collate
 from hybridvision.engine.inference import evaluate_detector
 from hybridvision.errors import UserInputError
 from hybridvision.evaluation.classification import topk_accuracy
@@ -61,6 +61,7 @@ class DataBundle:
     class_names: list[str]
     collate: Callable | None = None
     meta: dict[str, Any] = field(default_factory=dict)  # e.g. label_to_cat_id, val GT dict
+    train_collate: Callable | None = None  # the training batches' collate (default: ``collate``)
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -168,6 +169,7 @@ class DetectionTask:
         return DataBundle(
             train=train, val=val, num_classes=len(train_full.class_names),
             class_names=list(train_full.class_names), collate=collate_detection,
+            train_collate=preset_train_collate(preset, **cfg.augment),
             meta=dict(label_to_cat_id=list(train_full.label_to_cat_id), val_gt=gt),
         )
 

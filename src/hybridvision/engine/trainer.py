@@ -66,7 +66,7 @@ from hybridvision.factory import create_model
 from hybridvision.registry import check_model_kwargs
 
 __all__ = ["train", "NonFiniteLossError", "resolve_device", "lr_factor", "check_run_folder",
-           "scaler_state", "restore_scaler", "start_summary",
+           "scaler_state", "restore_scaler", "start_summary", "share_initialisation",
            "RUN_FOLDER_NAMES"]
 
 # What a run folder written by hybridvision holds (train, and a study's result.json).
@@ -269,7 +269,7 @@ def _epoch_loader(bundle: DataBundle, cfg: TrainConfig, epoch: int, world: int, 
     else:
         sampler = RandomSampler(bundle.train, generator=g)
     return DataLoader(bundle.train, batch_size=cfg.batch_size, sampler=sampler,
-                      num_workers=cfg.workers, collate_fn=bundle.collate, drop_last=True,
+                      num_workers=cfg.workers, collate_fn=bundle.train_collate or bundle.collate, drop_last=True,
                       generator=g, persistent_workers=False)
 
 
@@ -317,13 +317,30 @@ def start_summary(cfg: TrainConfig, model: nn.Module, bundle: DataBundle, steps_
 
 
 # ------------------------------------------------------------------------------------- train
+def share_initialisation(model: nn.Module, reference: nn.Module) -> tuple[int, int]:
+    """Copy into ``model`` every parameter and buffer of ``reference`` with the same name and shape.
+
+    Paired comparisons (a study's rows with one seed): a model with an extra block starts where its
+    reference starts in every part they have in common, so the pair differs by the block alone.
+    Returns ``(tensors copied, tensors in model)``.
+    """
+    ref = reference.state_dict()
+    own = model.state_dict()
+    shared = {k: v for k, v in ref.items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(shared, strict=False)
+    return len(shared), len(own)
+
+
 def train(cfg: TrainConfig, *, resume: bool = False, weights: str | None = None,
-          exist_ok: bool = False, stop_after: int | None = None) -> dict[str, Any]:
+          exist_ok: bool = False, stop_after: int | None = None,
+          init_like: tuple[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """Train ``cfg.model`` on ``cfg.data``.
 
     Returns ``dict(out, evaluation, last_epoch, best_evaluation, best_epoch, best, epochs,
-    steps, seconds, finished)``: ``evaluation`` is the last weights' (see "Last versus best" in
-    the module docstring); both evaluations are empty until the run has finished.
+    steps, seconds, loop_seconds, finished, shared_init)``: ``evaluation`` is the last weights'
+    (see "Last versus best" in the module docstring); both evaluations are empty until the run
+    has finished. ``loop_seconds`` is the time inside training steps (data, compute, logging;
+    no evaluation or checkpointing); ``shared_init`` is ``(copied, total)`` with ``init_like``.
 
     Args:
         resume: continue from ``cfg.out/checkpoints/last`` with identical optimizer, schedule
@@ -334,6 +351,10 @@ def train(cfg: TrainConfig, *, resume: bool = False, weights: str | None = None,
         stop_after: train at most this many epochs in this call and return; the schedule still
             spans ``cfg.epochs``, so a later ``resume=True`` call continues seamlessly (time-sliced
             jobs on shared clusters).
+
+        init_like: ``(model name, model_kwargs)`` of a reference model: built with the same seed,
+            its tensors initialise every tensor of this model with the same name and shape
+            (:func:`share_initialisation`; studies pair each row with its reference this way).
     """
     main = is_main_process()
     rank, world, device = _setup_distributed(cfg.device)
@@ -360,6 +381,12 @@ def train(cfg: TrainConfig, *, resume: bool = False, weights: str | None = None,
                              f"batch ({cfg.batch_size}×{world}); lower --batch-size")
     torch.manual_seed(cfg.seed)  # model init does not depend on how much data building consumed
     model = create_model(cfg.model, num_classes=bundle.num_classes, **cfg.model_kwargs).to(device)
+    shared_init = None
+    if init_like is not None and not weights and not resume:
+        torch.manual_seed(cfg.seed)
+        reference = create_model(init_like[0], num_classes=bundle.num_classes, **init_like[1])
+        shared_init = share_initialisation(model, reference.to(device))
+        del reference
     if weights:
         load_weights(model, weights)
     optimizer = _build_optimizer(model, cfg)
@@ -393,6 +420,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, weights: str | None = None,
                       highlight=False, markup=False)
         for warning in task.start_warnings(model, bundle, cfg):
             console.print(f"[yellow]{warning}", highlight=False)
+        if shared_init is not None:
+            console.print(f"initialised {shared_init[0]} of {shared_init[1]} tensors as {init_like[0]} "
+                          f"with seed {cfg.seed} (paired with it)", highlight=False, markup=False)
 
     train_model: nn.Module = model
     if world > 1:
@@ -400,6 +430,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, weights: str | None = None,
             model, device_ids=[device.index] if device.type == "cuda" else None)
 
     t0 = time.time()
+    loop_seconds = 0.0  # inside the training steps (data + compute + logging), no evaluation
     last_eval: dict[str, Any] = {}
     last_results: list[dict] = []
     evaluated_epoch = -1  # the epoch whose weights last_eval describes
@@ -417,6 +448,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, weights: str | None = None,
             train_model.train()
             running: dict[str, float] = {}
             n_running = 0
+            t_loop = time.perf_counter()
             for i, batch in enumerate(loader):
                 if cfg.max_steps and step >= cfg.max_steps:
                     break
@@ -454,6 +486,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, weights: str | None = None,
                     _append_jsonl(metrics_path, rec)
                     running, n_running = {}, 0
                 progress.update(bar, advance=1, info=f"loss {float(loss.detach()):.3f} lr {lr:.2g}")
+            loop_seconds += time.perf_counter() - t_loop
 
             epoch_done = epoch + 1
             do_eval = (cfg.eval_every and epoch_done % cfg.eval_every == 0) or epoch_done == cfg.epochs \
@@ -509,7 +542,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, weights: str | None = None,
         last_eval, best_eval = {}, {}
     return {"out": str(out), "evaluation": last_eval, "last_epoch": epoch_done,
             "best_evaluation": best_eval, "best_epoch": best_epoch, "best": best,
-            "epochs": cfg.epochs, "steps": step, "seconds": seconds, "finished": finished}
+            "epochs": cfg.epochs, "steps": step, "seconds": seconds, "loop_seconds": loop_seconds,
+            "finished": finished, "shared_init": shared_init}
 
 
 def _write_evaluation(folder: Path, task, evaluation: dict[str, Any], results: list[dict]) -> None:
