@@ -9,9 +9,12 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+from hybridvision.engine.trainer import share_initialisation
 from hybridvision.errors import UserInputError
+from hybridvision.factory import create_model
 from hybridvision.studies.base import get_study, run_study
 from hybridvision.studies.report import aggregate, markdown_table
 
@@ -30,10 +33,14 @@ def test_aggregate_mean_and_sample_std():
 def test_dry_run_lists_every_row_and_seed(tmp_path):
     study = get_study("fcos-nonlocal")
     res = run_study("fcos-nonlocal", seeds=3, dry_run=True, out=tmp_path)
-    assert len(res["runs"]) == 3 * len(study.rows["quick"]) == 18
+    assert len(res["runs"]) == 3 * len(study.rows["cpu"]) == 21
     assert {r["row"] for r in res["runs"]} == {"FCOS", "NL-FCOS-cls", "NL-FCOS-reg", "NL-FCOS",
-                                               "NL-FCOS-PANet", "NL-FCOS-deep"}
+                                               "NL-FCOS (Wang)", "NL-FCOS-PANet", "NL-FCOS-deep"}
+    quick = run_study("fcos-nonlocal", preset="quick", seeds=3, dry_run=True, out=tmp_path)
+    assert [r["cfg"] for r in quick["runs"]] == [r["cfg"] for r in res["runs"]]  # quick = cpu
     res = run_study("hybrid-classification", seeds=2, dry_run=True, out=tmp_path)
+    assert len(res["runs"]) == 2 * 6
+    res = run_study("hybrid-classification", preset="paper", seeds=2, dry_run=True, out=tmp_path)
     assert len(res["runs"]) == 34
     with pytest.raises(UserInputError, match="preset"):
         run_study("fcos-nonlocal", preset="nope", dry_run=True)
@@ -66,9 +73,8 @@ def _write_user_coco(root):
 def test_fcos_study_runs_on_user_coco(tmp_path):
     ann, imgs = _write_user_coco(tmp_path / "user")
     out = tmp_path / "study"
-    kw = dict(preset="quick", seeds=2, data=f"coco:{ann},{imgs}", out=out, device="cpu",
-              overrides=["epochs=1", "max_steps=1", "image_size=64", "batch_size=4"],
-              rows=["FCOS", "NL-FCOS"])
+    kw = dict(preset="smoke", seeds=2, data=f"coco:{ann},{imgs}", out=out, device="cpu",
+              overrides=["max_steps=1"], rows=["FCOS", "NL-FCOS"])
     res = run_study("fcos-nonlocal", **kw)
     assert [line["row"] for line in res["summary"]] == ["FCOS", "NL-FCOS"]
     assert len(res["runs"]) == 4
@@ -84,7 +90,20 @@ def test_fcos_study_runs_on_user_coco(tmp_path):
     assert "NL-FCOS" in report and "±" in report
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert [r["row"] for r in rows] == ["FCOS", "NL-FCOS"] and "AP_mean" in rows[0]
-    assert len(json.loads((out / "results.json").read_text())["runs"]) == 4
+    results = json.loads((out / "results.json").read_text())
+    assert len(results["runs"]) == 4
+    # paired: NL-FCOS starts from FCOS's initialisation (same seed) in every tensor they share
+    for rec in results["runs"]:
+        if rec["row"] == "NL-FCOS":
+            copied, total = rec["shared_init"]
+            assert 0 < copied < total
+        else:
+            assert rec["shared_init"] is None
+    assert {(c["row"], c["reference"]) for c in results["comparisons"]} == {("NL-FCOS", "FCOS")}
+    assert all(c["n"] == 2 for c in results["comparisons"] if c["metric"] == "infer_ms")
+    html = (out / "report.html").read_text()
+    assert "NL-FCOS" in html and "data:image/png;base64," in html
+    assert report.index("Does a non-local block help FCOS") < report.index("## COCO metrics")
     # a second call resumes: finished runs are read back, not trained again
     marker = (out / "FCOS/seed0/result.json").stat().st_mtime_ns
     run_study("fcos-nonlocal", **kw)
@@ -126,15 +145,30 @@ def test_hybrid_study_runs_on_user_sketches(tmp_path, kind):
     writer = _write_user_tuberlin if kind == "tuberlin" else _write_user_quickdraw
     root = writer(tmp_path / kind)
     out = tmp_path / "study"
-    res = run_study("hybrid-classification", preset="quick", seeds=1, data=f"{kind}:{root}", out=out,
-                    device="cpu", overrides=["epochs=1", "max_steps=1", "image_size=32", "batch_size=4"],
-                    rows=["HIB NL 3-1"])
+    res = run_study("hybrid-classification", preset="smoke", seeds=1, data=f"{kind}:{root}", out=out,
+                    device="cpu", overrides=["max_steps=1"], rows=["ResNet26 (nl)"])
     (line,) = res["summary"]
-    assert line["row"] == "HIB NL 3-1"
+    assert line["row"] == "ResNet26 (nl)"
     assert 0 <= line["top1"]["mean"] <= 1 and line["top5"]["mean"] == 1  # 2 classes: top-5 is all
     table = json.loads((out / "table_3_1.json").read_text())
-    assert set(table) == {"ResNet26", "HIB NL 3-1"}
-    assert table["HIB NL 3-1"]["params_m"] == pytest.approx(11.37, rel=0.01)
+    assert set(table) == {"ResNet26", "ResNet26 (nl)"}
+    assert table["ResNet26 (nl)"]["params_m"] == pytest.approx(11.58, rel=0.01)
     report = (out / "report.md").read_text()
-    assert "| HIB NL 3-1 |" in report and "| SAN10 pairwise |" not in report
+    assert "| ResNet26 (nl) |" in report and "| SAN10 pairwise |" not in report
     assert f"{kind}:" in report
+
+
+def test_share_initialisation_copies_every_common_tensor():
+    """A paired row starts where its reference starts wherever the two have the same tensor."""
+    torch.manual_seed(0)
+    ref = create_model("fcos_small", num_classes=3)
+    torch.manual_seed(1)
+    model = create_model("nl_fcos_small_panet", num_classes=3)
+    own, theirs = model.state_dict(), ref.state_dict()
+    common = [k for k in own if k in theirs and own[k].shape == theirs[k].shape]
+    assert any(not torch.equal(own[k], theirs[k]) for k in common if own[k].is_floating_point())
+    copied, total = share_initialisation(model, ref)
+    assert copied == len(common) and total == len(own) > copied
+    after = model.state_dict()
+    assert all(torch.equal(after[k], theirs[k]) for k in common)
+    assert all(torch.equal(after[k], own[k]) for k in own if k not in common)  # its own block untouched

@@ -310,17 +310,24 @@ def study_cmd(
                                        "builtin:sketches | quickdraw:DIR | tuberlin:DIR (classification) "
                                        "\\[default: the study's built-in data]"),
     seeds: int = typer.Option(3, "--seeds", help="seeds per row (mean ± std)"),
-    preset: str = typer.Option("quick", "--preset", help="quick (CPU minutes) | paper (the seed's recipe)"),
+    preset: str = typer.Option("cpu", "--preset", help="smoke (tests: seconds) | cpu (converged on the "
+                               "built-in data on a 2-core CPU) | paper (the seed's recipe: GPUs, real data); "
+                               "quick = cpu"),
     out: Path | None = typer.Option(None, "--out", "-o", help="study folder \\[default: runs/study-NAME-PRESET]"),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    jobs: int = typer.Option(1, "--jobs", "-j", help="runs trained at once, each on threads/jobs CPU threads "
+                             "(costs are measured afterwards, one model at a time)"),
+    report_only: bool = typer.Option(False, "--report-only", help="write the report from the runs "
+                                     "finished so far, train nothing"),
     dry_run: bool = typer.Option(False, "--dry-run", help="list the runs without training"),
 ):
     """Reproduce a seed experiment: train every row over seeds, print and save its tables.
 
-    Writes report.md, results.csv and results.json; a killed study resumes where it stopped.
+    Writes report.md, report.html, results.csv and results.json; a killed study resumes where it
+    stopped.
     """
     result = run_study(name, preset=preset, seeds=seeds, data=data, out=out, dry_run=dry_run,
-                       device=device, overrides=overrides or [],
+                       device=device, overrides=overrides or [], jobs=jobs, report_only=report_only,
                        rows=[r.strip() for r in rows.split(",")] if rows else None)
     if dry_run:
         for r in result["runs"]:
@@ -330,7 +337,7 @@ def study_cmd(
         console.print(f"{len(result['runs'])} runs")
         return
     console.print(result["report"], markup=False, highlight=False)
-    console.print(f"report: {result['out']}/report.md, results.csv, results.json")
+    console.print(f"report: {result['out']}/report.md, report.html, results.csv, results.json")
 
 
 # ---------------------------------------------------------------------------------------- bench

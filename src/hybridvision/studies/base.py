@@ -9,7 +9,9 @@ finished runs are read back, the run in flight continues from its last checkpoin
 from __future__ import annotations
 
 import json
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +28,12 @@ from hybridvision.errors import UserInputError
 from hybridvision.factory import model_task
 from hybridvision.registry import check_model_kwargs
 from hybridvision.fileio import atomic_write_text, check_output_path, make_output_dir
-from hybridvision.studies.report import aggregate, markdown_table, write_report
-from hybridvision.studies.spec import STUDIES, Study, StudyRow, register_study
+from hybridvision.studies.report import HtmlContext, aggregate, markdown_table, write_report
+from hybridvision.studies.spec import PRESET_ALIASES, PRESET_PURPOSES, STUDIES, Study, StudyRow, register_study
+from hybridvision.studies.stats import answer_paragraph, compare_rows
 
 __all__ = ["StudyRow", "Study", "run_study", "plan", "get_study", "check_data_spec", "STUDIES",
-           "register_study"]
+           "register_study", "canonical_preset"]
 
 
 def get_study(name: str) -> Study:
@@ -78,8 +81,7 @@ def plan(study: Study, preset: str, seeds: int, data: str | None, out: Path,
     """Every (row, seed) run with its validated config. Everything a run would reject — a bad
     override, an unknown model, data of the wrong kind or missing files, an unknown ``augment``
     option — raises :class:`UserInputError` here, before any run starts."""
-    if preset not in study.presets:
-        raise UserInputError(f"--preset {preset}: use one of {', '.join(study.presets)}")
+    preset = canonical_preset(study, preset)
     if seeds < 1:
         raise UserInputError("--seeds must be at least 1")
     fixed = {"out": "--out", "seed": "--seeds", "model": "the study's rows", "progress": None}
@@ -117,54 +119,132 @@ def plan(study: Study, preset: str, seeds: int, data: str | None, out: Path,
     return runs
 
 
-def run_study(name: str, *, preset: str = "quick", seeds: int = 3, data: str | None = None,
+def canonical_preset(study: Study, preset: str) -> str:
+    """``preset`` with its alias resolved (``quick`` → ``cpu``); an unknown one is refused."""
+    name = PRESET_ALIASES.get(preset, preset)
+    if name not in study.presets:
+        purposes = "; ".join(f"{k}: {PRESET_PURPOSES[k]}" for k in study.presets if k in PRESET_PURPOSES)
+        raise UserInputError(f"--preset {preset}: use one of {', '.join(study.presets)} ({purposes})")
+    return name
+
+
+def _train_run(cfg_dict: dict[str, Any], init_like: tuple[str, dict[str, Any]] | None, threads: int) -> None:
+    """Train one (row, seed) run to the end and write its ``trained.json`` (a separate process
+    with ``--jobs``). Resumes a run killed earlier; a finished run is only evaluated again."""
+    if threads:
+        torch.set_num_threads(threads)
+    cfg = TrainConfig.from_dict(cfg_dict, source="study run")
+    run_dir = Path(cfg.out)
+    resume = (run_dir / "checkpoints" / "last.json").is_file()
+    summary = train(cfg, resume=resume, exist_ok=True, init_like=init_like)
+    evaluation = summary["evaluation"]
+    metrics = dict(evaluation.get("metrics", evaluation))
+    if not resume or "train_s" not in metrics:
+        metrics["train_s"] = summary["seconds"]
+        metrics["train_loop_s"] = summary["loop_seconds"]
+    atomic_write_text(run_dir / "trained.json", json.dumps(
+        {"metrics": metrics, "shared_init": summary["shared_init"], "threads": torch.get_num_threads()}, indent=1))
+
+
+def _init_like(study: Study, preset: str, row_label: str) -> tuple[str, dict[str, Any]] | None:
+    """The (model, model_kwargs) a row's initialisation is paired with: its reference row's."""
+    rows = {r.label: r for r in study.rows[preset]}
+    ref = rows.get(rows[row_label].reference or "")
+    if ref is None:
+        return None
+    return ref.model, dict(ref.model_kwargs)
+
+
+def run_study(name: str, *, preset: str = "cpu", seeds: int = 3, data: str | None = None,
               out: str | Path | None = None, dry_run: bool = False, device: str = "auto",
               data_root: str | None = None, overrides: list[str] | None = None,
-              rows: list[str] | None = None) -> dict[str, Any]:
+              rows: list[str] | None = None, jobs: int = 1, report_only: bool = False) -> dict[str, Any]:
     """Train, evaluate and cost every (row, seed) of study ``name``; write the report.
 
     ``overrides`` (``key=value``) change the preset's training settings for every run; ``rows``
     restricts the study to some of its rows (labels as in the report).
 
+    Pairing: runs of different rows with the same seed see the same data in the same order with
+    the same augmentation (the trainer seeds both from the run's seed), and a row starts from its
+    reference row's initialisation in every tensor they share (``train(init_like=…)``).
+
+    ``jobs`` > 1 trains that many runs at once in separate processes, each on ``threads / jobs``
+    threads (on a small CPU, faster in all than one run on every thread). Costs (latency,
+    memory) are measured afterwards in this process, one model at a time, so parallel training
+    never disturbs a timing. ``report_only`` trains nothing and reports the finished runs.
+
     Returns ``{"out", "summary", "runs", "report"}`` (``report`` is the Markdown text).
     """
     study = get_study(name)
+    preset = canonical_preset(study, preset)
+    if jobs < 1:
+        raise UserInputError(f"--jobs {jobs}: use 1 or more")
     out = Path(out or f"runs/study-{name}-{preset}")
     runs = plan(study, preset, seeds, data, out, overrides, rows)
     dev = resolve_device(device)
     # A study folder is ours (marked when made) and resumes; a user's non-empty folder is refused.
-    check_output_path(out, kind="dir", known_files=("report.md", "results.csv", "results.json"))
+    check_output_path(out, kind="dir", known_files=REPORT_FILES)
     if dry_run:
         return {"out": str(out), "runs": runs, "summary": [], "report": ""}
     make_output_dir(out)
-    records: list[dict[str, Any]] = []
     t0 = time.time()
-    for k, run in enumerate(runs, 1):
-        cfg: TrainConfig = run["cfg"]
-        cfg.device = str(dev)
+    for run in runs:
+        run["cfg"].device = str(dev)
         if data_root:
-            cfg.data_root = data_root
-        run_dir = Path(cfg.out)
-        result_file = run_dir / "result.json"
-        if result_file.is_file():
-            records.append(json.loads(result_file.read_text()))
-            console.print(f"[{k}/{len(runs)}] {run['row']} seed {run['seed']}: done earlier")
-            continue
-        console.print(f"[{k}/{len(runs)}] {run['row']} ({cfg.model}) seed {run['seed']} "
-                      f"· {time.time() - t0:.0f} s elapsed")
-        resume = (run_dir / "checkpoints" / "last.json").is_file()
-        summary = train(cfg, resume=resume, exist_ok=True)
-        evaluation = summary["evaluation"] or json.loads(
-            (run_dir / "checkpoints" / "last.json").read_text()).get("metrics", {})
-        metrics = dict(evaluation.get("metrics", evaluation))
-        metrics["train_s"] = summary["seconds"]
-        if study.measure is not None:
-            weights = run_dir / "checkpoints" / "last.safetensors"
-            model, _ = load_trained(weights, dev)
-            metrics.update(study.measure(model, cfg, dev))
-        record = {"row": run["row"], "seed": run["seed"], "model": cfg.model, "metrics": metrics}
-        atomic_write_text(result_file, json.dumps(record, indent=1))
-        records.append(record)
+            run["cfg"].data_root = data_root
+    todo = [r for r in runs if not (Path(r["cfg"].out) / "result.json").is_file()]
+    untrained = [r for r in todo if not (Path(r["cfg"].out) / "trained.json").is_file()]
+    if report_only:
+        todo = [r for r in todo if r not in untrained]
+    else:
+        _train_all(study, preset, untrained, jobs, len(runs))
+    for run in todo:  # costs, one model at a time, after all training
+        _measure_run(study, run, dev)
+    records = [json.loads((Path(r["cfg"].out) / "result.json").read_text())
+               for r in runs if (Path(r["cfg"].out) / "result.json").is_file()]
+    if not records:
+        raise UserInputError(f"{out}: no finished run to report yet; run the study without --report-only")
+    return _write_study_report(study, preset, name, seeds, data, overrides, out, dev, runs, records, t0)
+
+
+REPORT_FILES = ("report.md", "report.html", "results.csv", "results.json", "table_3_1.json")
+
+
+def _train_all(study: Study, preset: str, runs: list[dict[str, Any]], jobs: int, total: int) -> None:
+    jobs = min(jobs, max(1, len(runs)))
+    threads = max(1, torch.get_num_threads() // jobs) if jobs > 1 else 0
+    work = [(r["cfg"].to_dict(), _init_like(study, preset, r["row"]), threads) for r in runs]
+    t0 = time.time()
+    if jobs == 1:
+        for k, (run, args) in enumerate(zip(runs, work), 1):
+            console.print(f"[{k}/{len(runs)} to train of {total}] {run['row']} ({run['cfg'].model}) seed "
+                          f"{run['seed']} · {time.time() - t0:.0f} s elapsed")
+            _train_run(*args)
+        return
+    console.print(f"training {len(runs)} of {total} runs, {jobs} at a time on {threads} thread(s) each")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(_train_run, *args): run for run, args in zip(runs, work)}
+        for k, fut in enumerate(as_completed(futures), 1):
+            run = futures[fut]
+            fut.result()  # a failed run stops the study with its own error
+            console.print(f"[{k}/{len(runs)} trained] {run['row']} seed {run['seed']} · "
+                          f"{time.time() - t0:.0f} s elapsed")
+
+
+def _measure_run(study: Study, run: dict[str, Any], dev: torch.device) -> None:
+    cfg: TrainConfig = run["cfg"]
+    run_dir = Path(cfg.out)
+    trained = json.loads((run_dir / "trained.json").read_text())
+    metrics = dict(trained["metrics"])
+    if study.measure is not None:
+        model, _ = load_trained(run_dir / "checkpoints" / "last.safetensors", dev)
+        metrics.update(study.measure(model, cfg, dev))
+    record = {"row": run["row"], "seed": run["seed"], "model": cfg.model, "metrics": metrics,
+              "shared_init": trained.get("shared_init")}
+    atomic_write_text(run_dir / "result.json", json.dumps(record, indent=1))
+
+
+def _write_study_report(study, preset, name, seeds, data, overrides, out, dev, runs, records, t0):
     row_labels = list(dict.fromkeys(r["row"] for r in runs))
     lines = aggregate(records, row_labels, study.columns)
     tables = [(title, markdown_table(lines, cols, formats=study.formats, labels=study.labels))
@@ -172,14 +252,25 @@ def run_study(name: str, *, preset: str = "quick", seeds: int = 3, data: str | N
     if study.extra_tables is not None:
         tables = study.extra_tables(study, preset, out, dev, row_labels) + tables
     n_seeds = sorted({r["seed"] for r in records})
-    intro = (f"{study.intro}\n\nPreset `{preset}`, data `{runs[0]['cfg'].data}`, seeds {n_seeds} "
-             f"(mean ± sample std over seeds), device `{dev}`, torch {torch.__version__}, "
-             f"{torch.get_num_threads()} threads. Command: `hybridvision study {name} --preset {preset} "
-             f"--seeds {seeds}" + (f" --data {data}" if data else "")
-             + "".join(f" {o}" for o in overrides or []) + "`.")
+    command = (f"hybridvision study {name} --preset {preset} --seeds {seeds}" + (f" --data {data}" if data else "")
+               + "".join(f" {o}" for o in overrides or []))
+    done = f"{len(records)} of {len(runs)} runs finished. " if len(records) < len(runs) else ""
+    intro = (f"{study.intro}\n\nPreset `{preset}` ({PRESET_PURPOSES.get(preset, '')}), data "
+             f"`{runs[0]['cfg'].data}`, seeds {n_seeds} (mean ± sample std over seeds), device `{dev}`, "
+             f"torch {torch.__version__}. {done}Command: `{command}`.")
+    selected = [r for r in study.rows[preset] if r.label in row_labels]
+    compared = [study.primary, study.cost, *[c for c in study.verdict_columns if c not in (study.primary, study.cost)]]
+    comparisons = compare_rows(records, selected, [c for c in compared if c in study.columns],
+                               study.lower_is_better)
+    answer = answer_paragraph(study, comparisons)
+    figures = study.figures(study, preset, out, dev, runs, records) if study.figures is not None else []
+    context = HtmlContext(primary=study.primary, cost=study.cost, command=command, device=str(dev),
+                          labels=study.labels, formats=study.formats, extra_figures=figures)
     meta = {"study": name, "preset": preset, "seeds": n_seeds, "data": runs[0]["cfg"].data,
-            "device": str(dev), "torch": torch.__version__, "seconds": time.time() - t0}
+            "device": str(dev), "torch": torch.__version__, "seconds": time.time() - t0,
+            "command": command}
     write_report(out, title=study.title, intro=intro, tables=tables, lines=lines,
-                 columns=study.columns, records=records, meta=meta)
+                 columns=study.columns, records=records, meta=meta, comparisons=comparisons,
+                 answer=answer, html_context=context)
     report = (out / "report.md").read_text()
     return {"out": str(out), "summary": lines, "runs": records, "report": report}

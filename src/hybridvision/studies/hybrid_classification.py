@@ -38,7 +38,7 @@ MODELS = [
 ]
 
 # Timing settings of Table 3.1 per preset: (batch, image size, runs).
-TIMING = {"quick": (8, 112, 3), "paper": (64, 224, 5)}
+TIMING = {"smoke": (2, 32, 1), "cpu": (8, 112, 3), "paper": (64, 224, 5)}
 
 
 def _time_model(name: str, batch: int, size: int, runs: int, device: torch.device) -> dict[str, float]:
@@ -62,6 +62,19 @@ def _time_model(name: str, batch: int, size: int, runs: int, device: torch.devic
     model.eval()
     i = measure_latency(infer, warmup=1, runs=runs, device=device)["median_ms"]
     return {"train_ms": t, "infer_ms": i}
+
+
+def measure_classifier(model: torch.nn.Module, cfg: Any, device: torch.device) -> dict[str, Any]:
+    """Inference ms/image (batch 1, the study's input size) and parameters of a trained classifier."""
+    model = model.to(device).eval()
+    x = torch.rand(1, int(cfg.model_kwargs.get("in_chans", 1)), cfg.image_size, cfg.image_size, device=device)
+
+    def infer():
+        with torch.inference_mode():
+            model(x)
+
+    lat = measure_latency(infer, warmup=2, runs=15, device=device)
+    return {"infer_ms": lat["median_ms"], "params_m": count_params(model) / 1e6}
 
 
 def _complexity(name: str) -> dict[str, float]:
@@ -102,28 +115,54 @@ def cost_table(study: Study, preset: str, out: Path, device: torch.device,
     return [("Table 3.1 — complexity and relative time", note + text)]
 
 
-def _rows(kwargs: dict[str, Any]) -> list[StudyRow]:
-    return [StudyRow(label, name, dict(kwargs)) for label, name in MODELS]
+def _reference(label: str) -> str | None:
+    """Thesis B's pairs: each "(nl)" model against its plain counterpart; Pure NL and the HIB NL
+    mixes (no plain twin) and the plain attention models against the ResNet26 baseline."""
+    if label == "ResNet26":
+        return None
+    plain = label.removesuffix(" (nl)")
+    return plain if plain != label else "ResNet26"
 
+
+def _rows(kwargs: dict[str, Any], labels: Sequence[str] | None = None) -> list[StudyRow]:
+    return [StudyRow(label, name, dict(kwargs), reference=_reference(label))
+            for label, name in MODELS if labels is None or label in labels]
+
+
+# The cpu preset's rows: the baseline, the thesis's headline hybrid (HIB patch 2-2 (nl), the
+# backbone of its retrieval chapter) with its plain twin, ResNet26 with and without NL, and one
+# pure-attention model of each kind. The SAN10 and HIB pairwise rows cost several times ResNet26
+# on a CPU and are left to the paper preset (or --rows with the full list there).
+CPU_LABELS = ("ResNet26", "ResNet26 (nl)", "HIB patch 2-2", "HIB patch 2-2 (nl)", "SAN10 patchwise", "Pure NL")
 
 STUDY = register_study(Study(
     name="hybrid-classification",
     title="Hybrid convolution/attention models on sketches (seed 001, Tables 3.1 and 4.1)",
+    question="Do self-attention layers help a ResNet classify sketches, and at what cost?",
     intro=("Accuracy: each model trained from scratch with SGD (momentum 0.9), cosine schedule, "
-           "label smoothing 0.1; top-1 / top-5 in percent on the held-out split."),
-    rows={"quick": _rows({"width": 0.25, "in_chans": 1}), "paper": _rows({"in_chans": 1})},
+           "label smoothing 0.1; top-1 / top-5 in percent on the held-out split. Each \"(nl)\" model "
+           "is compared with its plain counterpart, every other model with ResNet26, seed by seed."),
+    rows={"smoke": _rows({"width": 0.25, "in_chans": 1}, ("ResNet26", "ResNet26 (nl)")),
+          "cpu": _rows({"width": 0.25, "in_chans": 1}, CPU_LABELS),
+          "paper": _rows({"in_chans": 1})},
     presets={
-        "quick": dict(image_size=64, epochs=2, batch_size=32, optimizer="sgd", lr=0.1,
-                      weight_decay=1e-4, warmup_steps=20, schedule="cosine", eval_every=0,
-                      label_smoothing=0.1, data_kwargs={"per_class": 120}),
+        "smoke": dict(image_size=32, epochs=1, max_steps=2, batch_size=4, optimizer="sgd", lr=0.05,
+                      eval_every=0, workers=0),
+        "cpu": dict(image_size=64, epochs=12, batch_size=32, optimizer="sgd", lr=0.1,
+                    weight_decay=1e-4, warmup_steps=50, schedule="cosine", eval_every=2,
+                    label_smoothing=0.1, data_kwargs={"per_class": 120}, workers=0),
         "paper": dict(image_size=224, epochs=100, batch_size=64, optimizer="sgd", lr=0.1,
                       weight_decay=1e-4, warmup_steps=0, schedule="cosine", eval_every=5,
                       label_smoothing=0.1),
     },
     default_data="builtin:sketches",
-    columns=["top1", "top5", "train_s"],
-    tables=[("Table 4.1 — accuracy (percent)", ["top1", "top5", "train_s"])],
-    formats={"train_s": (1.0, 0, True)},
-    labels={"train_s": "train s"},
+    columns=["top1", "top5", "infer_ms", "params_m", "train_s"],
+    tables=[("Table 4.1 — accuracy (percent) and cost", ["top1", "top5", "infer_ms", "params_m", "train_s"])],
+    formats={"train_s": (1.0, 0, True), "infer_ms": (1.0, 2, True), "params_m": (1.0, 2, False)},
+    labels={"train_s": "train s", "infer_ms": "ms/img", "params_m": "params (M)"},
     extra_tables=cost_table,
+    measure=measure_classifier,
+    primary="top1",
+    cost="infer_ms",
+    verdict_columns=("top5",),
 ))
