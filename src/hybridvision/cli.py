@@ -30,7 +30,7 @@ from hybridvision.data.builtin.sketches import make_sketches
 from hybridvision.data.converters import montos_to_coco
 from hybridvision.data.validate import check_coco
 from hybridvision.demo import DEMO_CONFIG, run_demo
-from hybridvision.engine.progress import format_evaluation, format_train_evaluations
+from hybridvision.engine.progress import format_evaluation, format_per_class, format_train_evaluations
 from hybridvision.engine.trainer import resolve_device, train
 from hybridvision.errors import UserInputError
 from hybridvision.evaluation.compare import bench_task, build_bench_target, compare_models
@@ -186,7 +186,9 @@ def eval_cmd(
     """COCO evaluation: of a results file (--gt/--dt), or of a trained model (--run, --weights).
 
     Prints the 12 COCO numbers (AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ARs, ARm, ARl)
-    and per-class AP; -1 marks an empty size bucket.
+    and a per-class AP table; "-" marks an empty size bucket or a class without ground truth.
+    A model's evaluation (--run, --weights) also writes PR curves (pr_curves.json, pr_curve.png),
+    a confusion matrix with a background class (confusion_matrix.json, .png) and per_class_ap.csv.
     """
     if gt is not None or dt is not None:
         if gt is None or dt is None:
@@ -199,10 +201,9 @@ def eval_cmd(
         evaluation = evaluate_run(run=run, weights=weights, data=data, out=out, device=device,
                                   exist_ok=exist_ok)
     console.print(format_evaluation(evaluation), markup=False, highlight=False)
-    per_class = evaluation.get("per_class") or {}
+    per_class = format_per_class(evaluation)
     if per_class:
-        console.print("per-class AP: " + ", ".join(
-            f"{k} {v * 100:.1f}" if v >= 0 else f"{k} -" for k, v in per_class.items()))
+        console.print(per_class, markup=False, highlight=False)
 
 
 # -------------------------------------------------------------------------------------- predict

@@ -18,7 +18,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, 
 from hybridvision.evaluation.coco import format_metrics_table
 
 __all__ = ["console", "is_main_process", "make_progress", "track", "format_evaluation",
-           "format_train_evaluations"]
+           "format_per_class", "format_train_evaluations"]
 
 T = TypeVar("T")
 
@@ -59,13 +59,46 @@ def format_evaluation(evaluation: Mapping[str, Any], title: str | None = None) -
     if not evaluation:
         return ""
     if isinstance(evaluation.get("metrics"), Mapping):
-        table = format_metrics_table(evaluation["metrics"], title=title or "COCO bbox metrics")
-        buf = io.StringIO()
-        Console(file=buf, width=100, color_system=None, highlight=False).print(table)
-        return "\n".join(line.rstrip() for line in buf.getvalue().strip("\n").splitlines())
+        return _rendered(format_metrics_table(evaluation["metrics"], title=title or "COCO bbox metrics"))
     pairs = "  ".join(f"{k} {v}" if isinstance(v, int) else f"{k} {v:.4f}"
                       for k, v in evaluation.items() if isinstance(v, (int, float)) and not isinstance(v, bool))
     return f"{title}: {pairs}" if title else pairs
+
+
+def _rendered(table: Any) -> str:
+    buf = io.StringIO()
+    Console(file=buf, width=100, color_system=None, highlight=False).print(table)
+    return "\n".join(line.rstrip() for line in buf.getvalue().strip("\n").splitlines())
+
+
+def format_per_class(evaluation: Mapping[str, Any]) -> str:
+    """The per-class AP table of a detection evaluation as plain text: class, AP, AP50, AP75
+    and ground-truth boxes (``n_gt``) from its ``analysis``, else class and AP from its
+    ``per_class``; in %, "-" for a class without ground truth. ``""`` when there is neither."""
+    from rich import box
+    from rich.table import Table
+
+    analysis = evaluation.get("analysis")
+    rows = getattr(analysis, "per_class", None)
+    per_class = evaluation.get("per_class") or {}
+    if not rows and not per_class:
+        return ""
+    table = Table(title="per-class AP (%)", box=box.SIMPLE_HEAD, padding=(0, 1))
+    table.add_column("class", no_wrap=True)
+
+    def pct(v: float) -> str:
+        return f"{100.0 * v:.1f}" if v >= 0 else "-"
+
+    if rows:
+        for col in ("AP", "AP50", "AP75", "n_gt"):
+            table.add_column(col, justify="right")
+        for r in rows:
+            table.add_row(r.name, pct(r.AP), pct(r.AP50), pct(r.AP75), str(r.n_gt))
+    else:
+        table.add_column("AP", justify="right")
+        for name, v in per_class.items():
+            table.add_row(str(name), pct(float(v)))
+    return _rendered(table)
 
 
 def format_train_evaluations(summary: Mapping[str, Any]) -> str:

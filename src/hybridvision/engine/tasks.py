@@ -41,11 +41,14 @@ from hybridvision.data.classification_transforms import build_classification_tra
 from hybridvision.data.coco import CocoDetection, collate_detection
 from hybridvision.data.sketches import build_sketch_dataset
 from hybridvision.data.transforms import build_preset_transforms, preset_train_collate
-from hybridvision.engine.inference import evaluate_detector
+from hybridvision.engine.inference import predict_batches
+from hybridvision.engine.progress import console
 from hybridvision.errors import UserInputError
 from hybridvision.evaluation.classification import topk_accuracy
-from hybridvision.evaluation.coco import write_metrics_json
+from hybridvision.evaluation.analysis import evaluate_with_analysis, write_analysis_files
+from hybridvision.evaluation.coco import detections_to_coco_results, write_metrics_json
 from hybridvision.fileio import atomic_write_json, read_json
+from hybridvision.plots import save_analysis_plots
 from hybridvision.registry import model_task, register_task, task_class
 
 __all__ = ["DataBundle", "DetectionTask", "ClassificationTask", "make_task", "resolve_detection_data"]
@@ -202,9 +205,21 @@ class DetectionTask:
         return [warning] if warning else []
 
     def write_evaluation(self, evaluation: dict[str, Any], results: list[dict], folder: Path) -> Path:
-        """``folder/coco_metrics.json`` (the 12 numbers, per-class AP) and ``predictions.json``."""
-        path = write_metrics_json(evaluation, Path(folder) / self.metrics_file)
-        atomic_write_json(Path(folder) / "predictions.json", results)
+        """``folder/coco_metrics.json`` (the 12 numbers, per-class AP) and ``predictions.json``;
+        with the evaluation's ``analysis`` (:func:`evaluate_with_analysis`) also
+        ``pr_curves.json``, ``confusion_matrix.json``, ``per_class_ap.csv`` and their plots
+        ``pr_curve.png``, ``confusion_matrix.png``. A plot that fails is reported and skipped:
+        the numbers are written first and never lost to a drawing."""
+        folder = Path(folder)
+        path = write_metrics_json(evaluation, folder / self.metrics_file)
+        atomic_write_json(folder / "predictions.json", results)
+        analysis = evaluation.get("analysis")
+        if analysis is not None:
+            write_analysis_files(analysis, folder)
+            try:
+                save_analysis_plots(analysis, folder)
+            except Exception as e:  # a plot must never lose an evaluation
+                console.print(f"[yellow]evaluation plots in {folder} skipped: {e}", highlight=False)
         return path
 
     def batch_loss(self, model: nn.Module, batch, device: torch.device) -> dict[str, torch.Tensor]:
@@ -217,8 +232,12 @@ class DetectionTask:
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader, device: torch.device, bundle: DataBundle,
                  progress: bool = False) -> tuple[dict[str, Any], list[dict]]:
-        return evaluate_detector(unwrap(model), loader, device, bundle.meta["val_gt"],
-                                 bundle.meta["label_to_cat_id"], progress=progress)
+        """``(evaluation, results)``: ``evaluate_coco``'s result plus ``"analysis"`` (PR curves,
+        per-class AP, confusion matrix: a :class:`~hybridvision.evaluation.analysis.DetectionAnalysis`)
+        from one COCO evaluation, and the COCO results list."""
+        ids, dets = predict_batches(unwrap(model), loader, device, progress=progress)
+        results = detections_to_coco_results(dets, ids, bundle.meta["label_to_cat_id"])
+        return evaluate_with_analysis(bundle.meta["val_gt"], results), results
 
 
 def _base_and_indices(ds) -> tuple[Any, list[int]]:

@@ -21,6 +21,7 @@ import json
 import math
 import numbers
 import os
+from dataclasses import dataclass
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,9 @@ from hybridvision.errors import UserInputError
 
 __all__ = [
     "COCO_METRIC_KEYS",
+    "CocoRun",
+    "run_coco_eval",
+    "coco_evaluation",
     "evaluate_coco",
     "detections_to_coco_results",
     "write_metrics_json",
@@ -186,26 +190,44 @@ def _prepare_results(
     return out
 
 
-def evaluate_coco(
+@dataclass(frozen=True)
+class CocoRun:
+    """One finished ``COCOeval_faster`` run (evaluate, accumulate, summarize), kept so that the
+    12 numbers (:func:`coco_evaluation`) and the analysis (``evaluation.analysis``) read the same
+    accumulated arrays instead of evaluating twice.
+
+    Attributes:
+        gt: the checked ground truth (a private copy: annotation ids renumbered 1..M, ``area``
+            and ``iscrowd`` filled in).
+        results: the checked result records.
+        evaluator: the ``COCOeval_faster`` object; ``evaluator.eval["precision"]`` is
+            ``[T, R, K, A, M]`` (IoU thresholds, recall points, categories in
+            ``evaluator.params.catIds`` order, areas all/small/medium/large, maxDets 1/10/100).
+    """
+
+    gt: dict[str, Any]
+    results: list[dict[str, Any]]
+    evaluator: Any
+
+    def class_names(self) -> list[str]:
+        """Category names in ``evaluator.params.catIds`` order; a repeated name gets ``#id``."""
+        cats = {c["id"]: c["name"] for c in self.gt["categories"]}
+        names: list[str] = []
+        for cat_id in self.evaluator.params.catIds:
+            name = cats[cat_id]
+            names.append(f"{name}#{cat_id}" if name in names else name)
+        return names
+
+
+def run_coco_eval(
     gt: str | os.PathLike | Mapping[str, Any],
     results: str | os.PathLike | Sequence[Mapping[str, Any]],
     *,
     iou_type: str = "bbox",
-    per_class: bool = True,
-) -> dict[str, dict[str, float]]:
-    """Run the COCO evaluation with ``faster_coco_eval.COCOeval_faster``.
+) -> CocoRun:
+    """Check ``gt`` and ``results`` and run ``faster_coco_eval.COCOeval_faster`` on them.
 
-    Args:
-        gt: path to a COCO annotation JSON, or the same content as a dict (not modified).
-        results: path to a COCO results JSON, or a list of
-            ``dict(image_id, category_id, bbox=[x, y, w, h], score)`` (not modified).
-        iou_type: only ``"bbox"`` is supported.
-        per_class: also report AP@[.5:.95] per category.
-
-    Returns:
-        ``{"metrics": {key: value for key in COCO_METRIC_KEYS}, "per_class": {name: AP}}``;
-        values are fractions in [0, 1], -1 where no ground truth falls in the bucket
-        (``per_class`` is empty when ``per_class=False``).
+    Args: as :func:`evaluate_coco`. Neither input is modified.
 
     Raises:
         UserInputError: unreadable/malformed ground truth or results, or results that name an
@@ -236,23 +258,51 @@ def evaluate_coco(
     ev.evaluate()
     ev.accumulate()
     ev.summarize()
-    stats = np.asarray(ev.stats, dtype=np.float64)
-    metrics = {k: float(v) for k, v in zip(COCO_METRIC_KEYS, stats[: len(COCO_METRIC_KEYS)])}
+    return CocoRun(gt=gt_data, results=records, evaluator=ev)
 
+
+def coco_evaluation(run: CocoRun, *, per_class: bool = True) -> dict[str, dict[str, float]]:
+    """The 12 numbers (and per-class AP) of a finished run; the result of :func:`evaluate_coco`."""
+    stats = np.asarray(run.evaluator.stats, dtype=np.float64)
+    metrics = {k: float(v) for k, v in zip(COCO_METRIC_KEYS, stats[: len(COCO_METRIC_KEYS)])}
     per_class_ap: dict[str, float] = {}
     if per_class:
         # precision: [T IoUs, R recall points, K categories, A areas, M maxDets]; area "all" is
         # index 0 and maxDets=100 the last, the same slice summarize() averages for "AP".
-        precision = np.asarray(ev.eval["precision"])
-        cats = {c["id"]: c["name"] for c in gt_data["categories"]}
-        for k, cat_id in enumerate(ev.params.catIds):
+        precision = np.asarray(run.evaluator.eval["precision"])
+        for k, name in enumerate(run.class_names()):
             p = precision[:, :, k, 0, -1]
             p = p[p > -1]
-            name = cats[cat_id]
-            if name in per_class_ap:  # two categories with one name: keep both, told apart by id
-                name = f"{name}#{cat_id}"
             per_class_ap[name] = float(p.mean()) if p.size else -1.0
     return {"metrics": metrics, "per_class": per_class_ap}
+
+
+def evaluate_coco(
+    gt: str | os.PathLike | Mapping[str, Any],
+    results: str | os.PathLike | Sequence[Mapping[str, Any]],
+    *,
+    iou_type: str = "bbox",
+    per_class: bool = True,
+) -> dict[str, dict[str, float]]:
+    """Run the COCO evaluation with ``faster_coco_eval.COCOeval_faster``.
+
+    Args:
+        gt: path to a COCO annotation JSON, or the same content as a dict (not modified).
+        results: path to a COCO results JSON, or a list of
+            ``dict(image_id, category_id, bbox=[x, y, w, h], score)`` (not modified).
+        iou_type: only ``"bbox"`` is supported.
+        per_class: also report AP@[.5:.95] per category.
+
+    Returns:
+        ``{"metrics": {key: value for key in COCO_METRIC_KEYS}, "per_class": {name: AP}}``;
+        values are fractions in [0, 1], -1 where no ground truth falls in the bucket
+        (``per_class`` is empty when ``per_class=False``).
+
+    Raises:
+        UserInputError: unreadable/malformed ground truth or results, or results that name an
+            image or category the ground truth does not have.
+    """
+    return coco_evaluation(run_coco_eval(gt, results, iou_type=iou_type), per_class=per_class)
 
 
 def detections_to_coco_results(
