@@ -120,6 +120,11 @@ class DenseDetector(nn.Module):
         # Inputs pad to the backbone's coarsest stride; extra neck levels (stride-2 convs) pad
         # themselves, so P6/P7 need no coarser multiple.
         self.size_divisible = max(int(f["stride"]) for f in backbone.feature_info)
+        # NHWC ("channels_last") weights and activations: on CPU (oneDNN) and on GPU tensor
+        # cores the convolutions run faster in this layout (FCOS-R50 inference 0.83× torchvision's
+        # time against 1.04× in NCHW, BENCHMARKS.md). Subclasses build every module before
+        # calling this __init__, so the whole network is converted here.
+        self.to(memory_format=torch.channels_last)
 
     def normalize(
         self, images: torch.Tensor, image_sizes: Sequence[tuple[int, int]] | None = None
@@ -149,7 +154,8 @@ class DenseDetector(nn.Module):
     def forward(
         self, images: torch.Tensor, image_sizes: Sequence[tuple[int, int]] | None = None
     ) -> dict[str, torch.Tensor | list[torch.Tensor]]:
-        features = self.neck(self.backbone(self.normalize(images, image_sizes)))  # [B, C, H/s, W/s]
+        x = self.normalize(images, image_sizes).contiguous(memory_format=torch.channels_last)
+        features = self.neck(self.backbone(x))  # [B, C, H/s, W/s] (NHWC in memory)
         return self.head(features)
 
     def loss(self, outputs: dict, targets: Targets) -> dict[str, torch.Tensor]:
