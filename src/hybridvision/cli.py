@@ -37,7 +37,9 @@ from hybridvision.evaluation.compare import bench_task, build_bench_target, comp
 from hybridvision.explain import explain
 from hybridvision.export import check_opset, check_size, default_size, export_onnx
 from hybridvision.factory import create_model, create_task, list_models, model_task
-from hybridvision.fileio import atomic_write_text, read_json
+from hybridvision.evaluation.analysis import STATS_FILES, dataset_stats, write_dataset_stats
+from hybridvision.fileio import atomic_write_text, check_output_path, make_output_dir, read_json
+from hybridvision.plots import save_dataset_stats_plots
 from hybridvision.registry import registered_tasks
 from hybridvision.studies.base import run_study
 
@@ -50,7 +52,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-data_app = typer.Typer(help="Make built-in datasets, convert and check annotation files.",
+data_app = typer.Typer(help="Make built-in datasets, convert, check and summarise annotation files.",
                        no_args_is_help=True)
 make_app = typer.Typer(help="Generate a built-in dataset.", no_args_is_help=True)
 convert_app = typer.Typer(help="Convert annotations to COCO JSON.", no_args_is_help=True)
@@ -284,6 +286,32 @@ def check_cmd(
         err_console.print(f"{len(findings)} problem(s) in {ann}", highlight=False)
         raise typer.Exit(1)
     console.print(f"{ann}: OK")
+
+
+@data_app.command("stats")
+def stats_cmd(
+    ann: Path = typer.Argument(..., help="COCO annotation JSON"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="output folder \\[default: runs/stats/ANN_NAME]"),
+    exist_ok: bool = typer.Option(False, "--exist-ok",
+                                  help="allow an --out folder holding files hybridvision did not write"),
+):
+    """Statistics of a COCO dataset: boxes per class, box sizes (COCO's small/medium/large), box centres.
+
+    Validates the file as `data check --no-images` does, then writes stats.json, class_counts.png,
+    box_sizes.png and box_centres.png into --out and prints a summary.
+    """
+    if not ann.is_file():
+        raise UserInputError(f"{ann}: {'is a folder, not' if ann.is_dir() else 'not found; pass'} a COCO "
+                             "annotation JSON file")
+    target = out if out is not None else Path("runs/stats") / ann.stem
+    check_output_path(target, inputs=[ann], kind="dir", exist_ok=exist_ok, known_files=STATS_FILES)
+    stats = dataset_stats(ann)
+    make_output_dir(target)
+    write_dataset_stats(stats, target)
+    save_dataset_stats_plots(stats, target)
+    console.print(stats.summary(), markup=False, highlight=False, soft_wrap=True)
+    console.print(f"wrote {target}/stats.json, class_counts.png, box_sizes.png, box_centres.png",
+                  markup=False, highlight=False, soft_wrap=True)
 
 
 # ----------------------------------------------------------------------------------------- demo

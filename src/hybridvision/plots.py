@@ -687,7 +687,8 @@ def plot_box_sizes(stats: DatasetStats, *, bins: int = 40, dpi: int = 100) -> Fi
     for k, name in enumerate(("small", "medium", "large")):
         centre = math.sqrt(bounds[k] * bounds[k + 1])
         ax.text(centre, 0.95, f"{name}\n{100.0 * stats.buckets[name]:.0f} %", ha="center", va="top",
-                transform=ax.get_xaxis_transform(), fontsize="small")
+                transform=ax.get_xaxis_transform(), fontsize="small",
+                bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"})
     ax.set_xlabel("box side sqrt(area) (pixels)")
     ax.set_ylabel("boxes")
     ax.set_title("box sizes (COCO buckets: < 32, 32-96, >= 96)")

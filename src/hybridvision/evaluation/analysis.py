@@ -42,6 +42,7 @@ __all__ = [
     "ANALYSIS_FILES",
     "BACKGROUND",
     "SIZE_EDGES",
+    "STATS_FILES",
     "ClassAP",
     "DetectionAnalysis",
     "DatasetStats",
@@ -60,6 +61,8 @@ BACKGROUND = "background"  # the name of the confusion matrix's last row and col
 SIZE_EDGES = (32.0, 96.0)
 # The data files an evaluation folder gets from write_analysis_files (the PNGs come from plots).
 ANALYSIS_FILES = ("pr_curves.json", "confusion_matrix.json", "per_class_ap.csv")
+# What `hybridvision data stats` writes (write_dataset_stats + plots.save_dataset_stats_plots).
+STATS_FILES = ("stats.json", "class_counts.png", "box_sizes.png", "box_centres.png")
 IOU_SETTINGS = ("0.5", "0.5:0.95")  # the two PR curves of every class
 
 
@@ -437,6 +440,22 @@ class DatasetStats:
     sides: np.ndarray
     centres: np.ndarray
     buckets: dict[str, float]
+
+    def summary(self, max_classes: int = 12) -> str:
+        """A few lines for the console: counts, the largest classes, the size buckets."""
+        crowd = f" ({self.crowd} crowd)" if self.crowd else ""
+        empty = f", {self.empty_images} without boxes" if self.empty_images else ""
+        ranked = sorted(self.class_counts.items(), key=lambda kv: -kv[1])
+        shown = ", ".join(f"{name} {n}" for name, n in ranked[:max_classes])
+        more = f", … ({len(ranked) - max_classes} more)" if len(ranked) > max_classes else ""
+        side = (f"; box side median {float(np.median(self.sides)):.1f} px" if self.sides.size else "")
+        return "\n".join([
+            f"{self.source}: {self.images} images{empty}, {self.boxes} boxes{crowd}, "
+            f"{len(self.class_counts)} classes",
+            f"boxes per class: {shown}{more}",
+            "COCO size buckets: " + " · ".join(f"{k} {100.0 * v:.0f} %" for k, v in self.buckets.items())
+            + side,
+        ])
 
     def to_dict(self) -> dict[str, Any]:
         """The content of ``stats.json``."""
