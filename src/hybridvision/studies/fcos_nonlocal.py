@@ -16,6 +16,7 @@ import torch
 
 from hybridvision.config import TrainConfig
 from hybridvision.evaluation.cost import count_flops, count_params, measure_latency, measure_peak_memory
+from hybridvision.studies.figures import detection_figures
 from hybridvision.studies.spec import Study, StudyRow, register_study
 
 COCO_COLUMNS = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
@@ -120,4 +121,5 @@ STUDY = register_study(Study(
     primary="AP",
     cost="infer_ms",
     verdict_columns=("AP50", "APs", "train_mem_mb"),
+    figures=detection_figures,
 ))

@@ -23,6 +23,7 @@ from hybridvision.engine.progress import console
 from hybridvision.evaluation.cost import count_params, measure_latency
 from hybridvision.factory import create_model
 from hybridvision.fileio import atomic_write_text
+from hybridvision.studies.figures import classification_figures
 from hybridvision.studies.spec import Study, StudyRow, register_study
 
 # (label as in the seed's tables, registered name)
@@ -165,4 +166,5 @@ STUDY = register_study(Study(
     primary="top1",
     cost="infer_ms",
     verdict_columns=("top5",),
+    figures=classification_figures,
 ))
