@@ -122,6 +122,9 @@ class TrainConfig(BaseModel):
     eval_every: int = Field(1, ge=0, description="an integer >= 0 (evaluate every N epochs; 0: at the end)")
     val_limit: int = Field(0, ge=0, description="an integer >= 0 (evaluate on at most N val images; 0: all)")
     progress: bool = Field(True, description="true or false")
+    logger: Literal["jsonl", "tensorboard"] = Field(
+        "jsonl", description="jsonl or tensorboard (also TensorBoard event files in RUN/tensorboard; "
+        "needs pip install 'hybridvision[tensorboard]')")
 
     # --------------------------------------------------------------------------- validators
     @field_validator(*_NUMBER_FIELDS, mode="before")

@@ -283,6 +283,8 @@ def plot_results(
         raise UserInputError(f"{metrics_jsonl_path}: no loss or metric records to plot")
     ncols = max(1, min(ncols, len(panels)))
     nrows = math.ceil(len(panels) / ncols)
+    from matplotlib.ticker import MaxNLocator
+
     fig = _new_figure((panel_size[0] * ncols, panel_size[1] * nrows), dpi)
     axes = np.asarray(fig.subplots(nrows, ncols, squeeze=False)).reshape(-1)
     titles = []
@@ -298,8 +300,10 @@ def plot_results(
         ax.grid(alpha=0.3)
         ax.tick_params(labelsize="small")
         ax.set_xlabel(x_key, fontsize="small")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps and epochs are whole
         if not pts:
-            ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes, color="gray")
+            ax.text(0.5, 0.5, "no data" if split == "train" else "no data\n(-1: no ground truth)",
+                    ha="center", va="center", transform=ax.transAxes, color="gray")
             continue
         xs, ys = [p[0] for p in pts], [p[1] for p in pts]
         if split == "train":

@@ -12,6 +12,11 @@ A run folder (``cfg.out``) holds::
                                 (+ predictions.json)
     predictions.json            COCO results of the best weights (detection)
     plots/loss.png              loss curve
+    plots/results.png           every loss and every evaluated metric, one small panel each
+    tensorboard/                TensorBoard event files (``logger: tensorboard``; engine/loggers.py)
+
+Each detection ``eval/`` folder also holds the evaluation's analysis (evaluation/analysis.py):
+``pr_curves.json`` + ``pr_curve.png``, ``confusion_matrix.json`` + ``.png``, ``per_class_ap.csv``.
 
 Classification runs write ``metrics.json`` (top-1/top-5) in place of ``coco_metrics.json``.
 
@@ -57,11 +62,12 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from hybridvision.config import TrainConfig, save_config
 from hybridvision.engine.checkpoint import (load_checkpoint_state, load_weights, read_sidecar,
                                             save_checkpoint)
+from hybridvision.engine.loggers import TENSORBOARD_DIR, NullLogger, check_logger, make_logger
 from hybridvision.engine.progress import console, is_main_process, make_progress
 from hybridvision.engine.tasks import DataBundle, make_task
 from hybridvision.errors import UserInputError
 from hybridvision.fileio import OWNER_MARKER, atomic_write_text, make_output_dir
-from hybridvision.plots import plot_loss_curve
+from hybridvision.plots import plot_loss_curve, plot_results
 from hybridvision.factory import create_model
 from hybridvision.registry import check_model_kwargs
 
@@ -71,7 +77,7 @@ __all__ = ["train", "NonFiniteLossError", "resolve_device", "lr_factor", "check_
 
 # What a run folder written by hybridvision holds (train, and a study's result.json).
 RUN_FOLDER_NAMES = frozenset({"config.yaml", "metrics.jsonl", "checkpoints", "eval", "plots",
-                              "predictions.json", "result.json", OWNER_MARKER})
+                              "predictions.json", "result.json", TENSORBOARD_DIR, OWNER_MARKER})
 
 
 class NonFiniteLossError(UserInputError):
@@ -365,6 +371,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, weights: str | None = None,
     if weights and Path(weights).resolve().is_relative_to(out.resolve()):
         raise UserInputError(f"--weights {weights} lies inside --out {out}, whose checkpoints this run "
                              "writes; copy the weights elsewhere first")
+    check_logger(cfg.logger)  # an optional dependency that is missing: said before any work
     task = make_task(cfg)
     task.check_augment(cfg.augment)
     check_model_kwargs(cfg.model, cfg.model_kwargs)  # before data is generated or read
@@ -414,6 +421,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, weights: str | None = None,
         metrics_path.unlink(missing_ok=True)
         for stale in ckpt_dir.glob("best.*"):  # a best of an overwritten run (--exist-ok)
             stale.unlink()
+        for stale in (out / TENSORBOARD_DIR).glob("events.out.tfevents.*"):  # its TensorBoard events
+            stale.unlink()
     if main:
         save_config(cfg, out / "config.yaml")
         console.print(start_summary(cfg, model, bundle, steps_per_epoch, total_steps, device, world),
@@ -437,7 +446,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, weights: str | None = None,
     best_eval: dict[str, Any] = {}
     best_results: list[dict] = []
     epoch_done = start_epoch
-    with make_progress(cfg.progress) as progress:
+    # metrics.jsonl is the record; the logger mirrors it (resume: from the step after the checkpoint)
+    logger = make_logger(cfg.logger, out, purge_step=step + 1 if resume else None) if main else NullLogger()
+    with make_progress(cfg.progress) as progress, contextlib.closing(logger):
         end_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, start_epoch + stop_after)
         for epoch in range(start_epoch, end_epoch):
             if cfg.max_steps and step >= cfg.max_steps:
@@ -484,6 +495,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, weights: str | None = None,
                     rec = {"epoch": epoch + 1, "step": step, "lr": lr,
                            **{k: v / n_running for k, v in running.items()}}
                     _append_jsonl(metrics_path, rec)
+                    logger.log(rec, step, "train")
                     running, n_running = {}, 0
                 progress.update(bar, advance=1, info=f"loss {float(loss.detach()):.3f} lr {lr:.2g}")
             loop_seconds += time.perf_counter() - t_loop
@@ -497,6 +509,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, weights: str | None = None,
                     evaluated_epoch = epoch_done
                     flat = last_eval.get("metrics", last_eval)
                     _append_jsonl(metrics_path, {"epoch": epoch_done, "step": step, **flat})
+                    logger.log(flat, step, "val")
                     score = float(flat[task.primary_metric])
                     if score > best:
                         best, best_epoch = score, epoch_done
@@ -555,7 +568,9 @@ def _write_evaluation(folder: Path, task, evaluation: dict[str, Any], results: l
 
 
 def _plot_loss(out: Path) -> None:
-    try:
-        plot_loss_curve(out / "metrics.jsonl", out / "plots" / "loss.png")
-    except Exception as e:  # a plot must never lose a finished run
-        console.print(f"[yellow]loss plot skipped: {e}")
+    """``plots/loss.png`` and ``plots/results.png`` from ``metrics.jsonl``; each may fail alone."""
+    for name, plot in (("loss", plot_loss_curve), ("results", plot_results)):
+        try:
+            plot(out / "metrics.jsonl", out / "plots" / f"{name}.png")
+        except Exception as e:  # a plot must never lose a finished run
+            console.print(f"[yellow]{name} plot skipped: {e}")
