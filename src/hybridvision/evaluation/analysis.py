@@ -27,7 +27,7 @@ import json
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -116,7 +116,7 @@ class ClassAP:
     n_gt: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # arrays: no field-wise ==
 class DetectionAnalysis:
     """PR curves, per-class AP and a confusion matrix of one detection evaluation.
 
@@ -144,7 +144,11 @@ class DetectionAnalysis:
     confusion: np.ndarray
     iou_threshold: float = 0.5
     score_threshold: float = 0.25
-    matrix_labels: list[str] = field(default_factory=list)
+
+    @property
+    def matrix_labels(self) -> list[str]:
+        """The confusion matrix's row and column names: the classes, then ``"background"``."""
+        return [*self.class_names, BACKGROUND]
 
     def pr_curve(self, iou: str = "0.5:0.95", class_index: int | None = None) -> np.ndarray:
         """Precision ``[R]`` at each recall point for ``iou`` ``"0.5"`` or ``"0.5:0.95"`` (the mean
@@ -277,7 +281,7 @@ def analysis_from_run(run: CocoRun, *, iou_threshold: float = 0.5,
         recall=np.asarray(ev.params.recThrs, dtype=np.float64), iou_thresholds=iou_thrs,
         precision=precision,
         n_gt=n_gt, per_class=rows, confusion=matrix, iou_threshold=float(iou_threshold),
-        score_threshold=float(score_threshold), matrix_labels=[*names, BACKGROUND],
+        score_threshold=float(score_threshold),
     )
 
 
@@ -333,14 +337,13 @@ def evaluate_with_analysis(
 # ---------------------------------------------------------------------------------- files
 def pr_curves_dict(analysis: DetectionAnalysis) -> dict[str, Any]:
     """The content of ``pr_curves.json``."""
-    curves = {}
-    for iou in IOU_SETTINGS:
-        curves[iou] = {
-            "all": _listed(analysis.pr_curve(iou)),
-            "per_class": {name: (None if analysis.n_gt[k] == 0 and np.isnan(analysis.pr_curve(iou, k)).all()
-                                 else _listed(analysis.pr_curve(iou, k)))
-                          for k, name in enumerate(analysis.class_names)},
-        }
+    def curve(iou: str, k: int | None) -> list[float | None] | None:
+        c = analysis.pr_curve(iou, k)  # [R]
+        return None if np.isnan(c).all() and k is not None else _listed(c)
+
+    curves = {iou: {"all": curve(iou, None),
+                    "per_class": {name: curve(iou, k) for k, name in enumerate(analysis.class_names)}}
+              for iou in IOU_SETTINGS}
     return {
         "area": "all", "max_dets": 100,
         "about": "COCO interpolated precision at each recall point (faster-coco-eval's accumulated "
@@ -391,8 +394,7 @@ def write_analysis_files(analysis: DetectionAnalysis, folder: str | os.PathLike)
 
 
 # --------------------------------------------------------------------------- classification
-def per_class_accuracy(labels: Sequence[int] | np.ndarray | Any, preds: Sequence[int] | np.ndarray | Any,
-                       class_names: Sequence[str]) -> dict[str, float]:
+def per_class_accuracy(labels: Any, preds: Any, class_names: Sequence[str]) -> dict[str, float]:
     """Accuracy of each true class: the share of its samples predicted as it (its recall).
 
     Args:
@@ -416,7 +418,7 @@ def per_class_accuracy(labels: Sequence[int] | np.ndarray | Any, preds: Sequence
 
 
 # ---------------------------------------------------------------------------- dataset stats
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class DatasetStats:
     """Statistics of a COCO annotation file.
 
