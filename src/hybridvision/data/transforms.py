@@ -236,18 +236,29 @@ def batch_color_jitter(images: Tensor, brightness: float = 0.3, contrast: float 
         factors = torch.stack([1 - brightness + 2 * brightness * u[:, 0],
                                1 - contrast + 2 * contrast * u[:, 1], u[:, 2]], dim=1)
     factors = factors.to(images)
-    fb, fc = factors[:, 0].view(b, 1, 1, 1), factors[:, 1].view(b, 1, 1, 1)
-    brightness_first = (factors[:, 2] < 0.5).view(b, 1, 1, 1)
+    out = torch.empty_like(images)
+    first = factors[:, 2] < 0.5  # brightness first
+    for idx, order in ((first.nonzero()[:, 0], (_brightness, _contrast)),
+                       ((~first).nonzero()[:, 0], (_contrast, _brightness))):
+        if len(idx):
+            x = images[idx]
+            for op in order:
+                x = op(x, factors[idx])
+            out[idx] = x
+    return out
 
-    def bright(x: Tensor) -> Tensor:
-        return (x * fb).clamp_(0, 1)
 
-    def contr(x: Tensor) -> Tensor:
-        grey = TF.rgb_to_grayscale(x) if x.shape[1] == 3 else x
-        mean = grey.mean(dim=(-3, -2, -1), keepdim=True)
-        return (fc * x + (1 - fc) * mean).clamp_(0, 1)
+def _brightness(x: Tensor, factors: Tensor) -> Tensor:
+    """``v2.functional.adjust_brightness`` per image of a float batch (factors ``[B, 3]``, column 0)."""
+    return (x * factors[:, 0].view(-1, 1, 1, 1)).clamp_(0, 1)
 
-    return torch.where(brightness_first, contr(bright(images)), bright(contr(images)))
+
+def _contrast(x: Tensor, factors: Tensor) -> Tensor:
+    """``v2.functional.adjust_contrast`` per image: blend with the mean of its grey image (column 1)."""
+    c = factors[:, 1].view(-1, 1, 1, 1)
+    grey = TF.rgb_to_grayscale(x) if x.shape[1] == 3 else x
+    mean = grey.mean(dim=(-3, -2, -1), keepdim=True)
+    return (c * x + (1 - c) * mean).clamp_(0, 1)
 
 
 def collate_detection_train(batch: Any, size_divisible: int = 32) -> tuple[Tensor, list[Target], list[tuple[int, int]]]:
