@@ -163,6 +163,8 @@ STUDY_BAD = [
     (["--data", "coco:missing.json,imgs"], "missing.json not found"),
     (["--data", "coco:only_one.json"], "2 or 4"),
     (["--data", "builtin:sketches"], "not detection data"),
+    # before: a dry run planned all runs and exited 0, the real run then refused (#385)
+    (["model_kwargs.width=-1"], "ResNet width=-1 must be a number in (0, 16]"),
 ]
 
 
@@ -215,11 +217,32 @@ def test_train_help_shows_config_defaults(cli):
 @pytest.mark.parametrize("key,expected", [
     ("model_kwargs.width=-1", "width=-1 must be a number in (0, 16]"),  # before: accepted, trained
     ("model_kwargs.width=abc", "width='abc' must be a number"),  # before: "str doesn't define __round__"
+    # #105, before: "width='1e-9' must be a number" though the user typed a number
+    ("model_kwargs.width=1e-9", "model_kwargs.width is '1e-9': YAML reads 1e-9 as text, not a number; "
+                                "write 1.0e-9 for the number"),
 ])
 def test_bad_model_option_values_stop_before_any_data_is_made(cli, tmp_path, key, expected):
     code, _, err = cli("train", key, "--out", tmp_path / "run", f"data_root={tmp_path / 'd'}")
     assert code == 2 and expected in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "d").exists() and not (tmp_path / "run").exists()
+
+
+def test_a_number_yaml_reads_as_text_is_explained_wherever_it_is_written(tmp_path):
+    from hybridvision.config import _yaml_text_number
+
+    assert [_yaml_text_number(t) for t in ("1e-9", "1E5", "-.5e-3", "1.e5", "+2e+3")] == [
+        "1.0e-9", "1.0e+5", "-0.5e-3", "1.0e+5", "2.0e+3"]
+    for text in ("0.5", "abc", "inf", "nan", "12e", "0o7"):  # numbers YAML reads, and no numbers
+        assert _yaml_text_number(text) is None, text
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("model_kwargs:\n  width: 1e-9\naugment:\n  scale: 2e-1\n")
+    with pytest.raises(UserInputError, match=r"c\.yaml: .*YAML reads 1e-9 as text, not a number; write 1\.0e-9"):
+        load_config(cfg)
+    cfg.write_text("model_kwargs:\n  width: 1.0e-9\n")
+    assert load_config(cfg).model_kwargs == {"width": 1e-9}
+    with pytest.raises(UserInputError, match=r"augment.scale is '2e-1': YAML reads 2e-1 as text.*write 2\.0e-1"):
+        apply_overrides(TrainConfig(), ["augment.scale=2e-1"])
+    assert apply_overrides(TrainConfig(), ["model_kwargs.name=abc"]).model_kwargs == {"name": "abc"}
 
 
 @pytest.mark.parametrize("model,data,key", [

@@ -191,6 +191,48 @@ def test_refuses_to_overwrite_foreign_folder(tmp_path):
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
 
 
+def test_manifest_records_the_checksum_of_every_json_and_label_file(ds):
+    import hashlib
+
+    root = Path(ds["root"])
+    texts = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.suffix in (".json", ".txt")
+                   and p.name != A.MANIFEST)
+    assert sorted(ds["sha256"]) == texts and len(texts) == 2 + N_TRAIN + N_VAL
+    assert all(hashlib.sha256((root / rel).read_bytes()).hexdigest() == h for rel, h in ds["sha256"].items())
+
+
+@pytest.mark.parametrize("edited", ["train/annotations.json", "val/labels/000001.txt"])
+def test_refuses_to_regenerate_a_dataset_edited_by_hand(cli, tmp_path, edited):
+    """#239. Before: a generated dataset whose annotations.json the user had corrected by hand
+    was silently regenerated (the edit lost, exit 0)."""
+    root = tmp_path / "amounts"
+    A.make_amounts(root, n_train=3, n_val=2, seed=0, image_size=64)
+    path = root / edited
+    path.write_bytes(path.read_bytes() + b"\n")  # a hand edit, even of white space only
+    before = _files(root)
+    with pytest.raises(UserInputError, match=rf"^{re.escape(str(root))}: {edited} changed since the dataset "
+                                             r"was generated .*another folder .*, or delete "):
+        A.make_amounts(root, n_train=4, n_val=2, seed=0, image_size=64)
+    code, _, err = cli("data", "make", "amounts", "--out", root, "--train", "4", "--val", "2")
+    assert code == 2 and err.startswith("error: ") and edited in err and len(err.strip().splitlines()) == 1, err
+    with pytest.raises(UserInputError, match=edited):  # training asking for other data_kwargs
+        A.ensure_amounts(root, n_train=5, n_val=2, seed=0, image_size=64)
+    assert _files(root) == before and sorted(p.name for p in tmp_path.iterdir()) == ["amounts"]
+
+
+def test_regenerates_an_unedited_dataset_and_one_from_before_checksums(tmp_path):
+    root = tmp_path / "amounts"
+    A.make_amounts(root, n_train=3, n_val=2, seed=0, image_size=64)
+    (root / "train" / "labels" / "000000.txt").unlink()  # a file removed: nothing of it to lose
+    assert A.make_amounts(root, n_train=4, n_val=1, seed=0, image_size=64)["params"]["n_train"] == 4
+    man = json.loads((root / A.MANIFEST).read_text())
+    del man["sha256"]  # as written before checksums were recorded
+    (root / A.MANIFEST).write_text(json.dumps(man))
+    (root / "train" / "annotations.json").write_text("{}")
+    assert A.make_amounts(root, n_train=2, n_val=1, seed=0, image_size=64)["params"]["n_train"] == 2
+    assert json.loads((root / "train" / "annotations.json").read_text())["images"]
+
+
 def test_ensure_amounts_reuses_or_rebuilds(tmp_path, monkeypatch):
     root = tmp_path / "amounts"
     first = A.ensure_amounts(root, n_train=4, n_val=2, seed=1)

@@ -279,6 +279,48 @@ def test_bad_ground_truth(tmp_path) -> None:
         evaluate_coco(_tiny_gt(), [], iou_type="segm")
 
 
+@pytest.mark.parametrize("key,value,shown", [
+    ("area", -5, "area -5 is not a non-negative number"),
+    ("area", float("nan"), "area nan is not a non-negative number"),
+    ("area", "big", "area 'big' is not a non-negative number"),
+    ("area", None, "area None is not a non-negative number"),
+    ("iscrowd", "no", "iscrowd 'no' is not 0 or 1"),
+    ("iscrowd", True, "iscrowd True is not 0 or 1"),
+    ("iscrowd", 2, "iscrowd 2 is not 0 or 1"),
+])
+def test_ground_truth_area_and_iscrowd_are_checked_like_data_check(tmp_path, key, value, shown) -> None:
+    """Before: any numeric area (even -5) was used and iscrowd read as bool("no") = crowd, so the
+    numbers changed silently (perfect detections: AR1 83.3 -> 77.8). Now one error, in the
+    words of `data check`, naming the file, the annotation and the fix."""
+    from hybridvision.data.validate import check_coco
+
+    gt = _tiny_gt()
+    gt["annotations"].append({"id": 12, "image_id": 2, "category_id": 7, "bbox": [5, 5, 20, 20],
+                              "area": 400, "iscrowd": 0, key: value})
+    p = tmp_path / "ann.json"
+    p.write_text(json.dumps(gt))  # NaN is written as NaN, which Python's json reads back
+    with pytest.raises(UserInputError) as e:
+        evaluate_coco(p, [_good()])
+    msg = str(e.value)
+    assert msg.startswith(f"{p}: annotation id=12: {shown}; fix: ") and "\n" not in msg, msg
+    same = [str(f) for f in check_coco(p, None, check_images=False) if f.record == "annotation id=12"]
+    assert same == [msg]  # the very line `data check` reports
+    with pytest.raises(UserInputError, match=r"^ground truth: annotation id=12: " + shown.split(" is ")[0]):
+        evaluate_coco(gt, [_good()])  # an in-memory ground truth is named as such
+    del gt["annotations"][1]["id"]
+    with pytest.raises(UserInputError, match=r"annotation #1 \(no id\): "):
+        evaluate_coco(gt, [_good()])
+
+
+def test_valid_area_and_iscrowd_spellings_still_evaluate() -> None:
+    gt = _tiny_gt()
+    gt["annotations"][0].update(area=100.0, iscrowd=0.0)  # floats equal to 0/1 are fine (as data check)
+    gt["annotations"].append({"id": 2, "image_id": 2, "category_id": 7, "bbox": [5, 5, 20, 20], "area": 0,
+                              "iscrowd": 1})
+    out = evaluate_coco(gt, [_good(score=0.9)])
+    assert out["metrics"]["AP"] == pytest.approx(1.0)
+
+
 # ---------------------------------------------------------------------------------------------
 # conversion, writing, table
 # ---------------------------------------------------------------------------------------------
@@ -342,3 +384,39 @@ def test_format_metrics_table() -> None:
     assert [line.split() for line in lines if "AP50" in line] == [list(COCO_METRIC_KEYS)]
     cells = [line for line in lines if "50.0" in line][0].split()
     assert cells == ["50.0", "12.3", "100.0", "-"] + ["25.0"] * 8
+
+
+def test_eval_gt_dt_writes_the_folder_eval_run_writes(cli, tmp_path) -> None:
+    """Before: `eval --gt --dt` wrote the 12 numbers only (evaluate_coco), never the PR curves,
+    confusion matrix and per-class AP that `eval --run` writes."""
+    from hybridvision.api import _EVAL_FILES
+
+    gt, dets = _random_case(5)
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    (tmp_path / "dt.json").write_text(json.dumps(dets))
+    out = tmp_path / "ev"
+    code, stdout, err = cli("eval", "--gt", tmp_path / "gt.json", "--dt", tmp_path / "dt.json", "--out", out)
+    assert code == 0 and "AP75" in stdout, err
+    names = {"coco_metrics.json", "predictions.json", "pr_curves.json", "confusion_matrix.json",
+             "per_class_ap.csv", "pr_curve.png", "confusion_matrix.png"}
+    assert {p.name for p in out.iterdir()} == names | {".hybridvision"} and names <= set(_EVAL_FILES)
+    metrics = json.loads((out / "coco_metrics.json").read_text())
+    assert metrics["num_images"] == len(gt["images"])
+    expected = evaluate_coco(gt, dets)
+    np.testing.assert_allclose([metrics[k] for k in COCO_METRIC_KEYS],
+                               [expected["metrics"][k] for k in COCO_METRIC_KEYS], atol=1e-12)
+    assert json.loads((out / "predictions.json").read_text()) == dets
+    assert (out / "per_class_ap.csv").read_text().count("\n") == 1 + len(gt["categories"])
+    # again into the same folder: ours; a folder of those files without the marker (an older
+    # version's eval/) too; a user's folder is refused and left as it was
+    assert cli("eval", "--gt", tmp_path / "gt.json", "--dt", tmp_path / "dt.json", "--out", out)[0] == 0
+    (out / ".hybridvision").unlink()
+    assert cli("eval", "--gt", tmp_path / "gt.json", "--dt", tmp_path / "dt.json", "--out", out)[0] == 0
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    code, _, err = cli("eval", "--gt", tmp_path / "gt.json", "--dt", tmp_path / "dt.json", "--out", mine)
+    assert code == 2 and "did not create" in err and [p.name for p in mine.iterdir()] == ["notes.txt"], err
+    # a .json --out is still the metrics file alone
+    code, _, err = cli("eval", "--gt", tmp_path / "gt.json", "--dt", tmp_path / "dt.json", "--out", mine / "m.json")
+    assert code == 0 and sorted(p.name for p in mine.iterdir()) == ["m.json", "notes.txt"], err

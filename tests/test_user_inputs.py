@@ -18,7 +18,9 @@ def test_demo_never_writes_into_a_users_folder_or_over_another_run(cli, tmp_path
     user.mkdir()
     (user / "notes.txt").write_text("keep me")
     code, _, err = cli("demo", "--out", user, "--data-root", tmp_path / "data", "--epochs", "1")
-    _one_line(code, err, "holds other files")
+    _one_line(code, err, "holds other files (notes.txt)")
+    # #351: the fix offered is one demo has (before: "--exist-ok", which demo does not take)
+    assert "pass another --out, or delete or move" in err and "--exist-ok" not in err
     assert sorted(p.name for p in user.iterdir()) == ["notes.txt"]  # no marker, no run written
     code, _, err = cli("demo", "--out", tmp_path / "x", "--data-root", tmp_path / "x", "--epochs", "1")
     _one_line(code, err, "overlap")
@@ -29,8 +31,22 @@ def test_demo_never_writes_into_a_users_folder_or_over_another_run(cli, tmp_path
     (run / "checkpoints" / "last.json").write_text("{}")
     code, _, err = cli("demo", "--out", run, "--data-root", tmp_path / "data", "--epochs", "1")
     _one_line(code, err, "already has checkpoints")
+    # #354: before, "pass --resume to continue it, --exist-ok to overwrite": demo has neither
+    assert "pass another --out, or delete or move" in err and "--exist-ok" not in err and "--resume" not in err
     assert (run / "checkpoints" / "last.json").read_text() == "{}"
     assert not (tmp_path / "data").exists()
+
+
+def test_demo_still_replaces_an_earlier_demo_run(tmp_path):
+    from hybridvision.config import save_config
+    from hybridvision.demo import DEMO_CONFIG, _check_demo_out
+
+    assert _check_demo_out(tmp_path / "new") is False and _check_demo_out(tmp_path) is False  # new, empty
+    run = tmp_path / "demo"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.json").write_text("{}")
+    save_config(DEMO_CONFIG.updated({"epochs": 1, "out": str(run)}), run / "config.yaml")
+    assert _check_demo_out(run) is True  # train is told it may overwrite this one
 
 
 def test_study_refuses_a_users_folder_and_settings_it_owns(cli, tmp_path):
@@ -174,3 +190,43 @@ def test_models_names_its_task_filter_and_a_sidecar_image_size_is_checked(cli, t
                     extra={"model": "fcos_demo", "num_classes": 3, "image_size": 1})
     code, _, err = cli("export", "--weights", tmp_path / "ck" / "best.safetensors", "--out", tmp_path / "m.onnx")
     _one_line(code, err, "key 'image_size' is 1")  # before: predict ran at 1 px, 0 detections
+
+
+@pytest.mark.parametrize("key,value,needle", [
+    ("area", -5, "annotation id=1: area -5 is not a non-negative number; fix: "),
+    ("iscrowd", "no", "annotation id=1: iscrowd 'no' is not 0 or 1; fix: write iscrowd as 0"),
+])
+def test_every_evaluation_refuses_a_bad_area_or_iscrowd_alike(cli, tmp_path, tiny_amounts, key, value, needle):
+    """#329/#330. Before: `eval --gt` used area -5 and read iscrowd "no" as a crowd (bool("no")),
+    exit 0 with changed numbers. Now eval --gt, eval --weights on coco data and training's
+    validation all stop with the line `data check` prints."""
+    from hybridvision.engine.checkpoint import save_checkpoint
+    from hybridvision.factory import create_model
+
+    split = tiny_amounts / "amounts" / "val"
+    coco = json.loads((split / "annotations.json").read_text())
+    perfect = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 1.0}
+               for a in coco["annotations"]]
+    coco["annotations"][0][key] = value
+    assert coco["annotations"][0]["id"] == 1
+    gt = tmp_path / "gt.json"
+    gt.write_text(json.dumps(coco))
+    dt = tmp_path / "dt.json"
+    dt.write_text(json.dumps(perfect))
+    code, _, err = cli("eval", "--gt", gt, "--dt", dt, "--out", tmp_path / "m.json")
+    _one_line(code, err, f"{gt}: {needle}")
+    assert not (tmp_path / "m.json").exists()
+    torch_model = create_model("fcos_demo", num_classes=10)
+    save_checkpoint(tmp_path / "ck", "best", torch_model, extra={
+        "model": "fcos_demo", "model_kwargs": {}, "num_classes": 10, "class_names": [str(d) for d in range(10)],
+        "label_to_cat_id": list(range(1, 11)), "image_size": 64, "task": "detection",
+        "config": {"model": "fcos_demo", "data": "builtin:amounts", "image_size": 64}})
+    code, _, err = cli("eval", "--weights", tmp_path / "ck" / "best.safetensors", "--data",
+                       f"coco:{gt},{split / 'images'}", "--out", tmp_path / "ev", "--device", "cpu")
+    _one_line(code, err, f"{gt}: {needle}")
+    train = tiny_amounts / "amounts" / "train"
+    spec = f"coco:{train / 'annotations.json'},{train / 'images'},{gt},{split / 'images'}"
+    code, _, err = cli("train", "--data", spec, "image_size=64", "epochs=1", "max_steps=2", "batch_size=4",
+                       "--out", tmp_path / "r")
+    _one_line(code, err, f"{gt}: {needle}")
+    assert not (tmp_path / "r" / "checkpoints").exists()

@@ -22,10 +22,11 @@ from hybridvision.detectors.base import batch_images
 from hybridvision.engine.checkpoint import load_weights, read_sidecar
 from hybridvision.engine.inference import scale_detections
 from hybridvision.engine.progress import console
-from hybridvision.engine.tasks import make_task
+from hybridvision.engine.tasks import DetectionTask, make_task
 from hybridvision.engine.trainer import resolve_device
 from hybridvision.errors import UserInputError
-from hybridvision.evaluation.coco import evaluate_coco, write_metrics_json
+from hybridvision.evaluation.analysis import evaluate_with_analysis
+from hybridvision.evaluation.coco import write_metrics_json
 from hybridvision.factory import create_model
 from hybridvision.plots import draw_detections, save_image
 from hybridvision.fileio import (OWNER_MARKER, atomic_write_json, check_output_path,
@@ -35,8 +36,10 @@ from hybridvision.imageio import IMAGE_EXTENSIONS, load_image, read_image_size
 __all__ = ["load_trained", "evaluate_run", "evaluate_files", "predict", "prepare_image",
            "IMAGE_EXTENSIONS"]
 
-# The files evaluate_run writes: a folder holding only these was written by us (a run's eval/).
-_EVAL_FILES = ("coco_metrics.json", "predictions.json", "metrics.json")
+# The files evaluate_run and evaluate_files write: a folder holding only these was written by us
+# (a run's eval/): the metrics, the results, and a detection evaluation's analysis and plots.
+_EVAL_FILES = ("coco_metrics.json", "predictions.json", "metrics.json", "pr_curves.json",
+               "confusion_matrix.json", "per_class_ap.csv", "pr_curve.png", "confusion_matrix.png")
 
 
 def load_trained(weights: str | Path, device: str | torch.device = "cpu",
@@ -112,7 +115,8 @@ def evaluate_run(*, run: str | Path | None = None, weights: str | Path | None = 
     pairs) on its val pair; ``builtin:amounts`` on its val split. ``val_limit`` of the run's
     config applies only without ``data``.
 
-    Writes ``OUT/coco_metrics.json`` and ``OUT/predictions.json`` (a classifier:
+    Writes ``OUT/coco_metrics.json``, ``OUT/predictions.json`` and the analysis (PR curves,
+    confusion matrix, per-class AP: the rest of :data:`_EVAL_FILES`; a classifier:
     ``OUT/metrics.json``); OUT defaults to ``RUN/eval``, else ``runs/eval``, and must not be
     or hold an input nor be a folder of someone else's files (``exist_ok`` allows the latter).
     Returns ``{"metrics": {...12 keys}, "per_class": {...}, "num_images": N}`` (a classifier:
@@ -162,16 +166,34 @@ def evaluate_run(*, run: str | Path | None = None, weights: str | Path | None = 
 def evaluate_files(gt: str | Path, dt: str | Path, out: str | Path | None = None) -> dict[str, Any]:
     """COCO evaluation of a results file against a ground-truth file (no model involved).
 
-    ``out`` (a metrics JSON file) must not be ``gt`` or ``dt``; it is checked before evaluating.
-    """
+    ``out`` is checked before evaluating, and is either
 
+    - a folder (a path not ending in ``.json``): it gets the files :func:`evaluate_run` writes
+      — ``coco_metrics.json`` (with ``num_images``), ``predictions.json`` (the results
+      evaluated), ``pr_curves.json``, ``confusion_matrix.json``, ``per_class_ap.csv``,
+      ``pr_curve.png`` and ``confusion_matrix.png`` — and must be new, empty or written by
+      hybridvision (not someone else's files) and hold neither input; or
+    - a ``.json`` file: the metrics JSON alone (the 12 numbers and per-class AP), not ``gt``
+      or ``dt``.
+
+    Returns ``{"metrics": {...12 keys}, "per_class": {...}, "analysis": DetectionAnalysis}``
+    (:func:`~hybridvision.evaluation.analysis.evaluate_with_analysis`; ``num_images`` too when a
+    folder was written).
+    """
     for p, what in ((gt, "--gt"), (dt, "--dt")):
         if not Path(p).is_file():
             raise UserInputError(f"{p}: {what} file not found")
-    if out:
-        check_output_path(out, inputs=(gt, dt), kind="file")
-    evaluation = evaluate_coco(str(gt), str(dt))
-    if out:
+    folder = out is not None and Path(out).suffix.lower() != ".json"
+    if out is not None:
+        check_output_path(out, inputs=(gt, dt), kind="dir" if folder else "file", known_files=_EVAL_FILES)
+    evaluation = evaluate_with_analysis(str(gt), str(dt))
+    if folder:
+        # Both files were read and checked by the evaluation; read again only to write the folder.
+        images = read_json(gt, what="COCO annotation")["images"]
+        evaluation = {**evaluation, "num_images": len(images)}
+        make_output_dir(out)
+        DetectionTask().write_evaluation(evaluation, read_json(dt, what="COCO results"), Path(out))
+    elif out is not None:
         write_metrics_json(evaluation, out)
     return evaluation
 

@@ -47,6 +47,32 @@ _NUMBER_FIELDS = ("image_size", "epochs", "max_steps", "batch_size", "lr", "mome
                   "eval_every", "val_limit")
 
 
+def _yaml_text_number(text: str) -> str | None:
+    """The spelling YAML reads as a number for ``text``, a finite number that YAML 1.1 (PyYAML)
+    reads as a string: ``1e-9`` -> ``1.0e-9``, ``1e5`` -> ``1.0e+5`` (YAML 1.1 needs a dot in
+    the mantissa and a sign in the exponent). None for any other text, a quoted ``"0.5"`` too."""
+    if not any(c.isdigit() for c in text):  # inf, nan, infinity
+        return None
+    try:
+        value = float(text)
+        if not math.isfinite(value) or not isinstance(yaml.safe_load(text), str):
+            return None
+    except (ValueError, yaml.YAMLError):
+        return None
+    mantissa, _, exponent = text.strip().replace("_", "").lower().partition("e")
+    sign = mantissa[0] if mantissa[:1] in "+-" else ""
+    mantissa = mantissa.removeprefix(sign)
+    mantissa = ("0" if mantissa.startswith(".") else "") + mantissa
+    mantissa += ".0" if "." not in mantissa else ("0" if mantissa.endswith(".") else "")
+    exponent = exponent if exponent[:1] in "+-" else f"+{exponent}"
+    number = f"{'-' if sign == '-' else ''}{mantissa}" + (f"e{exponent}" if exponent != "+" else "")
+    try:
+        ok = yaml.safe_load(number) == value
+    except yaml.YAMLError:
+        ok = False
+    return number if ok else None
+
+
 def _plain(value: Any, where: str, depth: int = 0, count: list[int] | None = None) -> Any:
     """A copy of ``value`` as plain YAML data (dict with str keys, list, str, int, float, bool,
     None); ValueError for anything else, non-finite floats, too deep or too many values."""
@@ -67,6 +93,11 @@ def _plain(value: Any, where: str, depth: int = 0, count: list[int] | None = Non
         return [_plain(v, f"{where}[{i}]", depth + 1, count) for i, v in enumerate(value)]
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError(f"{where} is {value}; use a finite number")
+    if isinstance(value, str) and (number := _yaml_text_number(value)) is not None:
+        # An option's value the user typed as a number (width=1e-9) but YAML 1.1 read as text:
+        # said here, where YAML is known, instead of the model's "must be a number".
+        raise ValueError(f"{where} is {value!r}: YAML reads {value} as text, not a number; write "
+                         f"{number} for the number")
     if value is None or isinstance(value, (str, bool, int, float)):
         return value
     raise ValueError(f"{where} is a {type(value).__name__}; use YAML values (mapping, list, string, "

@@ -17,7 +17,7 @@ from hybridvision.api import load_trained, prepare_image
 from hybridvision.config import TrainConfig, load_config
 from hybridvision.engine.progress import console, format_train_evaluations
 from hybridvision.engine.tasks import make_task
-from hybridvision.engine.trainer import train
+from hybridvision.engine.trainer import RUN_FOLDER_NAMES, check_run_folder, train
 from hybridvision.errors import UserInputError
 from hybridvision.plots import save_gt_pred_grid
 
@@ -53,17 +53,42 @@ def run_demo(out: str | Path = "runs/demo", data_root: str | Path = "data", epoc
     if out_p == data_p or out_p.is_relative_to(data_p) or data_p.is_relative_to(out_p):
         raise UserInputError(f"--out {out} and --data-root {data_root} overlap; the run folder and the "
                              "generated data need separate folders")
+    exist_ok = _check_demo_out(Path(out))
     threads = torch.get_num_threads()
     console.print(f"[bold]hybridvision demo[/]: {cfg.model} on {cfg.data}, {cfg.epochs} epochs at "
                   f"{cfg.image_size}px, {threads} CPU threads → {out}")
     t0 = time.time()
     # A rerun replaces an earlier demo run in --out, and nothing else (another run, a user's folder).
-    summary = train(cfg, exist_ok=_is_demo_run(Path(out)))
+    summary = train(cfg, exist_ok=exist_ok)
     _save_val_grid(cfg, Path(out))
     console.print(format_train_evaluations(summary), markup=False, highlight=False)
     console.print(f"total {time.time() - t0:.0f} s · metrics {out}/eval/coco_metrics.json · plots "
                   f"{out}/plots/loss.png, {out}/plots/val_predictions.png")
     return summary
+
+
+def _check_demo_out(out: Path) -> bool:
+    """Refuse, before any work, an ``--out`` the demo must not write into, in the demo's own
+    words (``train``'s refusals suggest ``--resume``/``--exist-ok``, which ``demo`` has not).
+
+    The demo writes into a new or empty folder, or replaces an earlier demo run there; it
+    refuses another run with checkpoints and a folder holding other files, as ``train`` does
+    without ``--exist-ok``. Returns whether ``out`` holds an earlier demo run (to replace).
+    """
+    check_run_folder(out, exist_ok=True)  # a file, a name too long, a folder not writable
+    if not out.is_dir() or _is_demo_run(out):
+        return out.is_dir()
+    fix = f"the demo replaces only an earlier demo run: pass another --out, or delete or move {out} first"
+    if (out / "checkpoints" / "last.json").is_file():
+        raise UserInputError(f"--out {out}: run folder already has checkpoints of a run that is not the "
+                             f"demo's; {fix}")
+    entries = sorted(e.name for e in out.iterdir() if not (e.name.startswith(".") and e.name.endswith(".tmp")))
+    is_run = (out / "config.yaml").is_file() and all(n in RUN_FOLDER_NAMES for n in entries)
+    if entries and not is_run:
+        shown = ", ".join(entries[:3]) + (", …" if len(entries) > 3 else "")
+        raise UserInputError(f"--out {out}: folder exists and holds other files ({shown}), not a "
+                             f"hybridvision run folder; {fix}")
+    return False
 
 
 def _is_demo_run(out: Path) -> bool:

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torchvision.ops import box_convert
 
+from hybridvision.data.validate import Finding
 from hybridvision.fileio import atomic_write_text, read_json
 from hybridvision.errors import UserInputError
 
@@ -81,12 +82,36 @@ def _as_int_id(x: Any) -> int | None:
     return None
 
 
+def _check_area_and_crowd(src: str, ann: Mapping[str, Any], index: int) -> None:
+    """Refuse an ``area`` that is not a finite number >= 0 and an ``iscrowd`` that is not 0 or 1.
+
+    Both change the numbers without a sign: ``area`` sorts a ground truth into the small /
+    medium / large buckets, and a crowd box is one that detections may match without penalty
+    (pycocotools reads any truthy ``iscrowd``, so ``"no"`` would be a crowd). The rule and the
+    message are those of ``hybridvision data check`` (:mod:`hybridvision.data.validate`), so eval
+    --gt, an evaluation of a model on COCO data and training's validation refuse a file alike.
+    """
+    ann_id = ann.get("id")
+    named = isinstance(ann_id, (int, str)) and not isinstance(ann_id, bool)
+    record = f"annotation id={ann_id}" if named else f"annotation #{index} (no id)"
+    if "area" in ann and not (_is_number(ann["area"]) and float(ann["area"]) >= 0):
+        raise UserInputError(str(Finding(
+            src, record, f"area {ann['area']!r} is not a non-negative number",
+            "write the object's area in pixels, or leave 'area' out (the evaluator uses w·h)")))
+    crowd = ann.get("iscrowd", 0)
+    if isinstance(crowd, bool) or not isinstance(crowd, numbers.Real) or crowd not in (0, 1):
+        raise UserInputError(str(Finding(
+            src, record, f"iscrowd {crowd!r} is not 0 or 1", "write iscrowd as 0 (an object) or 1 (a crowd)")))
+
+
 def _prepare_gt(gt: str | os.PathLike | Mapping[str, Any]) -> tuple[dict[str, Any], str]:
     """Load and check a COCO ground-truth dataset; returns a private deep copy safe to mutate.
 
     COCO's ``createIndex`` and the evaluator write into the dicts they are given, so we never hand
-    them the user's objects. Missing ``iscrowd``/``area`` get the COCO defaults (0 and w·h), and
-    annotation ids are renumbered 1..M: the evaluator uses id 0 as "unmatched" and a dict keyed by
+    them the user's objects. Missing ``iscrowd``/``area`` get the COCO defaults (0 and w·h); a
+    present ``area`` must be a finite number >= 0 and ``iscrowd`` 0 or 1 (else one
+    :class:`UserInputError` naming the source, the annotation and the fix); annotation ids are
+    renumbered 1..M: the evaluator uses id 0 as "unmatched" and a dict keyed by
     id, so a 0 or a repeated id would silently skew the numbers.
     """
     src = _source_name(gt, "ground truth")
@@ -129,15 +154,15 @@ def _prepare_gt(gt: str | os.PathLike | Mapping[str, Any]) -> tuple[dict[str, An
                 f"{src}: annotations[{i}] needs 'bbox' = [x, y, w, h] (4 finite numbers), got {bbox!r}"
             )
         bbox = [float(v) for v in bbox]
-        area = ann.get("area")
+        _check_area_and_crowd(src, ann, i)
         annotations.append({
             **ann,
             "id": len(annotations) + 1,
             "image_id": img_id,
             "category_id": cat_id,
             "bbox": bbox,
-            "area": float(area) if _is_number(area) else bbox[2] * bbox[3],
-            "iscrowd": int(bool(ann.get("iscrowd", 0))),
+            "area": float(ann["area"]) if "area" in ann else bbox[2] * bbox[3],
+            "iscrowd": int(ann.get("iscrowd", 0)),
         })
     return {**data, "images": images, "annotations": annotations, "categories": categories}, src
 

@@ -25,7 +25,7 @@ from hybridvision.engine.progress import console
 from hybridvision.engine.tasks import make_task
 from hybridvision.engine.trainer import resolve_device, train
 from hybridvision.errors import UserInputError
-from hybridvision.factory import model_task
+from hybridvision.factory import create_model, model_task
 from hybridvision.registry import check_model_kwargs
 from hybridvision.fileio import atomic_write_text, check_output_path, make_output_dir
 from hybridvision.studies.report import HtmlContext, aggregate, markdown_table, write_report
@@ -80,7 +80,9 @@ def plan(study: Study, preset: str, seeds: int, data: str | None, out: Path,
          overrides: list[str] | None = None, rows: list[str] | None = None) -> list[dict[str, Any]]:
     """Every (row, seed) run with its validated config. Everything a run would reject — a bad
     override, an unknown model, data of the wrong kind or missing files, an unknown ``augment``
-    option — raises :class:`UserInputError` here, before any run starts."""
+    option, a model option the model does not take or a value it refuses (each distinct model
+    and options is built on the meta device, as the trainer does) — raises
+    :class:`UserInputError` here, before any run starts."""
     preset = canonical_preset(study, preset)
     if seeds < 1:
         raise UserInputError("--seeds must be at least 1")
@@ -115,7 +117,13 @@ def plan(study: Study, preset: str, seeds: int, data: str | None, out: Path,
         check_data_spec(spec, task)
     for r in runs[:1]:  # the overrides are the same for every run
         make_task(r["cfg"]).check_augment(r["cfg"].augment)
+    # Each distinct (model, options) is built as the trainer builds it before any work: on the meta
+    # device (nothing allocated), so an option's value the model refuses (width=-1) stops a dry
+    # run with the very error the real run would stop with.
+    for r in {json.dumps([r["cfg"].model, r["cfg"].model_kwargs], sort_keys=True): r for r in runs}.values():
         check_model_kwargs(r["cfg"].model, r["cfg"].model_kwargs)
+        with torch.device("meta"):
+            create_model(r["cfg"].model, **{"num_classes": 1, **r["cfg"].model_kwargs})
     return runs
 
 
