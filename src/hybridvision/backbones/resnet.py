@@ -194,6 +194,10 @@ class ResNet(nn.Module):
     def stem(self, x: torch.Tensor) -> torch.Tensor:
         return self.relu(self.bn1(self.conv1(x)))  # [B, C0, H/2, W/2]
 
+    def conv_bn_pairs(self) -> tuple[tuple[str, str], ...]:
+        """The stem's conv→norm (:mod:`hybridvision.layers.fusion`); none in the pre-activation form."""
+        return () if self.preact else (("conv1", "bn1"),)
+
     def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Feature maps at ``out_indices``: ``list[[B, C_i, H / s_i, W / s_i]]``."""
         feats: list[torch.Tensor] = []

@@ -14,6 +14,7 @@ import torch.nn as nn
 
 from hybridvision.engine.progress import track
 from hybridvision.evaluation.coco import detections_to_coco_results, evaluate_coco
+from hybridvision.layers.fusion import fuse_conv_bn
 
 __all__ = ["predict_batches", "evaluate_detector", "scale_detections"]
 
@@ -28,9 +29,11 @@ def scale_detections(dets: dict[str, torch.Tensor], sx: float, sy: float) -> dic
 @torch.inference_mode()
 def predict_batches(model: nn.Module, loader: Iterable, device: torch.device,
                     progress: bool = False) -> tuple[list[int], list[dict[str, torch.Tensor]]]:
-    """Run ``model`` over a detection loader; returns image ids and detections in original pixels."""
-    was_training = model.training
-    model.eval()
+    """Run ``model`` over a detection loader; returns image ids and detections in original pixels.
+
+    Runs an eval-mode copy with its conv→BatchNorm pairs folded (:func:`fuse_conv_bn`); ``model``
+    itself is not changed."""
+    runner = fuse_conv_bn(model)
     ids: list[int] = []
     out: list[dict[str, torch.Tensor]] = []
     batches = loader
@@ -38,14 +41,13 @@ def predict_batches(model: nn.Module, loader: Iterable, device: torch.device,
         batches = track(loader, description="evaluating", total=len(loader))
     for images, targets, sizes in batches:
         sizes = [tuple(s) for s in sizes]
-        outputs = model(images.to(device), sizes)
-        dets = model.decode(outputs, sizes)
+        outputs = runner(images.to(device), sizes)
+        dets = runner.decode(outputs, sizes)
         for d, t, (h, w) in zip(dets, targets, sizes):
             oh, ow = (int(v) for v in t["orig_size"])
             d = {k: v.float().cpu() if k != "labels" else v.cpu() for k, v in d.items()}
             out.append(scale_detections(d, ow / w, oh / h))
             ids.append(int(t["image_id"]))
-    model.train(was_training)
     return ids, out
 
 

@@ -19,6 +19,7 @@ import torchvision
 
 from hybridvision.errors import UserInputError
 from hybridvision.evaluation.cost import count_flops, count_params, measure_peak_memory, sync
+from hybridvision.layers.fusion import fuse_conv_bn
 from hybridvision.factory import create_model, create_task, model_task
 
 __all__ = ["BenchTarget", "bench_task", "build_bench_target", "compare_models", "TORCHVISION_PREFIX"]
@@ -80,7 +81,8 @@ def build_bench_target(name: str, *, size: int, batch: int = 1, num_classes: int
     model = create_model(name, num_classes=num_classes or task.default_num_classes,
                          **task.input_kwargs(in_chans)).to(device).eval()
     x = torch.rand(batch, task.input_channels(model), size, size, device=device)
-    return BenchTarget(name, task_name, model, task.inference(model, x))
+    # timed as inference runs it (BN folded into the convs); parameters counted on the model
+    return BenchTarget(name, task_name, model, task.inference(fuse_conv_bn(model), x))
 
 
 def compare_models(targets: list[BenchTarget], *, runs: int = 7, warmup: int = 2,

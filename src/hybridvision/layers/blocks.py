@@ -103,6 +103,13 @@ class _ResidualBlock(nn.Module):
     def _last_norm(self) -> nn.Module | None:  # overridden
         return None
 
+    def conv_bn_pairs(self) -> tuple[tuple[str, str], ...]:
+        """``(conv, norm)`` attributes where the norm directly follows the conv in ``forward`` (the
+        post-activation form; none in the pre-activation form), for :mod:`hybridvision.layers.fusion`."""
+        if self.preact:
+            return ()
+        return tuple((f"conv{i}", f"bn{i}") for i in (1, 2, 3) if hasattr(self, f"conv{i}"))
+
     def _last_conv(self) -> nn.Conv2d:  # overridden
         raise NotImplementedError
 
