@@ -179,7 +179,8 @@ def eval_cmd(
     data: str | None = typer.Option(None, "--data", help="data spec to evaluate on (with --weights) "
                                        "\\[default: the data in the checkpoint's config]"),
     out: Path | None = typer.Option(None, "--out", "-o",
-                                       help="with --gt/--dt: metrics JSON file; else output folder "
+                                       help="with --gt/--dt: a metrics JSON file, or a folder for every "
+                                       "evaluation file; else output folder "
                                        "\\[default: RUN/eval, runs/eval; with --gt/--dt: none]"),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     exist_ok: bool = typer.Option(False, "--exist-ok",
@@ -189,8 +190,9 @@ def eval_cmd(
 
     Prints the 12 COCO numbers (AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ARs, ARm, ARl)
     and a per-class AP table; "-" marks an empty size bucket or a class without ground truth.
-    A model's evaluation (--run, --weights) also writes PR curves (pr_curves.json, pr_curve.png),
-    a confusion matrix with a background class (confusion_matrix.json, .png) and per_class_ap.csv.
+    A model's evaluation (--run, --weights), and --gt/--dt with a folder --out, also write PR
+    curves (pr_curves.json, pr_curve.png), a confusion matrix with a background class
+    (confusion_matrix.json, .png) and per_class_ap.csv.
     """
     if gt is not None or dt is not None:
         if gt is None or dt is None:
