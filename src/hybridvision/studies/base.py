@@ -147,9 +147,9 @@ def _train_run(cfg_dict: dict[str, Any], init_like: tuple[str, dict[str, Any]] |
     summary = train(cfg, resume=resume, exist_ok=True, init_like=init_like)
     evaluation = summary["evaluation"]
     metrics = dict(evaluation.get("metrics", evaluation))
-    if not resume or "train_s" not in metrics:
-        metrics["train_s"] = summary["seconds"]
-        metrics["train_loop_s"] = summary["loop_seconds"]
+    # wall time of this call: a run resumed after a kill counts only the part since the resume
+    metrics["train_s"] = summary["seconds"]
+    metrics["train_loop_s"] = summary["loop_seconds"]
     atomic_write_text(run_dir / "trained.json", json.dumps(
         {"metrics": metrics, "shared_init": summary["shared_init"], "threads": torch.get_num_threads()}, indent=1))
 
