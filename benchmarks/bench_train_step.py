@@ -21,7 +21,7 @@ import torch
 
 from hybridvision.demo import DEMO_CONFIG
 from hybridvision.engine.tasks import make_task
-from hybridvision.engine.trainer import _build_optimizer, _epoch_loader
+from hybridvision.engine.trainer import build_optimizer, epoch_loader
 from hybridvision.factory import create_model
 
 
@@ -41,7 +41,7 @@ def main() -> None:
     bundle = task.build_data(cfg)
     torch.manual_seed(0)
     model = create_model(cfg.model, num_classes=bundle.num_classes, **cfg.model_kwargs)
-    optimizer = _build_optimizer(model, cfg)
+    optimizer = build_optimizer(model, cfg)
     device = torch.device("cpu")
     model.train()
 
@@ -55,7 +55,7 @@ def main() -> None:
 
     def training_steps(epoch: int) -> float:
         """``args.steps`` steps as the trainer runs them; seconds per step."""
-        loader = _epoch_loader(bundle, cfg, epoch, 1, 0)
+        loader = epoch_loader(bundle, cfg, epoch, 1, 0)
         running: dict[str, float] = {}
         t0 = time.perf_counter()
         for i, batch in enumerate(loader):
@@ -69,14 +69,14 @@ def main() -> None:
         return (time.perf_counter() - t0) / args.steps
 
     def compute_only(epoch: int) -> float:
-        loader = iter(_epoch_loader(bundle, cfg, epoch, 1, 0))
+        loader = iter(epoch_loader(bundle, cfg, epoch, 1, 0))
         batches = [next(loader) for _ in range(args.steps)]
         t0 = time.perf_counter()
         for batch in batches:
             compute(batch)
         return (time.perf_counter() - t0) / args.steps
 
-    compute(next(iter(_epoch_loader(bundle, cfg, 99, 1, 0))))  # warm-up
+    compute(next(iter(epoch_loader(bundle, cfg, 99, 1, 0))))  # warm-up
     train_s, comp_s = [], []
     for r in range(args.rounds):
         train_s.append(training_steps(2 * r))

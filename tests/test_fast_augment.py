@@ -63,8 +63,20 @@ def test_draw_follows_scale_jitter_and_random_crop():
     assert 50 <= sides.min() < 55 and 145 < sides.max() <= 150
     for p in ps:
         d = max(0, 100 - p["height"])
-        assert -d <= p["top"] <= max(d, p["height"] - 100)
+        assert -d <= p["top"] <= max(0, p["height"] - 100)  # v2: the window never leaves the padded image
         assert not p["flip"]
+    # the offsets follow v2.RandomCrop(pad_if_needed) drawn on the same scaled size
+    small = ScaleCropFlip(100, (0.5, 0.9), crop=True, hflip=0.0)  # always scaled below 100: padded
+    torch.manual_seed(1)
+    ours = [small.draw(60, 60)["top"] for _ in range(2000)]
+    crop = v2.RandomCrop(100, pad_if_needed=True)
+    v2_tops = []
+    for _ in range(2000):
+        side = small.draw(60, 60)["height"]
+        params = crop.make_params([torch.zeros(1, side, side)])
+        v2_tops.append(params["top"] - params["padding"][1])  # window top in the scaled image
+    assert min(ours) == pytest.approx(min(v2_tops), abs=3) and max(ours) == max(v2_tops) == 0
+    assert sum(ours) / len(ours) == pytest.approx(sum(v2_tops) / len(v2_tops), abs=2.0)
 
 
 def test_boxes_outside_the_crop_are_dropped_with_their_labels():
@@ -120,3 +132,16 @@ def test_light_jitter_moves_to_the_batch():
     assert isinstance(full.color, v2.ColorJitter)
     slow = build_detection_transforms(True, 64, fast=False)
     assert not isinstance(slow, ScaleCropFlip)
+
+
+def test_padded_or_mixed_batches_jitter_only_image_pixels():
+    """Without a crop, images differ in size: padding stays 0 and the contrast mean is the image's own."""
+    torch.manual_seed(0)
+    a, b = torch.rand(3, 40, 60), torch.rand(3, 64, 64)
+    tgt = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}
+    images, _, sizes = collate_detection_train([(a, tgt), (b, tgt)])
+    assert sizes == [(40, 60), (64, 64)]
+    assert images[0, :, 40:, :].abs().sum() == 0 and images[0, :, :, 60:].abs().sum() == 0
+    torch.manual_seed(0)
+    images, _, _ = collate_detection_train([(a, tgt), (a.clone(), tgt)])  # same size, padded to 64
+    assert images.shape[-2:] == (64, 64) and images[:, :, 40:, :].abs().sum() == 0

@@ -12,7 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
-from hybridvision.engine.trainer import share_initialisation
+from hybridvision.config import TrainConfig
+from hybridvision.engine.tasks import DetectionTask
+from hybridvision.engine.trainer import share_initialisation, train
 from hybridvision.errors import UserInputError
 from hybridvision.factory import create_model
 from hybridvision.studies.base import get_study, run_study
@@ -108,6 +110,11 @@ def test_fcos_study_runs_on_user_coco(tmp_path):
     marker = (out / "FCOS/seed0/result.json").stat().st_mtime_ns
     run_study("fcos-nonlocal", **kw)
     assert (out / "FCOS/seed0/result.json").stat().st_mtime_ns == marker
+    # other settings into the same folder: refused, not mixed into the comparisons
+    with pytest.raises(UserInputError, match="other settings .*max_steps: 1 → 2"):
+        run_study("fcos-nonlocal", **{**kw, "overrides": ["max_steps=2"]})
+    with pytest.raises(UserInputError, match="other settings"):
+        run_study("fcos-nonlocal", **{**kw, "overrides": ["max_steps=2"]}, report_only=True)
 
 
 def _write_user_tuberlin(root):
@@ -172,3 +179,31 @@ def test_share_initialisation_copies_every_common_tensor():
     after = model.state_dict()
     assert all(torch.equal(after[k], theirs[k]) for k in common)
     assert all(torch.equal(after[k], own[k]) for k in own if k not in common)  # its own block untouched
+
+
+def test_rows_with_one_seed_see_the_same_batches(tiny_amounts, tmp_path, monkeypatch):
+    """Pairing's other half: two rows trained with the same seed get identical batches (images,
+    augmentation, boxes), however differently their models consumed the random stream."""
+    seen: dict[str, list] = {}
+    original = DetectionTask.batch_loss
+
+    def recording(self, model, batch, device):
+        images, targets, _ = batch
+        seen.setdefault(current[0], []).append((images.clone(), [t["boxes"].clone() for t in targets]))
+        return original(self, model, batch, device)
+
+    monkeypatch.setattr(DetectionTask, "batch_loss", recording)
+    current = [""]
+    for model in ("fcos_small", "nl_fcos_small_panet"):
+        current[0] = model
+        cfg = TrainConfig(model=model, data="builtin:amounts", data_root=str(tiny_amounts), image_size=64,
+                          data_kwargs=dict(n_train=32, n_val=8, image_size=64),
+                          epochs=2, batch_size=8, eval_every=0, max_steps=6, seed=3, progress=False,
+                          out=str(tmp_path / model))
+        train(cfg)
+    a, b = seen["fcos_small"], seen["nl_fcos_small_panet"]
+    assert len(a) == len(b) == 6
+    for (ia, ba), (ib, bb) in zip(a, b):
+        assert torch.equal(ia, ib)
+        assert all(torch.equal(x, y) for x, y in zip(ba, bb))
+    assert not torch.equal(a[0][0], a[4][0])  # and the batches do change from step to step

@@ -155,14 +155,17 @@ def test_answer_paragraph_follows_the_verdicts():
     assert "1.4× slower per image" in text
     assert "NL-FCOS-cls: no AP difference from FCOS resolved" in text
     assert "no speed difference resolved" in text
-    assert text.endswith("Overall: AP gets worse for NL-FCOS; no difference is resolved for NL-FCOS-cls.")
+    assert ("Overall, at this preset's schedule: AP gets worse for NL-FCOS; no difference is resolved "
+            "for NL-FCOS-cls.") in text
+    assert "not corrected for the 2 comparisons of AP" in text
 
     # The same words turned around: nothing is hard-coded.
     flipped = [dict(r, metrics={"AP": 1 - r["metrics"]["AP"], "infer_ms": 30 - r["metrics"]["infer_ms"]})
                for r in records]
     text = answer_paragraph(study, compare_rows(flipped, rows, ["AP", "infer_ms"], LOWER))
     assert "NL-FCOS: AP better than FCOS by 2.1 points" in text and "faster per image" in text
-    assert text.endswith("Overall: AP improves for NL-FCOS; no difference is resolved for NL-FCOS-cls.")
+    assert ("Overall, at this preset's schedule: AP improves for NL-FCOS; no difference is resolved "
+            "for NL-FCOS-cls.") in text
 
     only_noise = [r for r in records if r["row"] != "NL-FCOS"]
     text = answer_paragraph(study, compare_rows(only_noise, rows, ["AP", "infer_ms"], LOWER))
@@ -340,3 +343,12 @@ def test_report_html_renders_in_headless_chromium(tmp_path):
     colours = len(np.unique((img * 255).astype(np.uint8).reshape(-1, 3), axis=0))
     assert non_white > 0.05, f"{non_white:.1%} non-white pixels: the page looks blank"
     assert colours > 500, f"{colours} distinct colours: no pictures rendered"
+
+
+def test_a_difference_equal_in_every_seed():
+    """A parameter count: zero spread. Equal everywhere reads "identical"; a constant non-zero
+    difference is resolved (a zero-width interval that excludes 0)."""
+    same = paired_difference([1.0, 1.0, 1.0], [1.0, 1.0, 1.0])
+    assert verdict(same, lower_is_better=True, unit_scale=1, unit="M params") == "identical"
+    more = paired_difference([1.2, 1.2, 1.2], [1.0, 1.0, 1.0])
+    assert verdict(more, lower_is_better=True, unit_scale=1, unit="M params") == "worse"

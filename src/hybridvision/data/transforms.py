@@ -199,8 +199,9 @@ class ScaleCropFlip:
             image = self.color(image)
         wh = boxes[:, 2:] - boxes[:, :2]
         keep = (wh >= 1).all(dim=1) & (wh.prod(dim=1) >= 1)  # SanitizeBoundingBoxes(min_size=1, min_area=1)
-        out = {**target, "boxes": boxes[keep]}
-        for key in ("labels", "area", "iscrowd"):
+        out = {k: v for k, v in target.items() if k != "area"}  # a pre-transform area would be stale
+        out["boxes"] = boxes[keep]
+        for key in ("labels", "iscrowd"):
             if key in target and torch.is_tensor(target[key]) and len(target[key]) == len(keep):
                 out[key] = target[key][keep]
         return image, out
@@ -262,8 +263,17 @@ def _contrast(x: Tensor, factors: Tensor) -> Tensor:
 
 
 def collate_detection_train(batch: Any, size_divisible: int = 32) -> tuple[Tensor, list[Target], list[tuple[int, int]]]:
-    """:func:`~hybridvision.data.coco.collate_detection`, then the light colour jitter on the batch."""
+    """:func:`~hybridvision.data.coco.collate_detection`, then the light colour jitter on the batch
+    (on the images' own pixels: padding stays 0 and does not enter the contrast mean)."""
+    shapes = {tuple(image.shape) for image, _ in batch}
+    if len(shapes) > 1:  # mixed sizes (no crop): jitter each image before padding, as per image
+        batch = [(batch_color_jitter(image[None], **LIGHT_JITTER)[0], t) for image, t in batch]
+        return collate_detection(batch, size_divisible)
     images, targets, sizes = collate_detection(batch, size_divisible)
+    if images.shape[-2:] != batch[0][0].shape[-2:]:  # padded to the stride: jitter the images only
+        h, w = batch[0][0].shape[-2:]
+        images[:, :, :h, :w] = batch_color_jitter(images[:, :, :h, :w], **LIGHT_JITTER)
+        return images, targets, sizes
     return batch_color_jitter(images, **LIGHT_JITTER), targets, sizes
 
 

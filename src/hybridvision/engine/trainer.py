@@ -72,7 +72,7 @@ from hybridvision.factory import create_model
 from hybridvision.registry import check_model_kwargs
 
 __all__ = ["train", "NonFiniteLossError", "resolve_device", "lr_factor", "check_run_folder",
-           "scaler_state", "restore_scaler", "start_summary", "share_initialisation",
+           "scaler_state", "restore_scaler", "start_summary", "share_initialisation", "build_optimizer", "epoch_loader",
            "RUN_FOLDER_NAMES"]
 
 # What a run folder written by hybridvision holds (train, and a study's result.json).
@@ -120,7 +120,7 @@ def lr_factor(step: int, total: int, cfg: TrainConfig) -> float:
     return warm * main
 
 
-def _build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     # No weight decay on norms and biases (standard for both recipes).
     decay, no_decay = [], []
     for _, p in model.named_parameters():
@@ -265,7 +265,7 @@ def _truncate_jsonl_after(path: Path, step: int) -> None:
 
 
 # ---------------------------------------------------------------------------------- loaders
-def _epoch_loader(bundle: DataBundle, cfg: TrainConfig, epoch: int, world: int, rank: int):
+def epoch_loader(bundle: DataBundle, cfg: TrainConfig, epoch: int, world: int, rank: int):
     """The training loader of one epoch; its order depends only on (seed, epoch)."""
     g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
     if world > 1:
@@ -396,7 +396,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, weights: str | None = None,
         del reference
     if weights:
         load_weights(model, weights)
-    optimizer = _build_optimizer(model, cfg)
+    optimizer = build_optimizer(model, cfg)
     steps_per_epoch = len(bundle.train) // (cfg.batch_size * world)
     total_steps = cfg.epochs * steps_per_epoch
     if cfg.max_steps:
@@ -454,7 +454,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, weights: str | None = None,
             if cfg.max_steps and step >= cfg.max_steps:
                 break
             torch.manual_seed(cfg.seed * 1_000_003 + epoch)  # augmentation RNG of this epoch
-            loader = _epoch_loader(bundle, cfg, epoch, world, rank)
+            loader = epoch_loader(bundle, cfg, epoch, world, rank)
             bar = progress.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=len(loader), info="")
             train_model.train()
             running: dict[str, float] = {}

@@ -20,7 +20,7 @@ import torch
 import hybridvision.studies.fcos_nonlocal  # noqa: F401  registers the study
 import hybridvision.studies.hybrid_classification  # noqa: F401  registers the study
 from hybridvision.api import load_trained
-from hybridvision.config import TrainConfig, apply_overrides
+from hybridvision.config import TrainConfig, apply_overrides, load_config
 from hybridvision.engine.progress import console
 from hybridvision.engine.tasks import make_task
 from hybridvision.engine.trainer import resolve_device, train
@@ -200,13 +200,17 @@ def run_study(name: str, *, preset: str = "cpu", seeds: int = 3, data: str | Non
         run["cfg"].device = str(dev)
         if data_root:
             run["cfg"].data_root = data_root
+    for run in runs:
+        check_same_settings(run["cfg"])
     todo = [r for r in runs if not (Path(r["cfg"].out) / "result.json").is_file()]
     untrained = [r for r in todo if not (Path(r["cfg"].out) / "trained.json").is_file()]
     if report_only:
         todo = [r for r in todo if r not in untrained]
     else:
         _train_all(study, preset, untrained, jobs, len(runs))
-    for run in todo:  # costs, one model at a time, after all training
+    # Costs, one model at a time after all training, seed by seed (each seed's rows in turn), so
+    # a drift of the machine's speed over the measurements does not line up with one row.
+    for run in sorted(todo, key=lambda r: r["seed"]):
         _measure_run(study, run, dev)
     records = [json.loads((Path(r["cfg"].out) / "result.json").read_text())
                for r in runs if (Path(r["cfg"].out) / "result.json").is_file()]
@@ -216,6 +220,26 @@ def run_study(name: str, *, preset: str = "cpu", seeds: int = 3, data: str | Non
 
 
 REPORT_FILES = ("report.md", "report.html", "results.csv", "results.json", "table_3_1.json")
+
+# Settings that may differ between a run's config.yaml and the plan without changing the run.
+_FREE_SETTINGS = ("out", "device", "progress", "data_root", "workers")
+
+
+def check_same_settings(cfg: TrainConfig) -> None:
+    """Refuse to reuse a run folder (finished, or to be resumed) whose ``config.yaml`` holds other
+    training settings than the plan's: after a preset change or another ``key=value``, its result
+    would enter the paired comparisons under settings it never used."""
+    saved = Path(cfg.out) / "config.yaml"
+    if not saved.is_file():
+        return
+    old = load_config(saved).to_dict()
+    new = cfg.to_dict()
+    changed = sorted(k for k in new if k not in _FREE_SETTINGS and old.get(k) != new[k])
+    if changed:
+        shown = ", ".join(f"{k}: {old.get(k)!r} → {new[k]!r}" for k in changed[:3])
+        raise UserInputError(f"{cfg.out}: this run was made with other settings ({shown}); its result "
+                             "would be compared under settings it never used — pass another --out, or "
+                             "delete that run folder to train it again")
 
 
 def _train_all(study: Study, preset: str, runs: list[dict[str, Any]], jobs: int, total: int) -> None:
@@ -234,7 +258,11 @@ def _train_all(study: Study, preset: str, runs: list[dict[str, Any]], jobs: int,
         futures = {pool.submit(_train_run, *args): run for run, args in zip(runs, work)}
         for k, fut in enumerate(as_completed(futures), 1):
             run = futures[fut]
-            fut.result()  # a failed run stops the study with its own error
+            try:
+                fut.result()
+            except BaseException:  # a failed run stops the study: the queued runs are not started
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
             console.print(f"[{k}/{len(runs)} trained] {run['row']} seed {run['seed']} · "
                           f"{time.time() - t0:.0f} s elapsed")
 

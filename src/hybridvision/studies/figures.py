@@ -31,14 +31,25 @@ SCORE_THRESH = 0.3  # detections drawn in the grid (decoders keep up to 100 low-
 
 
 def first_runs(runs: Sequence[dict[str, Any]], records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """For each row, in study order, its finished run of the lowest seed."""
+    """One finished run per row, in study order, all of one seed: the lowest seed every row with a
+    finished run has finished (so the pictures compare like with like); failing that, each row's
+    lowest finished seed."""
     finished = {(r["row"], r["seed"]) for r in records}
+    rows = list(dict.fromkeys(r["row"] for r in runs if (r["row"], r["seed"]) in finished))
+    seeds = sorted({r["seed"] for r in runs})
+    common = [s for s in seeds if all((row, s) in finished for row in rows)]
     chosen: dict[str, dict[str, Any]] = {}
     for run in sorted(runs, key=lambda r: r["seed"]):
-        if (run["row"], run["seed"]) in finished and run["row"] not in chosen:
+        if (run["row"], run["seed"]) in finished and run["row"] not in chosen \
+                and (not common or run["seed"] == common[0]):
             chosen[run["row"]] = run
-    order = list(dict.fromkeys(r["row"] for r in runs))
-    return [chosen[row] for row in order if row in chosen]
+    return [chosen[row] for row in rows if row in chosen]
+
+
+def _seed_note(chosen: Sequence[dict[str, Any]]) -> str:
+    seeds = sorted({run["seed"] for run in chosen})
+    return (f"seed {seeds[0]}" if len(seeds) == 1 else "seeds " + ", ".join(
+        f"{run['row']}: {run['seed']}" for run in chosen)) + ", last weights"
 
 
 def _val_bundle(cfg: TrainConfig):
@@ -105,7 +116,7 @@ def detection_figures(study: Any, preset: str, out: Path, device: torch.device, 
             labels.append(run["row"])
         return labelled_grid(cells, labels)
 
-    seed_note = f"seed {chosen[0]['seed']}, last weights"
+    seed_note = _seed_note(chosen)
     return [
         (f"Precision–recall, all classes, every row ({seed_note})", lambda: plot_pr_curves(analyses())),
         (f"Per-class AP ({seed_note})", lambda: plot_per_class_ap(analyses())),
@@ -154,7 +165,7 @@ def classification_figures(study: Any, preset: str, out: Path, device: torch.dev
         truth = [_captioned(s["images"][i], s["names"][int(s["labels"][i])], True) for i in idx]
         return labelled_grid([truth, *cells], ["true class", *s["preds"]], cell=128)
 
-    seed_note = f"seed {chosen[0]['seed']}, last weights"
+    seed_note = _seed_note(chosen)
     return [(f"Per-class accuracy ({seed_note})", accuracy),
             (f"The same validation sketches, every row's prediction (✗: wrong; {seed_note})", grid)]
 

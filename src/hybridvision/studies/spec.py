@@ -57,7 +57,7 @@ class Study:
     primary: str = "AP"  # the primary metric (a key of each run's metrics; a fraction, higher is better)
     cost: str = "infer_ms"  # the cost metric of the answer (lower is better)
     lower_is_better: frozenset[str] = frozenset(
-        {"infer_ms", "infer_mem_mb", "train_mem_mb", "params_m", "gflops", "train_s"})
+        {"infer_ms", "infer_mem_mb", "train_mem_mb", "train_ms", "params_m", "gflops", "train_s", "train_loop_s"})
     verdict_columns: tuple[str, ...] = ()  # compared seed by seed besides primary and cost
     # (study, preset, out, device, runs, records) -> [(title, PNG bytes or a callable)] for report.html
     figures: Callable[..., list[tuple[str, Any]]] | None = None

@@ -27,15 +27,17 @@ from scipy import stats as _scipy_stats
 from hybridvision.studies.spec import Study, StudyRow
 
 __all__ = ["PairedResult", "paired_difference", "verdict", "compare_rows", "answer_paragraph",
-           "mean_std", "metric_unit", "format_number", "format_signed", "BETTER", "WORSE", "UNRESOLVED", "UNITS"]
+           "mean_std", "metric_unit", "format_number", "format_signed", "BETTER", "WORSE", "UNRESOLVED",
+           "IDENTICAL", "UNITS"]
 
 BETTER = "better"
 WORSE = "worse"
 UNRESOLVED = "no difference resolved"  # the prefix of every verdict that is neither
+IDENTICAL = "identical"  # every seed's difference is exactly 0 (e.g. a parameter count)
 
 # (scale, unit) of a difference in words; a metric not named here is a fraction (percentage points).
 UNITS: dict[str, tuple[float, str]] = {
-    "infer_ms": (1.0, "ms"), "train_ms": (1.0, "ms"), "train_s": (1.0, "s"),
+    "infer_ms": (1.0, "ms"), "train_ms": (1.0, "ms"), "train_s": (1.0, "s"), "train_loop_s": (1.0, "s"),
     "infer_mem_mb": (1.0, "MiB"), "train_mem_mb": (1.0, "MiB"), "params_m": (1.0, "M params"),
     "gflops": (1.0, "GFLOPs"), "gmacs": (1.0, "GMACs"),
 }
@@ -122,12 +124,16 @@ def verdict(result: PairedResult, *, lower_is_better: bool = False, unit_scale: 
     """The difference in words: ``"better"``, ``"worse"`` or ``"no difference resolved …"``.
 
     "better"/"worse" only when the interval excludes 0 (a higher value is worse when
-    ``lower_is_better``); otherwise ``"no difference resolved at this budget (CI ±1.3 points)"``,
+    ``lower_is_better``; a difference that is the same in every seed, such as a parameter count,
+    has a zero-width interval and is resolved); ``"identical"`` when every seed's difference is
+    exactly 0; otherwise ``"no difference resolved at this budget (CI ±1.3 points)"``,
     the half width times ``unit_scale``; with one seed ``"no difference resolved (one seed: no
     interval)"``.
     """
     if result.n < 2 or result.half_width != result.half_width:
         return f"{UNRESOLVED} (one seed: no interval)"
+    if result.std_diff == 0 and result.mean_diff == 0:  # e.g. parameters: equal in every seed
+        return IDENTICAL
     if result.resolved:
         higher = result.ci_low > 0
         return WORSE if higher == lower_is_better else BETTER
@@ -249,11 +255,15 @@ def _cost_words(c: Mapping[str, Any], name: str) -> str:
     if c["n"] >= 2:
         detail += f", {_ci_words(c, magnitude=False)}"
     r, q = c["row_mean"], c["reference_mean"]
-    if c["verdict"] in (BETTER, WORSE) and r > 0 and q > 0:
+    if c["verdict"] in (BETTER, WORSE):
         # Higher cost is "worse" whenever the study lists the cost as lower-is-better.
         costs_more = (c["verdict"] == WORSE) == c["lower_is_better"]
-        ratio = r / q if costs_more else q / r
-        return f"{_ratio(ratio)}× {more if costs_more else less} ({detail})"
+        if r > 0 and q > 0:
+            ratio = r / q if costs_more else q / r
+            return f"{_ratio(ratio)}× {more if costs_more else less} ({detail})"
+        return f"{more if costs_more else less} ({detail})"
+    if c["verdict"] == IDENTICAL:
+        return f"the same {name}"
     if c["n"] < 2:
         return f"{name} {detail} (one seed: no interval)"
     return f"no {name} difference resolved ({detail})"
@@ -304,8 +314,12 @@ def answer_paragraph(study: Study, comparisons: Sequence[Mapping[str, Any]]) -> 
         what = "no difference is resolved" if overall else f"no {pname} difference is resolved"
         overall.append(f"{what} for {_join(groups[UNRESOLVED])}")
     if groups[BETTER] or groups[WORSE]:
-        answer = "Overall: " + "; ".join(overall) + "."
+        answer = "Overall, at this preset's schedule: " + "; ".join(overall) + "."
     else:
         answer = ("Overall: not at this budget — " + overall[0]
                   + "; more seeds or a longer schedule could tell.")
-    return lead + " ".join(sentences) + " " + answer
+    n_rows = sum(primary in f for f in found.values())
+    caveat = (f" Each interval is a 95 % paired-t interval of its own comparison, not corrected for "
+              f"the {n_rows} comparisons of {pname}; a row that learns more slowly than its reference "
+              "is judged at the reference's converged schedule (its learning curve is below).")
+    return lead + " ".join(sentences) + " " + answer + (caveat if n_rows > 1 else "")
