@@ -40,6 +40,17 @@ def test_eval_run_and_weights(cli, nl_run, tiny_amounts, tmp_path):
     assert {k: m2[k] for k in KEYS} == pytest.approx({k: m[k] for k in KEYS})  # same data, same model
 
 
+def test_eval_with_test_time_augmentation(cli, nl_run, tmp_path):
+    for mode in ("flip", "multiscale"):
+        code, out, err = cli("eval", "--run", nl_run, "--device", "cpu", "--tta", mode, "--out", tmp_path / mode)
+        assert code == 0, err
+        m = json.loads((tmp_path / mode / "coco_metrics.json").read_text())
+        assert all(k in m for k in KEYS)
+    code, _, err = cli("eval", "--run", nl_run, "--tta", "rotate", "--out", tmp_path / "bad")
+    assert code == 2 and "--tta rotate" in err and "flip" in err and "Traceback" not in err
+    assert not (tmp_path / "bad").exists()
+
+
 def test_predict_folder_and_corrupt_image(cli, nl_run, tiny_amounts, tmp_path):
     src = tmp_path / "imgs"
     src.mkdir()

@@ -117,6 +117,25 @@ def test_fcos_study_runs_on_user_coco(tmp_path):
         run_study("fcos-nonlocal", **{**kw, "overrides": ["max_steps=2"]}, report_only=True)
 
 
+def test_centernet_study_smoke_with_tta_columns(tmp_path):
+    """Study ``centernet`` on a user's COCO data: every row (keypoint, anchor-free, anchor-based)
+    trains, is evaluated plain / flip / multi-scale, and is compared with CenterNet-R18."""
+    ann, imgs = _write_user_coco(tmp_path / "user")
+    out = tmp_path / "study"
+    res = run_study("centernet", preset="smoke", seeds=1, data=f"coco:{ann},{imgs}", out=out, device="cpu",
+                    overrides=["max_steps=1"])
+    assert [line["row"] for line in res["summary"]] == ["CenterNet-R18", "CenterNet-R18 + NL", "FCOS", "RetinaNet"]
+    for rec in res["runs"]:
+        m = rec["metrics"]
+        for key in ("AP", "AP_flip", "AP_ms", "infer_ms", "infer_ms_flip", "infer_ms_ms"):
+            assert key in m and m[key] == m[key]
+        assert m["infer_ms_ms"] > m["infer_ms"]  # five scales cost more than one
+    report = (out / "report.md").read_text()
+    assert "Speed–accuracy with test-time augmentation" in report and "AP multi-scale" in report
+    results = json.loads((out / "results.json").read_text())
+    assert {c["reference"] for c in results["comparisons"]} == {"CenterNet-R18"}
+
+
 def _write_user_tuberlin(root):
     """TU-Berlin layout: DIR/<class>/<n>.png, white paper with a black stroke per class."""
     for c, name in enumerate(("airplane", "bell")):

@@ -19,6 +19,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from hybridvision.config import TrainConfig
 from hybridvision.detectors.base import batch_images
+from hybridvision.detectors.tta import TTA_MODES
 from hybridvision.engine.checkpoint import load_weights, read_sidecar
 from hybridvision.engine.inference import scale_detections
 from hybridvision.engine.progress import console
@@ -106,8 +107,12 @@ def _coco_pairs(data: str | None) -> list[tuple[Path, Path]]:
 
 def evaluate_run(*, run: str | Path | None = None, weights: str | Path | None = None,
                  data: str | None = None, out: str | Path | None = None, device: str = "auto",
-                 batch_size: int = 8, progress: bool = True, exist_ok: bool = False) -> dict[str, Any]:
+                 batch_size: int = 8, progress: bool = True, exist_ok: bool = False,
+                 tta: str | None = None) -> dict[str, Any]:
     """Evaluate a trained model: ``run`` folder, or ``weights`` + ``data`` spec.
+
+    ``tta``: a detector's test-time augmentation, ``"flip"`` or ``"multiscale"``
+    (:mod:`hybridvision.detectors.tta`); None evaluates the plain predictions.
 
     Which images: without ``data``, the run's own validation split (its val pair, or the
     seeded 20 % it held out). With ``data``, the data given: ``coco:ANN.json,IMAGES`` (one pair)
@@ -122,8 +127,8 @@ def evaluate_run(*, run: str | Path | None = None, weights: str | Path | None = 
     Returns ``{"metrics": {...12 keys}, "per_class": {...}, "num_images": N}`` (a classifier:
     ``{"top1", "top5", "num_images"}``).
     """
-
-
+    if tta is not None and tta not in TTA_MODES:
+        raise UserInputError(f"--tta {tta}: use one of {', '.join(TTA_MODES)}")
     if run is not None:
         run = Path(run)
         weights = _run_weights(run)
@@ -156,7 +161,7 @@ def evaluate_run(*, run: str | Path | None = None, weights: str | Path | None = 
     if progress:
         console.print(f"evaluating {weights} on {len(bundle.val)} images of {cfg.data}")
     loader = DataLoader(bundle.val, batch_size=batch_size, collate_fn=bundle.collate)
-    evaluation, results = task.evaluate(model, loader, dev, bundle, progress=progress)
+    evaluation, results = task.evaluate(model, loader, dev, bundle, progress=progress, tta=tta)
     evaluation = {**evaluation, "num_images": len(bundle.val)}
     make_output_dir(out)
     task.write_evaluation(evaluation, results, out)

@@ -185,6 +185,8 @@ def eval_cmd(
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     exist_ok: bool = typer.Option(False, "--exist-ok",
                                   help="allow an --out folder holding files hybridvision did not write"),
+    tta: str | None = typer.Option(None, "--tta", help="test-time augmentation of a detector: flip | "
+                                   "multiscale (scales 0.5–1.5) \\[default: none]"),
 ):
     """COCO evaluation: of a results file (--gt/--dt), or of a trained model (--run, --weights).
 
@@ -197,13 +199,13 @@ def eval_cmd(
     if gt is not None or dt is not None:
         if gt is None or dt is None:
             raise UserInputError("eval: --gt and --dt go together (ground truth and results files)")
-        if run is not None or weights is not None or data is not None:
-            raise UserInputError("eval: --gt/--dt evaluate a results file; --run, --weights and --data "
-                                 "evaluate a model — pass one or the other")
+        if run is not None or weights is not None or data is not None or tta is not None:
+            raise UserInputError("eval: --gt/--dt evaluate a results file; --run, --weights, --data and "
+                                 "--tta evaluate a model — pass one or the other")
         evaluation = evaluate_files(gt, dt, out)
     else:
         evaluation = evaluate_run(run=run, weights=weights, data=data, out=out, device=device,
-                                  exist_ok=exist_ok)
+                                  exist_ok=exist_ok, tta=tta)
     console.print(format_evaluation(evaluation), markup=False, highlight=False)
     per_class = format_per_class(evaluation)
     if per_class:
@@ -332,7 +334,7 @@ def demo_cmd(
 # ---------------------------------------------------------------------------------------- study
 @app.command("study")
 def study_cmd(
-    name: str = typer.Argument(..., help="fcos-nonlocal | hybrid-classification"),
+    name: str = typer.Argument(..., help="fcos-nonlocal | hybrid-classification | centernet"),
     overrides: list[str] | None = typer.Argument(None, help="training settings for every run as "
                                                     "key=value, e.g. epochs=1"),
     rows: str | None = typer.Option(None, "--rows", help="comma-separated row labels to run \\[default: all rows]"),

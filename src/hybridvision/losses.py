@@ -5,6 +5,8 @@
 * :func:`iou_loss_ltrb` — UnitBox's −ln IoU (Yu et al., ACM MM 2016) and :func:`giou_loss_ltrb`
   — GIoU (Rezatofighi et al., CVPR 2019), for boxes given as distances (l, t, r, b) from one
   location, as FCOS predicts them;
+* :func:`heatmap_focal_loss` — the penalty-reduced pixel-wise focal loss of keypoint heatmaps
+  (Law & Deng, CornerNet, ECCV 2018, Eq. 1; Zhou et al., CenterNet, 2019, Eq. 1);
 * :func:`reduce_mean` — a loss normaliser (e.g. the number of positives) averaged over workers.
 
 Symbols: P locations (positives), K classes.
@@ -16,13 +18,48 @@ import torch
 import torch.distributed as dist
 from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
 
-__all__ = ["focal_loss_sum", "iou_loss_ltrb", "giou_loss_ltrb", "ltrb_to_boxes", "reduce_mean"]
+__all__ = ["focal_loss_sum", "heatmap_focal_loss", "iou_loss_ltrb", "giou_loss_ltrb", "ltrb_to_boxes", "reduce_mean"]
 
 
 def focal_loss_sum(logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25,
                    gamma: float = 2.0) -> torch.Tensor:
     """Σ of torchvision's sigmoid focal loss over every element (``[..., K]`` logits, 0/1 targets)."""
     return sigmoid_focal_loss(logits, targets, alpha=alpha, gamma=gamma, reduction="sum")
+
+
+def heatmap_focal_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    alpha: float = 2.0,
+    beta: float = 4.0,
+    eps: float = 1e-4,
+    num_objects: torch.Tensor | float | None = None,
+) -> torch.Tensor:
+    """Penalty-reduced focal loss of a keypoint heatmap, summed and divided by the objects.
+
+    With p = sigmoid(logit) clamped to [eps, 1 − eps] and y the Gaussian target (1 at a keypoint):
+
+        L = −1/N Σ { (1 − p)^α · log p                 where y = 1
+                   { (1 − y)^β · p^α · log(1 − p)      elsewhere
+
+    The (1 − y)^β factor lowers the penalty on negatives near a keypoint (CornerNet Eq. 1).
+
+    Args:
+        logits, target: ``[B, K, H, W]`` heatmap logits and Gaussian targets in [0, 1].
+        alpha, beta: α = 2, β = 4 in both papers.
+        eps: the probability clamp (the released code's 1e-4).
+        num_objects: N; default the number of cells where y = 1. Clamped to ≥ 1, so an image
+            without objects gives the negatives' term alone, never NaN.
+    """
+    p = logits.float().sigmoid().clamp(eps, 1 - eps)
+    target = target.float()
+    pos = target == 1
+    pos_term = torch.log(p) * (1 - p).pow(alpha)
+    neg_term = torch.log(1 - p) * p.pow(alpha) * (1 - target).pow(beta)
+    total = torch.where(pos, pos_term, neg_term).sum()
+    n = pos.sum() if num_objects is None else num_objects
+    return -total / torch.as_tensor(n, dtype=total.dtype, device=total.device).clamp(min=1)
 
 
 def ltrb_to_boxes(ltrb: torch.Tensor) -> torch.Tensor:

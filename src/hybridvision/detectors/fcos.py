@@ -45,7 +45,13 @@ from hybridvision.ops.points import (
     point_box_distances,
     unflatten_levels,
 )
-from hybridvision.ops.postprocess import clip_boxes_per_image, empty_detections, logit, nms_per_image
+from hybridvision.ops.postprocess import (
+    check_nms_method,
+    clip_boxes_per_image,
+    empty_detections,
+    logit,
+    nms_per_image,
+)
 
 __all__ = [
     "FCOS",
@@ -261,7 +267,9 @@ class FCOS(DenseDetector):
         score_thresh: candidates need cls probability > this (0.05).
         score_sqrt: final score √(cls·centerness) (True) or cls·centerness.
         topk_candidates: candidates kept per level and image before NMS (1000).
-        nms_thresh: class-wise NMS IoU threshold (0.6).
+        nms_thresh: class-wise NMS IoU threshold (0.6); N_t of linear Soft-NMS.
+        nms_method: ``"hard"``, ``"soft_gaussian"`` or ``"soft_linear"`` (Soft-NMS, Bodla et al.
+            2017; :func:`hybridvision.ops.soft_nms`).
         detections_per_img: detections kept per image (100).
         pixel_mean, pixel_std: input normalisation.
         **head_kwargs: :class:`FCOSHead` options (``num_convs``, ``gn_groups``, ``head_attn``, ...).
@@ -283,6 +291,7 @@ class FCOS(DenseDetector):
         score_sqrt: bool = True,
         topk_candidates: int = 1000,
         nms_thresh: float = 0.6,
+        nms_method: str = "hard",
         detections_per_img: int = 100,
         pixel_mean: Sequence[float] = IMAGENET_MEAN,
         pixel_std: Sequence[float] = IMAGENET_STD,
@@ -310,6 +319,10 @@ class FCOS(DenseDetector):
         self.score_sqrt = score_sqrt
         self.topk_candidates = topk_candidates
         self.nms_thresh = nms_thresh
+        try:
+            self.nms_method = check_nms_method(nms_method)
+        except ValueError as err:
+            raise UserInputError(f"FCOS {err}") from None
         self.detections_per_img = detections_per_img
 
     # -- targets ----------------------------------------------------------------------------
@@ -469,5 +482,5 @@ class FCOS(DenseDetector):
         boxes = clip_boxes_per_image(torch.cat(boxes_all), imgs, image_sizes)  # [P, 4]
         return nms_per_image(
             boxes, scores, torch.cat(labels_all), imgs, batch_size=batch, num_classes=num_classes,
-            iou_threshold=self.nms_thresh, max_per_image=self.detections_per_img,
+            iou_threshold=self.nms_thresh, max_per_image=self.detections_per_img, method=self.nms_method,
         )

@@ -1,4 +1,5 @@
-"""Detector presets: every registered FCOS / NL-FCOS builder, and FCOS on other backbones.
+"""Detector presets: every registered FCOS / NL-FCOS builder, FCOS on other backbones,
+CenterNet / NL-CenterNet, and the anchor-based RetinaNet baseline.
 
 A preset composes a backbone (the backbone contract: ``features_only`` + ``out_indices`` →
 ``list[Tensor]``, ``feature_info``), a neck (FPN or PANet) and a detector with its head options.
@@ -20,13 +21,17 @@ import torch.nn as nn
 
 import hybridvision.backbones.hybrid  # noqa: F401  registers the classification backbones
 from hybridvision.backbones.resnet import RESNET_DEPTHS, ResNet
+from hybridvision.detectors.centernet import CenterNet, CenterNetHead
 from hybridvision.detectors.fcos import FCOS, FCOSHead
+from hybridvision.detectors.retinanet import RetinaNet, anchor_sizes_for
 from hybridvision.errors import UserInputError
 from hybridvision.necks.fpn import FPN
 from hybridvision.necks.panet import PANet
+from hybridvision.necks.upsample import DeconvUpsample
 from hybridvision.registry import build_model, register_model
 
-__all__ = ["build_fcos", "fcos_on_backbone", "build_neck", "DEMO_SIZE_RANGES", "SMALL_FCOS", "NL_HEAD_ATTN"]
+__all__ = ["build_fcos", "build_centernet", "build_retinanet", "fcos_on_backbone", "build_neck",
+           "DEMO_SIZE_RANGES", "SMALL_FCOS", "SMALL_CENTERNET", "NL_HEAD_ATTN", "NL_CENTERNET_ATTN"]
 
 INF = float("inf")
 
@@ -36,19 +41,24 @@ def _params(fn: Callable[..., Any]) -> set[str]:
             if p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)}
 
 
-def _fcos_preset(*, on: Callable[..., Any]):
-    """Register an FCOS preset whose ``**kwargs`` go to ``on`` (:func:`build_fcos` or
-    :func:`fcos_on_backbone`), then to :class:`FCOS` and :class:`FCOSHead`: the builder declares
-    all of those as its ``options``, so an unknown one is refused, with the valid ones, before
-    anything is built."""
-    head_options = _params(FCOSHead.__init__) - {"self", "in_channels", "num_classes", "num_levels"}
-    fcos_options = _params(FCOS.__init__) - {"self", "backbone", "neck", "num_classes", "head"}
+def _preset(*, on: Callable[..., Any], detector: type = FCOS, head: type | None = FCOSHead):
+    """Register a detector preset whose ``**kwargs`` go to ``on`` (e.g. :func:`build_fcos`), then
+    to ``detector`` and its ``head`` (None: the detector builds its head from its own options):
+    the builder declares all of those as its ``options``, so an unknown one is refused, with the
+    valid ones, before anything is built."""
+    head_options = set() if head is None else _params(head.__init__) - {"self", "in_channels", "num_classes",
+                                                                         "num_levels"}
+    detector_options = _params(detector.__init__) - {"self", "backbone", "neck", "num_classes", "head"}
 
     def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
-        fn.options = sorted((_params(on) | fcos_options | head_options) - {"backbone_name"})
+        fn.options = sorted((_params(on) | detector_options | head_options) - {"backbone_name"})
         return register_model(fn, task="detection")
 
     return wrap
+
+
+def _fcos_preset(*, on: Callable[..., Any]):
+    return _preset(on=on, detector=FCOS, head=FCOSHead)
 
 
 def build_neck(kind: str, backbone: nn.Module, channels: int, num_levels: int,
@@ -285,3 +295,151 @@ def fcos_hib_patch_2_2_nl_small(*, num_classes: int = 10, width: float = 0.25, *
     defaults = dict(neck_channels=64, num_levels=3, num_convs=2, size_ranges=DEMO_SIZE_RANGES)
     return fcos_on_backbone("hib_patch_2_2_nl", num_classes=num_classes,
                             backbone_kwargs={"width": width}, **{**defaults, **kwargs})
+
+
+# ---------------------------------------------------------------------------------------------
+# CenterNet (Zhou et al. 2019) and NL-CenterNet
+# ---------------------------------------------------------------------------------------------
+
+
+def build_centernet(
+    *,
+    num_classes: int,
+    depth: int = 18,
+    width: float = 1.0,
+    up_channels: Sequence[int] = (256, 128, 64),
+    dcn: bool = False,
+    **centernet_kwargs: Any,
+) -> CenterNet:
+    """Build a CenterNet: ResNet-``depth`` C5 → 3 transposed-conv stages to stride 4 → heads.
+
+    Args:
+        num_classes: K.
+        depth: 18, 34, 50 or 101.
+        width: ResNet channel multiplier.
+        up_channels: channels of the upsampling stages (the paper's 256, 128, 64).
+        dcn: a deformable 3×3 conv before each upsampling (the paper's ``resnet_dcn``; off by
+            default so the model runs on CPU and exports to ONNX).
+        **centernet_kwargs: :class:`CenterNet` and :class:`CenterNetHead` options.
+    """
+    if depth not in RESNET_DEPTHS:
+        raise UserInputError(f"CenterNet depth={depth} is not a ResNet depth; use one of {sorted(RESNET_DEPTHS)}")
+    block, layers = RESNET_DEPTHS[depth]
+    backbone = ResNet(block, layers, width=width, out_indices=(4,), features_only=True)  # type: ignore[arg-type]
+    info = backbone.feature_info[-1]
+    neck = DeconvUpsample(info["channels"], info["stride"], up_channels, dcn=dcn)
+    return CenterNet(backbone, neck, num_classes, **centernet_kwargs)
+
+
+def _centernet_preset(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return _preset(on=build_centernet, detector=CenterNet, head=CenterNetHead)(fn)
+
+
+# The non-local block of NL-CenterNet: Wang et al.'s form (identity at the start, sub-sampled keys),
+# which keeps the stride-4 map's 1024 (CPU preset) to 16384 (512² input) queries affordable.
+NL_CENTERNET_ATTN = "nonlocal"
+
+
+@_centernet_preset
+def centernet_r18(*, num_classes: int = 80, **kwargs: Any) -> CenterNet:
+    """CenterNet, ResNet-18, upsampling 256/128/64 to stride 4, 64-channel heads."""
+    return build_centernet(**{"num_classes": num_classes, "depth": 18, **kwargs})
+
+
+@_centernet_preset
+def centernet_r101(*, num_classes: int = 80, **kwargs: Any) -> CenterNet:
+    """CenterNet, ResNet-101, upsampling 256/128/64 to stride 4, 64-channel heads."""
+    return build_centernet(**{"num_classes": num_classes, "depth": 101, **kwargs})
+
+
+@_centernet_preset
+def nl_centernet_r18(*, num_classes: int = 80, **kwargs: Any) -> CenterNet:
+    """NL-CenterNet-R18: a non-local block on the stride-4 feature, before the heads."""
+    return build_centernet(**{"num_classes": num_classes, "depth": 18, "head_attn": NL_CENTERNET_ATTN,
+                              "head_attn_at": "neck", **kwargs})
+
+
+@_centernet_preset
+def nl_centernet_r18_heads(*, num_classes: int = 80, **kwargs: Any) -> CenterNet:
+    """NL-CenterNet-R18 (heads): a non-local block at the start of each of the three heads."""
+    return build_centernet(**{"num_classes": num_classes, "depth": 18, "head_attn": NL_CENTERNET_ATTN,
+                              "head_attn_at": "heads", **kwargs})
+
+
+# The CPU preset: the demo's backbone (ResNet-18 ×0.25) with a narrow neck and heads; on the
+# built-in amounts (128 px) the heatmap is 32×32.
+SMALL_CENTERNET: dict[str, Any] = dict(depth=18, width=0.25, up_channels=(64, 64, 64), head_channels=32)
+
+
+@_centernet_preset
+def centernet_small(*, num_classes: int = 10, **kwargs: Any) -> CenterNet:
+    """Small CenterNet for CPU (ResNet-18 ×0.25, 64-channel upsampling, 32-channel heads)."""
+    return build_centernet(**{"num_classes": num_classes, **SMALL_CENTERNET, **kwargs})
+
+
+@_centernet_preset
+def nl_centernet_small(*, num_classes: int = 10, **kwargs: Any) -> CenterNet:
+    """Small NL-CenterNet: a non-local block on the stride-4 feature."""
+    return build_centernet(**{"num_classes": num_classes, **SMALL_CENTERNET, "head_attn": NL_CENTERNET_ATTN,
+                              "head_attn_at": "neck", **kwargs})
+
+
+@_centernet_preset
+def nl_centernet_small_heads(*, num_classes: int = 10, **kwargs: Any) -> CenterNet:
+    """Small NL-CenterNet (heads): a non-local block at the start of each head."""
+    return build_centernet(**{"num_classes": num_classes, **SMALL_CENTERNET, "head_attn": NL_CENTERNET_ATTN,
+                              "head_attn_at": "heads", **kwargs})
+
+
+# ---------------------------------------------------------------------------------------------
+# RetinaNet (Lin et al. 2017): the anchor-based baseline, torchvision's head and anchors
+# ---------------------------------------------------------------------------------------------
+
+
+def build_retinanet(
+    *,
+    num_classes: int,
+    depth: int = 50,
+    width: float = 1.0,
+    neck_channels: int = 256,
+    num_levels: int = 5,
+    anchor_base: float = 4.0,
+    **retinanet_kwargs: Any,
+) -> RetinaNet:
+    """Build a RetinaNet from a ResNet-``depth`` (C3–C5), an FPN (P3–P7 or P3–P5) and options.
+
+    Args:
+        num_classes: K.
+        depth: 18, 34, 50 or 101.
+        width: ResNet channel multiplier.
+        neck_channels: channels of the pyramid (and of the head's towers).
+        num_levels: 5 (P3–P7) or 3 (P3–P5).
+        anchor_base: anchor size in strides at scale 2⁰ (4: 32 px at P3, the paper's).
+        **retinanet_kwargs: :class:`~hybridvision.detectors.retinanet.RetinaNet` options.
+    """
+    if depth not in RESNET_DEPTHS:
+        raise UserInputError(f"RetinaNet depth={depth} is not a ResNet depth; use one of {sorted(RESNET_DEPTHS)}")
+    block, layers = RESNET_DEPTHS[depth]
+    backbone = ResNet(block, layers, width=width, out_indices=(2, 3, 4), features_only=True)  # type: ignore[arg-type]
+    neck = build_neck("fpn", backbone, neck_channels, num_levels)
+    if "anchor_sizes" not in retinanet_kwargs:
+        retinanet_kwargs["anchor_sizes"] = anchor_sizes_for(neck.strides, anchor_base)
+    return RetinaNet(backbone, neck, num_classes, **retinanet_kwargs)
+
+
+def _retinanet_preset(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return _preset(on=build_retinanet, detector=RetinaNet, head=None)(fn)
+
+
+@_retinanet_preset
+def retinanet_r50_fpn(*, num_classes: int = 80, **kwargs: Any) -> RetinaNet:
+    """RetinaNet, ResNet-50, FPN P3–P7, 9 anchors per cell (torchvision's ``retinanet_resnet50_fpn``)."""
+    return build_retinanet(**{"num_classes": num_classes, "depth": 50, **kwargs})
+
+
+@_retinanet_preset
+def retinanet_small(*, num_classes: int = 10, **kwargs: Any) -> RetinaNet:
+    """Small RetinaNet for CPU, matched to ``fcos_small``: ResNet-18 ×0.25, FPN 64 ch, P3–P5,
+    anchors 2·stride (16–102 px, for ~128 px images)."""
+    return build_retinanet(**{"num_classes": num_classes, "depth": 18, "width": 0.25, "neck_channels": 64,
+                              "num_levels": 3, "anchor_base": 2.0, **kwargs})

@@ -231,11 +231,12 @@ class DetectionTask:
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader, device: torch.device, bundle: DataBundle,
-                 progress: bool = False) -> tuple[dict[str, Any], list[dict]]:
+                 progress: bool = False, tta: str | None = None) -> tuple[dict[str, Any], list[dict]]:
         """``(evaluation, results)``: ``evaluate_coco``'s result plus ``"analysis"`` (PR curves,
         per-class AP, confusion matrix: a :class:`~hybridvision.evaluation.analysis.DetectionAnalysis`)
-        from one COCO evaluation, and the COCO results list."""
-        ids, dets = predict_batches(unwrap(model), loader, device, progress=progress)
+        from one COCO evaluation, and the COCO results list. ``tta``: None, ``"flip"`` or
+        ``"multiscale"`` test-time augmentation."""
+        ids, dets = predict_batches(unwrap(model), loader, device, progress=progress, tta=tta)
         results = detections_to_coco_results(dets, ids, bundle.meta["label_to_cat_id"])
         return evaluate_with_analysis(bundle.meta["val_gt"], results), results
 
@@ -363,7 +364,9 @@ class ClassificationTask:
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader, device: torch.device, bundle: DataBundle,
-                 progress: bool = False) -> tuple[dict[str, Any], list[dict]]:
+                 progress: bool = False, tta: str | None = None) -> tuple[dict[str, Any], list[dict]]:
+        if tta is not None:
+            raise UserInputError(f"--tta {tta}: test-time augmentation applies to detectors, not classifiers")
         model = unwrap(model)
         was_training = model.training
         model.eval()

@@ -15,7 +15,12 @@ from collections.abc import Sequence
 import torch
 from torchvision.ops import batched_nms
 
-__all__ = ["logit", "clip_boxes_per_image", "nms_per_image", "empty_detections", "split_by_image"]
+from hybridvision.ops.soft_nms import SOFT_NMS_METHODS, soft_nms
+
+NMS_METHODS = ("hard", *(f"soft_{m}" for m in SOFT_NMS_METHODS))  # hard, soft_gaussian, soft_linear
+
+__all__ = ["NMS_METHODS", "check_nms_method", "logit", "clip_boxes_per_image", "nms_per_image",
+           "empty_detections", "split_by_image"]
 
 Detections = list[dict[str, torch.Tensor]]
 
@@ -31,6 +36,13 @@ def logit(p: float) -> float:
     if p >= 1:
         return math.inf
     return math.log(p / (1 - p))
+
+
+def check_nms_method(method: str) -> str:
+    """``method`` if it is one of :data:`NMS_METHODS`, else a ValueError naming them."""
+    if method not in NMS_METHODS:
+        raise ValueError(f"nms_method={method!r} must be one of {', '.join(NMS_METHODS)}")
+    return method
 
 
 def clip_boxes_per_image(
@@ -63,17 +75,29 @@ def nms_per_image(
     num_classes: int,
     iou_threshold: float,
     max_per_image: int,
+    method: str = "hard",
+    soft_sigma: float = 0.5,
 ) -> Detections:
     """Class-wise NMS inside each image, then the ``max_per_image`` best of each image.
 
     Args:
         boxes, scores, labels, images: ``[P, 4]``, ``[P]``, ``[P]`` and ``[P]`` candidates of the
             batch (``images`` is each candidate's image index in ``0..B-1``).
+        method: ``"hard"`` (torchvision's ``batched_nms`` at ``iou_threshold``),
+            ``"soft_gaussian"`` (Soft-NMS, σ = ``soft_sigma``) or ``"soft_linear"`` (Soft-NMS,
+            N_t = ``iou_threshold``); Soft-NMS replaces the scores by the decayed ones.
 
     Returns:
         ``B`` dicts ``boxes [D, 4], scores [D], labels [D]``, best score first.
     """
-    keep = batched_nms(boxes, scores, images * num_classes + labels, iou_threshold)  # by score
+    groups = images * num_classes + labels
+    if check_nms_method(method) == "hard":
+        keep = batched_nms(boxes, scores, groups, iou_threshold)  # by score
+    else:
+        keep, decayed = soft_nms(boxes, scores, groups, method=method[len("soft_"):], sigma=soft_sigma,
+                                 iou_threshold=iou_threshold)
+        scores = scores.clone()
+        scores[keep] = decayed
     order = torch.sort(images[keep], stable=True).indices  # group by image, scores stay desc
     keep = keep[order]
     counts = torch.bincount(images[keep], minlength=batch_size)  # [B]

@@ -1,0 +1,109 @@
+"""Study ``centernet``: does a non-local block help CenterNet, and how do the keypoint, the
+anchor-free and the anchor-based detector compare at one budget? (slides 002/004; thesis A's
+future work and its anchor-based comparison, Tables 4.10–4.11)
+
+Rows: CenterNet-R18, CenterNet-R18 + NL (a non-local block on the stride-4 feature), FCOS and
+RetinaNet, all on the same ResNet-18 backbone, trained with the same settings. Columns: the 12
+COCO numbers, the costs of the ``fcos-nonlocal`` study, and the speed–accuracy table of the
+CenterNet paper (its Table 1 shape): AP and ms/image without test-time augmentation, with flip,
+and with flip-free multi-scale (0.5–1.5), each a mean ± std over seeds.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from hybridvision.config import TrainConfig
+from hybridvision.detectors.tta import predict_tta
+from hybridvision.engine.tasks import make_task
+from hybridvision.evaluation.cost import measure_latency
+from hybridvision.layers.fusion import fuse_conv_bn
+from hybridvision.studies.fcos_nonlocal import COCO_COLUMNS, COST_COLUMNS, CPU_PRESET, measure_detector
+from hybridvision.studies.figures import detection_figures
+from hybridvision.studies.spec import Study, StudyRow, register_study
+
+TTA_COLUMNS = ["AP_flip", "AP_ms", "infer_ms_flip", "infer_ms_ms"]
+SPEED_ACCURACY = ["AP", "infer_ms", "AP_flip", "infer_ms_flip", "AP_ms", "infer_ms_ms"]
+
+
+def measure_with_tta(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> dict[str, Any]:
+    """The detector's costs (:func:`measure_detector`) plus, for flip and multi-scale test-time
+    augmentation, the validation AP (percent, as the training evaluation reports it) and the
+    latency (ms/image, batch 1, median of 5 after warm-up)."""
+    costs = measure_detector(model, cfg, device)
+    task = make_task(cfg)
+    bundle = task.build_eval_data(cfg)
+    loader = DataLoader(bundle.val, batch_size=8, collate_fn=bundle.collate)
+    s = -(-cfg.image_size // 32) * 32
+    x = torch.rand(1, 3, s, s, device=device)
+    runner = fuse_conv_bn(model.to(device).eval())
+    for mode, suffix in (("flip", "flip"), ("multiscale", "ms")):
+        evaluation, _ = task.evaluate(model, loader, device, bundle, tta=mode)
+        costs[f"AP_{suffix}"] = evaluation["metrics"]["AP"]
+
+        def infer(mode: str = mode) -> None:
+            with torch.inference_mode():
+                predict_tta(runner, x, [(s, s)], mode)
+
+        costs[f"infer_ms_{suffix}"] = measure_latency(infer, warmup=1, runs=5, device=device)["median_ms"]
+    return costs
+
+
+# (label, small CPU model, paper model, options); every row is compared with CenterNet-R18.
+ROWS = [
+    ("CenterNet-R18", "centernet_small", "centernet_r18", {}),
+    ("CenterNet-R18 + NL", "nl_centernet_small", "nl_centernet_r18", {}),
+    ("FCOS", "fcos_small", "fcos_r50_fpn", {"depth": 18}),
+    ("RetinaNet", "retinanet_small", "retinanet_r50_fpn", {"depth": 18}),
+]
+BASELINE = "CenterNet-R18"
+SMALL_ROWS = [StudyRow(label, model, {}, reference=None if label == BASELINE else BASELINE)
+              for label, model, _, _ in ROWS]
+PAPER_ROWS = [StudyRow(label, model, dict(kw), reference=None if label == BASELINE else BASELINE)
+              for label, _, model, kw in ROWS]
+
+STUDY = register_study(Study(
+    name="centernet",
+    title="CenterNet, NL-CenterNet, FCOS and RetinaNet at one budget (slides 002/004; thesis A Tables 4.10–4.11)",
+    question="Does a non-local block help CenterNet, and how do CenterNet, FCOS and the anchor-based "
+             "RetinaNet compare at the same budget?",
+    intro=("Each row trains from scratch on the same backbone (ResNet-18; ×0.25 width on the CPU "
+           "preset) with the same settings, and is evaluated with the 12 COCO numbers (percent), "
+           "then again with flip and with multi-scale (0.5, 0.75, 1, 1.25, 1.5) test-time "
+           "augmentation. Costs as in the `fcos-nonlocal` study; the TTA latencies are medians of 5, "
+           "batch 1. Every row is compared with CenterNet-R18 seed by seed (same data order, "
+           "augmentation and shared initialisation)."),
+    rows={"smoke": SMALL_ROWS, "cpu": SMALL_ROWS, "paper": PAPER_ROWS},
+    presets={
+        "smoke": dict(image_size=64, epochs=1, max_steps=2, batch_size=4, optimizer="adamw", lr=1e-3,
+                      eval_every=0, workers=0),
+        # The fcos-nonlocal study's CPU settings: every detector gets the same steps.
+        "cpu": dict(CPU_PRESET),
+        # CenterNet's ResNet recipe (Adam 5e-4 at batch 128, 140 epochs, drops at 90 and 120) at 512².
+        "paper": dict(image_size=512, epochs=140, batch_size=128, optimizer="adamw", lr=5e-4,
+                      weight_decay=0.0, warmup_steps=0, schedule="step", milestones=[0.643, 0.857],
+                      grad_clip=0.0, eval_every=10),
+    },
+    default_data="builtin:amounts",
+    columns=COCO_COLUMNS + COST_COLUMNS + TTA_COLUMNS,
+    tables=[("COCO metrics (percent)", COCO_COLUMNS),
+            ("Speed–accuracy with test-time augmentation (CenterNet Table 1 shape)", SPEED_ACCURACY),
+            ("Cost", COST_COLUMNS)],
+    formats={"infer_ms": (1.0, 1, True), "infer_mem_mb": (1.0, 1, False), "train_ms": (1.0, 0, True),
+             "train_mem_mb": (1.0, 0, False), "params_m": (1.0, 2, False), "gflops": (1.0, 2, False),
+             "infer_ms_flip": (1.0, 1, True), "infer_ms_ms": (1.0, 1, True)},
+    labels={"infer_ms": "ms/img", "infer_mem_mb": "infer MiB", "train_ms": "train-step ms",
+            "train_mem_mb": "train-step MiB", "params_m": "params (M)", "gflops": "GFLOPs",
+            "AP_flip": "AP flip", "AP_ms": "AP multi-scale", "infer_ms_flip": "ms/img flip",
+            "infer_ms_ms": "ms/img multi-scale"},
+    measure=measure_with_tta,
+    primary="AP",
+    cost="infer_ms",
+    lower_is_better=frozenset({"infer_ms", "infer_mem_mb", "train_mem_mb", "train_ms", "params_m", "gflops",
+                               "train_s", "train_loop_s", "infer_ms_flip", "infer_ms_ms"}),
+    verdict_columns=("AP_flip", "AP_ms", "APs", "train_ms"),
+    figures=detection_figures,
+))
