@@ -9,8 +9,9 @@ lowers its score by a function of the overlap, so two true objects that overlap 
 
 Each round picks the best remaining box M of every class at once (boxes of different classes
 never interact), decays the scores of the rest of its class, and drops boxes whose score fell
-below ``score_threshold``. Rounds = the largest number of boxes of one class. torchvision has
-no Soft-NMS; IoU is :func:`torchvision.ops.box_iou`.
+below ``score_threshold``. Rounds = the largest number of boxes of one class; each round costs
+O(G · n_max) (G classes, n_max boxes of the largest), with no N × N matrix. torchvision has no
+Soft-NMS; IoU is area-based as :func:`torchvision.ops.box_iou`.
 
 Symbols: N boxes, G groups (classes, or image × class), P boxes picked in one round (≤ G).
 """
@@ -18,7 +19,6 @@ Symbols: N boxes, G groups (classes, or image × class), P boxes picked in one r
 from __future__ import annotations
 
 import torch
-from torchvision.ops import box_iou
 
 __all__ = ["soft_nms", "SOFT_NMS_METHODS"]
 
@@ -57,36 +57,44 @@ def soft_nms(
     n = boxes.shape[0]
     if n == 0:
         return torch.zeros(0, dtype=torch.long, device=device), scores.new_zeros(0)
-    labels = labels.long()
-    groups, group_of = torch.unique(labels, return_inverse=True)  # group_of: [N] in 0..G-1
-    num_groups = groups.numel()
-    index = torch.arange(n, device=device)
-    current = scores.clone().float()
-    alive = current >= score_threshold  # [N]
+    # Lay the boxes out as a padded [G, n_max] grid, one row per group, so each round picks the
+    # best live box of every group with one max() and decays its row with one IoU row.
+    _, group_of = torch.unique(labels.long(), return_inverse=True)  # [N] in 0..G-1
+    order = torch.sort(group_of, stable=True).indices  # [N] boxes grouped, original order inside
+    counts = torch.bincount(group_of)  # [G]
+    num_groups, n_max = counts.numel(), int(counts.max())
+    row = group_of[order]
+    col = torch.arange(n, device=device) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+    grid_boxes = boxes.new_zeros((num_groups, n_max, 4))
+    grid_boxes[row, col] = boxes[order].to(grid_boxes.dtype)
+    index = torch.full((num_groups, n_max), -1, dtype=torch.long, device=device)
+    index[row, col] = order
+    current = torch.zeros((num_groups, n_max), device=device)
+    current[row, col] = scores[order].float()
+    alive = torch.zeros((num_groups, n_max), dtype=torch.bool, device=device)
+    alive[row, col] = current[row, col] >= score_threshold
+    area = (grid_boxes[..., 2] - grid_boxes[..., 0]) * (grid_boxes[..., 3] - grid_boxes[..., 1])  # [G, n_max]
+    groups = torch.arange(num_groups, device=device)
+
     picked: list[torch.Tensor] = []
     picked_scores: list[torch.Tensor] = []
     while bool(alive.any()):
-        masked = torch.where(alive, current, torch.full_like(current, -torch.inf))
-        best = torch.full((num_groups,), -torch.inf, device=device).scatter_reduce(
-            0, group_of, masked, reduce="amax"
-        )  # [G] best live score per group
-        is_best = alive & (masked == best[group_of])  # [N]
-        first = torch.full((num_groups,), n, device=device).scatter_reduce(
-            0, group_of[is_best], index[is_best], reduce="amin"
-        )  # [G] lowest index among a group's best (n: the group has none alive)
-        picks = first[first < n]  # [P]
-        picked.append(picks)
-        picked_scores.append(current[picks])
-        alive[picks] = False
+        best, pick = torch.where(alive, current, -torch.inf).max(dim=1)  # [G] (first of ties)
+        live = alive[groups, pick]  # [G] groups that still had a box
+        picked.append(index[groups, pick][live])
+        picked_scores.append(best[live])
+        alive[groups, pick] = False
 
-        iou = box_iou(boxes[picks], boxes)  # [P, N]
-        same = group_of[picks][:, None] == group_of[None, :]  # [P, N]
-        iou = iou * same
+        m = grid_boxes[groups, pick][:, None, :]  # [G, 1, 4] each group's pick M
+        w = (torch.minimum(m[..., 2], grid_boxes[..., 2]) - torch.maximum(m[..., 0], grid_boxes[..., 0])).clamp(min=0)
+        h = (torch.minimum(m[..., 3], grid_boxes[..., 3]) - torch.maximum(m[..., 1], grid_boxes[..., 1])).clamp(min=0)
+        inter = w * h  # [G, n_max]
+        iou = inter / (area[groups, pick][:, None] + area - inter)  # IoU(M, b_i), as box_iou
         if method == "linear":
             decay = torch.where(iou >= iou_threshold, 1 - iou, torch.ones_like(iou))
         else:
             decay = torch.exp(-(iou * iou) / sigma)
-        current = current * decay.prod(dim=0)  # each box meets only its own group's pick
+        current = current * decay
         alive &= current >= score_threshold
 
     keep = torch.cat(picked)
