@@ -7,6 +7,11 @@ Each stage doubles the resolution: an optional 3×3 deformable conv (Dai et al. 
 ONNX) → BN → ReLU, then a 4×4 stride-2 transposed conv, initialised as bilinear upsampling →
 BN → ReLU.
 
+``skip=True`` adds, after each stage, the backbone's feature of the same stride through a 1×1
+conv + BN (the skip connections of U-Net, and in spirit of CenterNet's DLA-34 "IDA-up"; the
+paper's ResNet variant has none). Upsampling from C5 alone must recover positions from a 4×4 map
+on a 128-pixel image; the skips give the stride-4 map the fine features back.
+
 Symbols: B batch, C_in the backbone's last channels, C_i the channels of stage i, s the
 backbone's stride (32 for a ResNet).
 """
@@ -77,32 +82,49 @@ class DeconvUpsample(nn.Module):
     """Upsample the backbone's last feature map by 2 per stage: stride s → s / 2^len(channels).
 
     Args:
-        in_channels: channels of the backbone's last output (one entry, or the list of
-            ``feature_info`` channels: only the last is used).
-        in_stride: the stride of that output (32 for a ResNet's C5).
+        in_channels: channels of each backbone output (``feature_info``), finest first; the last
+            is upsampled, the others feed the skips.
+        in_strides: their strides (the last: 32 for a ResNet's C5).
         channels: output channels of each stage (CenterNet: 256, 128, 64 for ResNets).
         dcn: a deformable 3×3 conv before each transposed conv (CenterNet's ``resnet_dcn``).
+        skip: add the backbone output of each stage's stride (1×1 conv + BN) after the stage;
+            every stage's stride must then be among ``in_strides``.
 
     Shapes: ``forward([..., [B, C_in, H/s, W/s]]) -> [[B, C_last, H·2^n/s, W·2^n/s]]`` — one level,
     at :attr:`strides` ``[s / 2^n]``.
     """
 
-    def __init__(self, in_channels: int | Sequence[int], in_stride: int, channels: Sequence[int] = (256, 128, 64),
-                 *, dcn: bool = False) -> None:
+    def __init__(self, in_channels: Sequence[int], in_strides: Sequence[int],
+                 channels: Sequence[int] = (256, 128, 64), *, dcn: bool = False, skip: bool = False) -> None:
         super().__init__()
         channels = [int(c) for c in channels]
+        in_channels, in_strides = [int(c) for c in in_channels], [int(s) for s in in_strides]
         if not channels or any(c < 1 for c in channels):
             raise UserInputError(f"upsampling channels {channels} must be one or more positive numbers")
-        if in_stride % (2 ** len(channels)):
-            raise UserInputError(f"{len(channels)} upsampling stages do not divide stride {in_stride}")
-        last = in_channels if isinstance(in_channels, int) else list(in_channels)[-1]
-        stages = []
+        if in_strides[-1] % (2 ** len(channels)):
+            raise UserInputError(f"{len(channels)} upsampling stages do not divide stride {in_strides[-1]}")
+        last = in_channels[-1]
+        stages, laterals, self.skip_from = [], [], []
+        stride = in_strides[-1]
         for c in channels:
             stages.append(_UpStage(last, c, dcn))
-            last = c
-        self.stages = nn.Sequential(*stages)
+            last, stride = c, stride // 2
+            if skip:
+                if stride not in in_strides:
+                    raise UserInputError(f"skip=True needs a backbone output at stride {stride}; "
+                                         f"the backbone gives strides {in_strides}")
+                i = in_strides.index(stride)
+                laterals.append(nn.Sequential(nn.Conv2d(in_channels[i], c, 1, bias=False), nn.BatchNorm2d(c)))
+                self.skip_from.append(i)
+        self.stages = nn.ModuleList(stages)
+        self.laterals = nn.ModuleList(laterals)
         self.out_channels = last
-        self.strides = [in_stride // 2 ** len(channels)]
+        self.strides = [stride]
 
     def forward(self, features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        return [self.stages(features[-1])]  # [B, C_last, H/4, W/4] for a ResNet
+        x = features[-1]  # [B, C_in, H/s, W/s]
+        for k, stage in enumerate(self.stages):
+            x = stage(x)  # [B, C_k, 2·h, 2·w]
+            if self.laterals:
+                x = x + self.laterals[k](features[self.skip_from[k]])
+        return [x]  # [B, C_last, H/4, W/4] for a ResNet
