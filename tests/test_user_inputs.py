@@ -37,6 +37,14 @@ def test_demo_never_writes_into_a_users_folder_or_over_another_run(cli, tmp_path
     assert not (tmp_path / "data").exists()
 
 
+def test_demo_model_must_be_a_detector(cli, tmp_path):
+    code, _, err = cli("demo", "--model", "resnet26", "--out", tmp_path / "d", "--data-root", tmp_path / "data")
+    _one_line(code, err, "the demo trains a detector")
+    code, _, err = cli("demo", "--model", "centernet_smal", "--out", tmp_path / "d", "--data-root", tmp_path / "data")
+    _one_line(code, err, "Did you mean: centernet_small")
+    assert not (tmp_path / "d").exists() and not (tmp_path / "data").exists()
+
+
 def test_demo_still_replaces_an_earlier_demo_run(tmp_path):
     from hybridvision.config import save_config
     from hybridvision.demo import DEMO_CONFIG, _check_demo_out

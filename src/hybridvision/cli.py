@@ -326,9 +326,11 @@ def demo_cmd(
     epochs: int | None = typer.Option(None,
                                       help=f"override the demo's epochs \\[default: {DEMO_CONFIG.epochs}]"),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    model: str | None = typer.Option(None, "--model", "-m", help="the detector to train, e.g. centernet_small "
+                                     f"or retinanet_small \\[default: {DEMO_CONFIG.model}]"),
 ):
     """Make the built-in `amounts` data, train the demo FCOS, evaluate, plot (about 10 min on 2 CPU cores)."""
-    run_demo(out=out, data_root=data_root, epochs=epochs, device=device)
+    run_demo(out=out, data_root=data_root, epochs=epochs, device=device, model=model)
 
 
 # ---------------------------------------------------------------------------------------- study

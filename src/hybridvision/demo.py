@@ -19,6 +19,7 @@ from hybridvision.engine.progress import console, format_train_evaluations
 from hybridvision.engine.tasks import make_task
 from hybridvision.engine.trainer import RUN_FOLDER_NAMES, check_run_folder, train
 from hybridvision.errors import UserInputError
+from hybridvision.factory import model_task
 from hybridvision.plots import save_gt_pred_grid
 
 __all__ = ["DEMO_CONFIG", "run_demo"]
@@ -44,9 +45,16 @@ DEMO_CONFIG = TrainConfig(
 
 
 def run_demo(out: str | Path = "runs/demo", data_root: str | Path = "data", epochs: int | None = None,
-             device: str = "auto") -> dict:
+             device: str = "auto", model: str | None = None) -> dict:
+    """The demo: built-in data, train ``model`` (default ``fcos_demo``; any detector, e.g. the
+    CPU presets ``centernet_small`` or ``retinanet_small``) with the demo's settings, evaluate."""
     cfg = TrainConfig.from_dict({**DEMO_CONFIG.to_dict(), "out": str(out), "data_root": str(data_root),
                                  "device": device})
+    if model is not None:
+        if model_task(model) != "detection":  # an unknown name gets the registry's suggestions
+            raise UserInputError(f"--model {model}: the demo trains a detector; {model} is a "
+                                 f"{model_task(model)} model (see `hybridvision models --task detection`)")
+        cfg = cfg.updated({"model": model}, source="--model")
     if epochs is not None:
         cfg = cfg.updated({"epochs": epochs}, source="--epochs")
     out_p, data_p = Path(out).resolve(), Path(data_root).resolve()
@@ -98,7 +106,7 @@ def _is_demo_run(out: Path) -> bool:
         old = load_config(out / "config.yaml").to_dict()
     except UserInputError:
         return False
-    free = {"out", "data_root", "device", "epochs"}
+    free = {"out", "data_root", "device", "epochs", "model"}
     return all(old.get(k) == v for k, v in DEMO_CONFIG.to_dict().items() if k not in free)
 
 
