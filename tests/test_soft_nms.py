@@ -66,6 +66,12 @@ def test_soft_nms_decays_instead_of_deleting():
     assert new[keep.tolist().index(1)] == pytest.approx(0.8 * (1 - iou))
     empty_keep, empty_scores = soft_nms(torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.long))
     assert empty_keep.numel() == 0 and empty_scores.numel() == 0
+    low_keep, _ = soft_nms(boxes, torch.full((4,), 1e-4), labels)  # nothing reaches score_threshold
+    assert low_keep.numel() == 0
+    # boxes of zero area overlap nothing (IoU 0, not 0/0): none is lost, as batched_nms keeps them
+    flat = torch.tensor([[5.0, 5, 5, 9], [20, 20, 20, 30], [0, 0, 10, 10]])
+    keep, new = soft_nms(flat, torch.tensor([0.9, 0.8, 0.7]), torch.zeros(3, dtype=torch.long))
+    assert keep.tolist() == [0, 1, 2] and new.tolist() == pytest.approx([0.9, 0.8, 0.7])
     with pytest.raises(ValueError, match="method"):
         soft_nms(boxes, scores, labels, method="hard")
 
@@ -91,8 +97,9 @@ def test_detectors_decode_with_soft_nms():
 
     for name in ("fcos_small", "retinanet_small", "centernet_small"):
         kw = {"nms_thresh": 0.5} if name.startswith("centernet") else {}
-        model = create_model(name, num_classes=3, nms_method="soft_gaussian", **kw).eval()
+        model = create_model(name, num_classes=3, nms_method="soft_gaussian", score_thresh=0.0, **kw).eval()
         dets = model.predict(torch.rand(1, 3, 64, 64))
-        assert dets[0]["boxes"].shape[1] == 4
+        assert dets[0]["boxes"].shape[1] == 4 and len(dets[0]["boxes"]) > 0
+        assert (dets[0]["scores"][:-1] >= dets[0]["scores"][1:]).all()
     with pytest.raises(Exception, match="nms_method"):
         create_model("fcos_small", num_classes=3, nms_method="softer")

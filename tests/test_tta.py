@@ -64,6 +64,60 @@ def test_flip_tta_negative_control(name, monkeypatch):
                 and torch.allclose(_sorted(plain)[0], _sorted(tta)[0]))
 
 
+def _mirror(targets, width):
+    out = []
+    for t in targets:
+        b = t["boxes"]
+        out.append({**t, "boxes": torch.stack([width - b[:, 2], b[:, 1], width - b[:, 0], b[:, 3]], 1)})
+    return out
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_flip_tta_of_a_padded_mixed_batch_equals_the_plain_decode(name, monkeypatch):
+    """Widths that are no multiple of the stride (130, 90) in a batch padded to 160: the flip
+    view's perfect output is the scene mirrored inside the width the model mirrors in (the image's
+    own width; CenterNet's rounded up to its stride), and flip TTA gives back the plain decode."""
+    model = create_model(name, num_classes=3).eval()
+    sizes = [(96, 130), (70, 90)]
+    scene = [dict(boxes=torch.tensor([[13.0, 20, 47, 60], [70, 10, 120, 50]]), labels=torch.tensor([0, 1])),
+             dict(boxes=torch.tensor([[5.0, 8, 45, 60]]), labels=torch.tensor([2]))]
+    flip_width = getattr(model, "flip_width", lambda w: w)
+    mirrored = [_mirror([t], flip_width(w))[0] for t, (_, w) in zip(scene, sizes)]
+    calls = iter([model.encode_targets(scene, sizes), model.encode_targets(mirrored, sizes)])
+    monkeypatch.setattr(model, "forward", lambda images, image_sizes=None: next(calls))
+    plain = model.decode(model.encode_targets(scene, sizes), sizes)
+    tta = predict_tta(model, torch.rand(2, 3, 96, 160), sizes, "flip")
+    for p, t, truth in zip(plain, tta, scene):
+        assert len(p["boxes"]) == len(truth["boxes"]) == len(t["boxes"])
+        for a, b in zip(_sorted(p), _sorted(t)):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-3)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_multiscale_maps_every_scale_back(name, monkeypatch):
+    """Perfect predictions at scales 0.5 and 1.5 of a mixed-size batch: every view's boxes come
+    back to the original pixels, so the merge holds each object once, at its place."""
+    model = create_model(name, num_classes=3).eval()
+    sizes = [(96, 128), (64, 90)]
+    scene = [dict(boxes=torch.tensor([[10.0, 20, 50, 70], [60, 8, 120, 60]]), labels=torch.tensor([0, 1])),
+             dict(boxes=torch.tensor([[4.0, 6, 60, 58]]), labels=torch.tensor([2]))]
+
+    def perfect(images, image_sizes=None):
+        scaled = []
+        for t, (h, w), (vh, vw) in zip(scene, sizes, image_sizes):
+            scaled.append({**t, "boxes": t["boxes"] * torch.tensor([vw / w, vh / h, vw / w, vh / h])})
+        return model.encode_targets(scaled, image_sizes)
+
+    monkeypatch.setattr(model, "forward", perfect)
+    tta = predict_tta(model, torch.rand(2, 3, 96, 128), sizes, "multiscale", scales=(0.5, 1.5))
+    for det, truth in zip(tta, scene):
+        assert len(det["boxes"]) == len(truth["boxes"])
+        boxes, _, labels = _sorted(det)
+        order = sorted(range(len(truth["boxes"])), key=lambda i: tuple(truth["boxes"][i].tolist()))
+        torch.testing.assert_close(boxes, truth["boxes"][order], rtol=0, atol=1.0)
+        assert labels.tolist() == truth["labels"][order].tolist()
+
+
 @pytest.mark.parametrize("name", FAMILIES)
 def test_multiscale_at_scale_one_equals_the_plain_decode(name):
     torch.manual_seed(0)

@@ -265,13 +265,20 @@ class CenterNet(DenseDetector):
 
     @torch.no_grad()
     def decode(self, outputs: dict, image_sizes: Sequence[tuple[int, int]]) -> Detections:
-        """Detections per image: the heatmap's 3×3 local maxima, the ``topk`` best over classes
-        and positions, boxes from size and offset at those cells, score > ``score_thresh``,
-        clipped to ``image_sizes``; class-wise NMS only with ``nms_thresh``."""
+        """Detections per image: the heatmap's 3×3 local maxima inside the image (not in the
+        batch's padding), the ``topk`` best over classes and positions, boxes from size and offset
+        at those cells, score > ``score_thresh``, clipped to ``image_sizes``; class-wise NMS only
+        with ``nms_thresh``."""
         heat = outputs["heatmap"].float().sigmoid()  # [B, K, H, W]
         batch = heat.shape[0]
         if len(image_sizes) != batch:
             raise ValueError(f"decode got {len(image_sizes)} image sizes for a batch of {batch}")
+        rows = torch.arange(heat.shape[-2], device=heat.device)
+        cols = torch.arange(heat.shape[-1], device=heat.device)
+        cells = torch.tensor([[-(-h // self.stride), -(-w // self.stride)] for h, w in image_sizes],
+                             device=heat.device)  # [B, 2] cells covering each image
+        inside = (rows[None, :, None] < cells[:, 0, None, None]) & (cols[None, None, :] < cells[:, 1, None, None])
+        heat = heat * inside[:, None].to(heat.dtype)  # no peak in the padding of a smaller image
         scores, labels, ys, xs = topk_peaks(heatmap_peaks(heat), self.topk)  # [B, k] each
         size = gather_at(outputs["size"].float(), ys, xs).clamp(min=0)  # [B, k, 2]
         offset = gather_at(outputs["offset"].float(), ys, xs)  # [B, k, 2]
@@ -300,13 +307,18 @@ class CenterNet(DenseDetector):
 
     # -- test-time augmentation -------------------------------------------------------------
 
+    def flip_width(self, width: int) -> int:
+        """The width inside which the flip test mirrors an image of ``width`` pixels: a multiple of
+        the stride, so that mirroring the output map inside ⌈w / 4⌉ cells is exact."""
+        return -(-int(width) // self.stride) * self.stride
+
     def merge_flipped(self, outputs: dict, flipped: dict, image_sizes: Sequence[tuple[int, int]]
                       ) -> dict[str, torch.Tensor]:
         """Flip test (Zhou et al. Sec. 4): the mean of the heatmap probabilities and of the sizes
         of each image and of its mirror (mirrored back inside the image's own ⌈w / 4⌉ columns);
         the offsets of the image alone.
 
-        ``flipped`` are the outputs for the images mirrored inside their widths
+        ``flipped`` are the outputs for the images mirrored inside :meth:`flip_width` columns
         (:func:`~hybridvision.detectors.tta.flip_images`), as the model returns them.
         """
         back = {key: flipped[key].float().clone() for key in ("heatmap", "size")}

@@ -148,7 +148,7 @@ class RetinaNet(DenseDetector):
     def anchors(self, maps: Sequence[torch.Tensor], padded_size: tuple[int, int]) -> torch.Tensor:
         """The ``[N, 4]`` anchors of one image of the padded batch size (the same for every image)."""
         fake = ImageList(maps[0].new_empty((1, 0, *padded_size)), [tuple(padded_size)])
-        return self.anchor_generator(fake, [m[:1] for m in maps])[0]
+        return self.anchor_generator(fake, [m[:1] for m in maps])[0].float()  # float even under AMP
 
     def _padded_size(self, maps: Sequence[torch.Tensor]) -> tuple[int, int]:
         h, w = maps[0].shape[-2:]

@@ -10,7 +10,10 @@ predictions are merged as each family should (Zhou et al., "Objects as Points", 
 * multi-scale always merges boxes (the keypoint family then needs its NMS, as in CenterNet's
   multi-scale test).
 
-Images are mirrored inside their own (h, w), so the batch's bottom/right padding stays padding.
+Images are mirrored inside their own width, so the batch's bottom/right padding stays padding. A
+detector that merges maps mirrors inside ``model.flip_width(w)`` instead — CenterNet: w rounded up
+to its stride, so that mirroring the stride-4 map is exact — and the few columns this adds on the
+left hold the model's mean pixel (0 after normalisation, as padding is).
 
 Symbols: B images, H×W the padded batch.
 """
@@ -33,11 +36,20 @@ MULTISCALE_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5)  # CenterNet's multi-scale test
 MERGE_IOU = 0.5  # for a detector without a box NMS of its own (CenterNet)
 
 
-def flip_images(images: torch.Tensor, image_sizes: Sequence[tuple[int, int]]) -> torch.Tensor:
-    """Mirror each image of a padded batch ``[B, 3, H, W]`` left–right inside its own width."""
+def flip_images(images: torch.Tensor, image_sizes: Sequence[tuple[int, int]],
+                widths: Sequence[int] | None = None, fill: torch.Tensor | None = None) -> torch.Tensor:
+    """Mirror each image of a padded batch ``[B, 3, H, W]`` left–right inside its own width.
+
+    With ``widths`` (each ≥ the image's w), image b is mirrored inside ``widths[b]`` columns: its
+    content lands in the columns ``widths[b] − w … widths[b] − 1`` and the columns left of it
+    take ``fill`` (``[3]``, default 0).
+    """
     out = images.clone()
-    for b, (_, w) in enumerate(image_sizes):
-        out[b, :, :, :w] = images[b, :, :, :w].flip(-1)
+    for b, (h, w) in enumerate(image_sizes):
+        wide = int(w if widths is None else widths[b])
+        out[b, :, :, :wide] = images[b, :, :, :wide].flip(-1)
+        if wide > w:
+            out[b, :, :h, : wide - w] = 0 if fill is None else fill.view(-1, 1, 1).to(out)
     return out
 
 
@@ -52,7 +64,11 @@ def flip_boxes(dets: Detections, image_sizes: Sequence[tuple[int, int]]) -> Dete
 
 def merge_detections(views: Sequence[Detections], model: nn.Module) -> Detections:
     """Per image, the union of every view's detections through the model's class-wise NMS
-    (``nms_thresh``, or 0.5 for a model without one; ``nms_method``), best ``detections_per_img``."""
+    (``nms_thresh``, or 0.5 for a model without one; ``nms_method``), best ``detections_per_img``.
+
+    With Soft-NMS the views' scores, already decayed inside each view, decay once more here, and
+    an object's duplicate from another view stays with a low score (below the original by
+    exp(−1/σ) = 0.14 at σ = 0.5 for an exact duplicate)."""
     batch = len(views[0])
     boxes, scores, labels, images = [], [], [], []
     for dets in views:
@@ -73,12 +89,14 @@ def merge_detections(views: Sequence[Detections], model: nn.Module) -> Detection
 
 def _resized_view(images: torch.Tensor, image_sizes: Sequence[tuple[int, int]], scale: float,
                   size_divisible: int) -> tuple[torch.Tensor, list[tuple[int, int]]]:
-    """Every image resized by ``scale`` (bilinear), re-batched and padded."""
+    """Every image resized by ``scale`` (bilinear, antialiased when shrinking, as the eval
+    transforms resize), re-batched and padded."""
     resized = []
     for b, (h, w) in enumerate(image_sizes):
         nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
         im = images[b : b + 1, :, :h, :w]
-        resized.append(F.interpolate(im, size=(nh, nw), mode="bilinear", align_corners=False)[0])
+        resized.append(F.interpolate(im, size=(nh, nw), mode="bilinear", align_corners=False,
+                                     antialias=scale < 1)[0])
     return batch_images(resized, size_divisible)
 
 
@@ -103,10 +121,13 @@ def predict_tta(model: nn.Module, images: torch.Tensor, image_sizes: Sequence[tu
     sizes = [tuple(int(v) for v in s) for s in image_sizes]
     if mode == "flip":
         outputs = model(images, sizes)
-        flipped = model(flip_images(images, sizes), sizes)
         merge_flipped = getattr(model, "merge_flipped", None)
         if merge_flipped is not None:
+            widths = [model.flip_width(w) for _, w in sizes]
+            mean = getattr(model, "pixel_mean", None)
+            flipped = model(flip_images(images, sizes, widths, None if mean is None else mean.flatten()), sizes)
             return model.decode(merge_flipped(outputs, flipped, sizes), sizes)
+        flipped = model(flip_images(images, sizes), sizes)
         return merge_detections([model.decode(outputs, sizes), flip_boxes(model.decode(flipped, sizes), sizes)],
                                 model)
     if mode == "multiscale":

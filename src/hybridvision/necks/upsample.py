@@ -126,5 +126,7 @@ class DeconvUpsample(nn.Module):
         for k, stage in enumerate(self.stages):
             x = stage(x)  # [B, C_k, 2·h, 2·w]
             if self.laterals:
-                x = x + self.laterals[k](features[self.skip_from[k]])
+                lateral = self.laterals[k](features[self.skip_from[k]])
+                # An input that is no multiple of 32: the coarse path rounded up, so crop it.
+                x = x[..., : lateral.shape[-2], : lateral.shape[-1]] + lateral
         return [x]  # [B, C_last, H/4, W/4] for a ResNet

@@ -46,9 +46,10 @@ def gaussian_radius(
 
     ``form="corrected"`` solves those equations (the fix published after CornerNet's release and
     derived in mmdetection's ``gaussian_target``). ``form="original"`` reproduces the released
-    CornerNet / CenterNet code, which takes (b + √Δ)/2 for every case without dividing by 2a and
-    with the sign of case 3's b flipped; it gives a different (mostly larger) radius, and the
-    published recipes (and their AP) were trained with it.
+    CornerNet / CenterNet code, which takes (b' + √Δ)/2 for every case, b' = −b, without dividing
+    by 2a — the larger root in cases 1 and 2; it gives a different (mostly larger) radius, and
+    the published recipes (and their AP) were trained with it (the released code also rounds h
+    and w up first: pass ``ceil``-ed sizes to match it exactly).
 
     Args:
         height, width: box size (scalars or tensors of one shape), in heatmap cells.

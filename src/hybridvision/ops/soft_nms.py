@@ -89,7 +89,8 @@ def soft_nms(
         w = (torch.minimum(m[..., 2], grid_boxes[..., 2]) - torch.maximum(m[..., 0], grid_boxes[..., 0])).clamp(min=0)
         h = (torch.minimum(m[..., 3], grid_boxes[..., 3]) - torch.maximum(m[..., 1], grid_boxes[..., 1])).clamp(min=0)
         inter = w * h  # [G, n_max]
-        iou = inter / (area[groups, pick][:, None] + area - inter)  # IoU(M, b_i), as box_iou
+        union = area[groups, pick][:, None] + area - inter
+        iou = torch.where(union > 0, inter / union.clamp(min=1e-12), 0.0)  # IoU(M, b_i); 0 for empty boxes
         if method == "linear":
             decay = torch.where(iou >= iou_threshold, 1 - iou, torch.ones_like(iou))
         else:
@@ -97,6 +98,8 @@ def soft_nms(
         current = current * decay
         alive &= current >= score_threshold
 
+    if not picked:  # nothing reached score_threshold
+        return torch.zeros(0, dtype=torch.long, device=device), scores.new_zeros(0)
     keep = torch.cat(picked)
     new_scores = torch.cat(picked_scores)
     order = torch.sort(new_scores, descending=True, stable=True).indices
