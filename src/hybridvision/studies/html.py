@@ -314,8 +314,12 @@ def _scatter_png(records: Sequence[Mapping[str, Any]], rows: Sequence[str], prim
     to_pt = 72.0 / fig.dpi
     pix = ax.transData.transform([(x, y) for _, _, x, y in points])
     offsets = _label_offsets([(px * to_pt, py * to_pt) for px, py in pix], [p[0] for p in points])
-    for (row, colour, x, y), off in zip(points, offsets):
-        ax.annotate(row, (x, y), xytext=off, textcoords="offset points", fontsize="small", color=colour)
+    right = ax.get_window_extent().x0 + 0.7 * ax.get_window_extent().width
+    for (row, colour, x, y), off, (px, _) in zip(points, offsets, pix):
+        # a point in the right 30 % of the axes takes its label on its left, inside the figure
+        ha = "right" if px > right else "left"
+        xy_off = (-abs(off[0]), off[1]) if ha == "right" else off
+        ax.annotate(row, (x, y), xytext=xy_off, textcoords="offset points", fontsize="small", color=colour, ha=ha)
     return figure_png(fig)
 
 
