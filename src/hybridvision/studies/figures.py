@@ -160,14 +160,14 @@ def classification_figures(study: Any, preset: str, out: Path, device: torch.dev
         cells = []
         for p in s["preds"].values():
             right = [int(p[i]) == int(s["labels"][i]) for i in idx]
-            cells.append([_captioned(s["images"][i], s["names"][int(p[i])] + ("" if ok else " ✗"), ok)
+            cells.append([_captioned(s["images"][i], s["names"][int(p[i])] + ("" if ok else " ×"), ok)
                           for i, ok in zip(idx, right)])
         truth = [_captioned(s["images"][i], s["names"][int(s["labels"][i])], True) for i in idx]
         return labelled_grid([truth, *cells], ["true class", *s["preds"]], cell=128)
 
     seed_note = _seed_note(chosen)
     return [(f"Per-class accuracy ({seed_note})", accuracy),
-            (f"The same validation sketches, every row's prediction (✗: wrong; {seed_note})", grid)]
+            (f"The same validation sketches, every row's prediction (× and red: wrong; {seed_note})", grid)]
 
 
 def _captioned(image: torch.Tensor, text: str, right: bool) -> Image.Image:
