@@ -7,6 +7,8 @@
   location, as FCOS predicts them;
 * :func:`heatmap_focal_loss` — the penalty-reduced pixel-wise focal loss of keypoint heatmaps
   (Law & Deng, CornerNet, ECCV 2018, Eq. 1; Zhou et al., CenterNet, 2019, Eq. 1);
+* :func:`pull_push_loss` — CornerNet's associative-embedding losses that group a top-left and a
+  bottom-right corner into one object (Law & Deng, ECCV 2018, Eq. 4–5; Newell et al. 2017);
 * :func:`reduce_mean` — a loss normaliser (e.g. the number of positives) averaged over workers.
 
 Symbols: P locations (positives), K classes.
@@ -18,7 +20,8 @@ import torch
 import torch.distributed as dist
 from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
 
-__all__ = ["focal_loss_sum", "heatmap_focal_loss", "iou_loss_ltrb", "giou_loss_ltrb", "ltrb_to_boxes", "reduce_mean"]
+__all__ = ["focal_loss_sum", "heatmap_focal_loss", "pull_push_loss", "iou_loss_ltrb", "giou_loss_ltrb",
+           "ltrb_to_boxes", "reduce_mean"]
 
 
 def focal_loss_sum(logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25,
@@ -60,6 +63,45 @@ def heatmap_focal_loss(
     total = torch.where(pos, pos_term, neg_term).sum()
     n = pos.sum() if num_objects is None else num_objects
     return -total / torch.as_tensor(n, dtype=total.dtype, device=total.device).clamp(min=1)
+
+
+def pull_push_loss(
+    tl_tags: torch.Tensor, br_tags: torch.Tensor, images: torch.Tensor, num_images: int, *, margin: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """CornerNet's pull and push losses on the 1-D embeddings of each object's two corners.
+
+    For an image with N objects, e_k = (e_tl,k + e_br,k) / 2:
+
+        pull = 1/N Σ_k [(e_tl,k − e_k)² + (e_br,k − e_k)²]
+        push = 1/(N(N−1)) Σ_{k≠j} max(0, Δ − |e_k − e_j|)        (0 when N < 2)
+
+    Each is averaged over the ``num_images`` images of the batch (an image without objects
+    counts 0), so the loss does not grow with the batch; one object gives a pull and no push.
+
+    Args:
+        tl_tags, br_tags: ``[M]`` embeddings of the top-left and bottom-right corner of each
+            object of the batch.
+        images: ``[M]`` image index of each object.
+        num_images: B.
+        margin: Δ (1 in the paper).
+
+    Returns:
+        ``(pull, push)``, scalars (0 connected to the graph when M = 0).
+    """
+    if tl_tags.numel() == 0:
+        zero = (tl_tags.sum() + br_tags.sum()) * 0.0
+        return zero, zero
+    tl, br = tl_tags.float(), br_tags.float()
+    mean = (tl + br) / 2  # [M]
+    counts = torch.bincount(images, minlength=num_images).to(mean.dtype)  # [B]
+    n = counts[images]  # [M] objects in each object's image
+    pull = (((tl - mean) ** 2 + (br - mean) ** 2) / n).sum() / num_images
+    same = images[:, None] == images[None, :]  # [M, M]
+    same.fill_diagonal_(False)
+    gap = torch.relu(margin - (mean[:, None] - mean[None, :]).abs())  # [M, M]
+    pairs = (n * (n - 1)).clamp(min=1)[:, None]  # N(N−1) of the row's image
+    push = (gap * same / pairs).sum() / num_images
+    return pull, push
 
 
 def ltrb_to_boxes(ltrb: torch.Tensor) -> torch.Tensor:
