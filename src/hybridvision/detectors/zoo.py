@@ -1,5 +1,5 @@
 """Detector presets: every registered FCOS / NL-FCOS builder, FCOS on other backbones,
-CenterNet / NL-CenterNet, and the anchor-based RetinaNet baseline.
+CenterNet / NL-CenterNet, CornerNet / NL-CornerNet, and the anchor-based RetinaNet baseline.
 
 A preset composes a backbone (the backbone contract: ``features_only`` + ``out_indices`` →
 ``list[Tensor]``, ``feature_info``), a neck (FPN or PANet) and a detector with its head options.
@@ -21,7 +21,9 @@ import torch.nn as nn
 
 import hybridvision.backbones.hybrid  # noqa: F401  registers the classification backbones
 from hybridvision.backbones.resnet import RESNET_DEPTHS, ResNet
+from hybridvision.backbones.hourglass import HOURGLASS_104, StackedHourglass
 from hybridvision.detectors.centernet import CenterNet, CenterNetHead
+from hybridvision.detectors.cornernet import CornerNet
 from hybridvision.detectors.fcos import FCOS, FCOSHead
 from hybridvision.detectors.retinanet import RetinaNet, anchor_sizes_for
 from hybridvision.errors import UserInputError
@@ -30,7 +32,7 @@ from hybridvision.necks.panet import PANet
 from hybridvision.necks.upsample import DeconvUpsample
 from hybridvision.registry import build_model, register_model
 
-__all__ = ["build_fcos", "build_centernet", "build_retinanet", "fcos_on_backbone", "build_neck",
+__all__ = ["build_fcos", "build_centernet", "build_retinanet", "build_cornernet", "fcos_on_backbone", "build_neck",
            "DEMO_SIZE_RANGES", "SMALL_FCOS", "SMALL_CENTERNET", "NL_HEAD_ATTN", "NL_CENTERNET_ATTN"]
 
 INF = float("inf")
@@ -449,3 +451,62 @@ def retinanet_small(*, num_classes: int = 10, **kwargs: Any) -> RetinaNet:
     anchors 2·stride (16–102 px, for ~128 px images)."""
     return build_retinanet(**{"num_classes": num_classes, "depth": 18, "width": 0.25, "neck_channels": 64,
                               "num_levels": 3, "anchor_base": 2.0, **kwargs})
+
+
+# ---------------------------------------------------------------------------------------------
+# CornerNet (Law & Deng 2018) and NL-CornerNet (seed 000): a non-local block replaces each corner pooling
+# ---------------------------------------------------------------------------------------------
+
+
+def build_cornernet(
+    *,
+    num_classes: int,
+    stacks: int = 2,
+    depth: int = HOURGLASS_104["depth"],
+    widths: Sequence[int] = HOURGLASS_104["widths"],
+    blocks: Sequence[int] = HOURGLASS_104["blocks"],
+    stem_channels: int = 128,
+    cnv_channels: int = 256,
+    **cornernet_kwargs: Any,
+) -> CornerNet:
+    """Build a CornerNet on a stacked hourglass (default Hourglass-104: 2 stacks, depth 5).
+
+    ``cornernet_kwargs`` go to :class:`~hybridvision.detectors.cornernet.CornerNet` (``pool``,
+    ``pool_channels``, ``attn``, ``min_overlap``, decoding options, ...).
+    """
+    backbone = StackedHourglass(stacks, depth, widths, blocks, stem_channels=stem_channels,
+                                cnv_channels=cnv_channels)
+    return CornerNet(backbone, num_classes, **cornernet_kwargs)
+
+
+def _cornernet_preset(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return _preset(on=build_cornernet, detector=CornerNet, head=None)(fn)
+
+
+@_cornernet_preset
+def cornernet_hg104(*, num_classes: int = 80, **kwargs: Any) -> CornerNet:
+    """CornerNet, Hourglass-104 (2 stacks), corner pooling, 128-channel prediction modules."""
+    return build_cornernet(**{"num_classes": num_classes, **kwargs})
+
+
+@_cornernet_preset
+def nl_cornernet_hg104(*, num_classes: int = 80, **kwargs: Any) -> CornerNet:
+    """NL-CornerNet (seed 000): a non-local block (thesis A's form) replaces each corner pooling."""
+    return build_cornernet(**{"num_classes": num_classes, "pool": "nl", **kwargs})
+
+
+# The CPU preset: 2 stacks of a depth-3 hourglass at widths 32–64 (inputs a multiple of 32).
+SMALL_HOURGLASS: dict[str, Any] = dict(stacks=2, depth=3, widths=(32, 32, 48, 64), blocks=(1, 1, 1, 1),
+                                       stem_channels=16, cnv_channels=32, pool_channels=32)
+
+
+@_cornernet_preset
+def cornernet_small(*, num_classes: int = 10, **kwargs: Any) -> CornerNet:
+    """Small CornerNet for CPU: 2 stacks of a depth-3 hourglass (32–64 ch), corner pooling."""
+    return build_cornernet(**{"num_classes": num_classes, **SMALL_HOURGLASS, **kwargs})
+
+
+@_cornernet_preset
+def nl_cornernet_small(*, num_classes: int = 10, **kwargs: Any) -> CornerNet:
+    """Small NL-CornerNet: a non-local block replaces each corner pooling."""
+    return build_cornernet(**{"num_classes": num_classes, **SMALL_HOURGLASS, "pool": "nl", **kwargs})

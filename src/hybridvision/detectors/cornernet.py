@@ -1,0 +1,313 @@
+"""CornerNet: objects as paired keypoints (Law & Deng, ECCV 2018), and NL-CornerNet (seed 000).
+
+Each box is its top-left and bottom-right corner. Per corner type a prediction module (two 3×3
+conv-BN-ReLU branches → corner pooling: *top* + *left* pool for top-left corners, *bottom* +
+*right* for bottom-right → sum → 3×3 conv-BN, plus a 1×1 conv-BN skip → ReLU → 3×3 conv-BN-ReLU)
+feeds three heads: a class heatmap (K), a 1-D embedding ("tag") that pairs the two corners of one
+object, and a sub-cell offset (2). NL-CornerNet (thesis A) replaces each corner pooling by a
+non-local block (``pool="nl"``); ``pool="conv"`` replaces it by a plain 3×3 conv.
+
+Every stack of the hourglass backbone has its own modules and heads (intermediate supervision:
+the loss sums over stacks); decoding reads the last stack.
+
+Outputs of ``CornerNet.forward(images)`` (same in train and eval), one entry per stack, at
+stride 4: ``tl_heat`` / ``br_heat`` ``list[[B, K, H/4, W/4]]`` (logits), ``tl_tag`` / ``br_tag``
+``list[[B, 1, H/4, W/4]]``, ``tl_offset`` / ``br_offset`` ``list[[B, 2, H/4, W/4]]``.
+
+Symbols: B images, K classes, M objects of the batch, k corners kept per type and image.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from hybridvision.constants import IMAGENET_MEAN, IMAGENET_STD
+from hybridvision.detectors.base import Detections, DenseDetector, Targets, check_targets
+from hybridvision.errors import UserInputError
+from hybridvision.layers.registry import create_attn
+from hybridvision.losses import heatmap_focal_loss, pull_push_loss
+from hybridvision.ops.corner_pool import corner_pool
+from hybridvision.ops.heatmap import draw_gaussians, gather_at, gaussian_radius, heatmap_peaks, topk_peaks
+from hybridvision.ops.postprocess import check_nms_method, clip_boxes_per_image, empty_detections, nms_per_image
+
+__all__ = ["CornerNet", "CornerModule", "StackNeck", "CORNER_POOLS"]
+
+CORNER_POOLS = ("corner", "nl", "conv")
+_CORNERS = {"tl": ("top", "left"), "br": ("bottom", "right")}
+
+
+def _conv_bn_relu(cin: int, cout: int, relu: bool = True) -> nn.Sequential:
+    layers: list[nn.Module] = [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout)]
+    if relu:
+        layers.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*layers)
+
+
+class StackNeck(nn.Module):
+    """The identity neck of a stacked backbone: passes each stack's stride-4 output through."""
+
+    def __init__(self, channels: int, stride: int = 4) -> None:
+        super().__init__()
+        self.out_channels = channels
+        self.strides = [stride]
+
+    def forward(self, features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        return list(features)
+
+
+class CornerModule(nn.Module):
+    """The prediction module of one corner type and one stack, with its three heads.
+
+    Args:
+        channels: C of the backbone output.
+        num_classes: K.
+        corner: ``"tl"`` (top + left pooling) or ``"br"`` (bottom + right).
+        pool: ``"corner"`` (corner pooling), ``"nl"`` (a non-local block replaces each pooling:
+            NL-CornerNet) or ``"conv"`` (a 3×3 conv replaces it).
+        pool_channels: channels of the two branches (128).
+        attn, attn_kwargs: the non-local block of ``pool="nl"``.
+        prior_prob: initial corner probability (0.1 → heatmap bias −2.19).
+    """
+
+    def __init__(self, channels: int, num_classes: int, corner: str, *, pool: str = "corner",
+                 pool_channels: int = 128, attn: str = "nonlocal_thesis_a",
+                 attn_kwargs: dict[str, Any] | None = None, prior_prob: float = 0.1) -> None:
+        super().__init__()
+        if pool not in CORNER_POOLS:
+            raise UserInputError(f"CornerNet pool={pool!r} must be one of {', '.join(CORNER_POOLS)}")
+        self.directions = _CORNERS[corner]
+        self.pool = pool
+        self.branch1 = _conv_bn_relu(channels, pool_channels)
+        self.branch2 = _conv_bn_relu(channels, pool_channels)
+        if pool == "nl":
+            self.replace1: nn.Module = create_attn(attn, pool_channels, **dict(attn_kwargs or {}))
+            self.replace2: nn.Module = create_attn(attn, pool_channels, **dict(attn_kwargs or {}))
+        elif pool == "conv":
+            self.replace1 = nn.Conv2d(pool_channels, pool_channels, 3, padding=1)
+            self.replace2 = nn.Conv2d(pool_channels, pool_channels, 3, padding=1)
+        self.merge = _conv_bn_relu(pool_channels, channels, relu=False)
+        self.skip = nn.Sequential(nn.Conv2d(channels, channels, 1, bias=False), nn.BatchNorm2d(channels))
+        self.out = _conv_bn_relu(channels, channels)
+        self.heads = nn.ModuleDict()
+        for name, out in (("heat", num_classes), ("tag", 1), ("offset", 2)):
+            head = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(inplace=True),
+                                 nn.Conv2d(channels, out, 1))
+            if name == "heat":
+                nn.init.constant_(head[-1].bias, -math.log((1 - prior_prob) / prior_prob))
+            self.heads[name] = head
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        a, b = self.branch1(x), self.branch2(x)  # [B, 128, H, W] each
+        if self.pool == "corner":
+            pooled = corner_pool(a, self.directions[0]) + corner_pool(b, self.directions[1])
+        else:
+            pooled = self.replace1(a) + self.replace2(b)
+        y = self.out(F.relu(self.merge(pooled) + self.skip(x)))  # [B, C, H, W]
+        return {name: head(y) for name, head in self.heads.items()}
+
+
+class CornerHead(nn.Module):
+    """A top-left and a bottom-right :class:`CornerModule` for each stack."""
+
+    def __init__(self, channels: int, num_classes: int, stacks: int, **module_kwargs: Any) -> None:
+        super().__init__()
+        self.tl = nn.ModuleList(CornerModule(channels, num_classes, "tl", **module_kwargs) for _ in range(stacks))
+        self.br = nn.ModuleList(CornerModule(channels, num_classes, "br", **module_kwargs) for _ in range(stacks))
+
+    def forward(self, features: Sequence[torch.Tensor]) -> dict[str, list[torch.Tensor]]:
+        out: dict[str, list[torch.Tensor]] = {f"{c}_{k}": [] for c in _CORNERS for k in ("heat", "tag", "offset")}
+        for feat, tl, br in zip(features, self.tl, self.br):
+            for corner, module in (("tl", tl), ("br", br)):
+                for key, value in module(feat).items():
+                    out[f"{corner}_{key}"].append(value)
+        return out
+
+
+class CornerNet(DenseDetector):
+    """CornerNet on the dense-detector core: a stacked backbone → :class:`StackNeck` →
+    :class:`CornerHead`.
+
+    Args:
+        backbone: returns one stride-4 map per stack and exposes ``feature_info`` (and
+            ``size_multiple``, the input multiple it needs).
+        num_classes: K.
+        pool, pool_channels, attn, attn_kwargs: the prediction modules' pooling
+            (:class:`CornerModule`).
+        min_overlap: of the corner Gaussians' radius (0.3, CornerNet's config).
+        radius_form: ``"corrected"`` or ``"original"`` (:func:`~hybridvision.ops.gaussian_radius`).
+        pull_weight, push_weight, offset_weight: loss weights (0.1, 0.1, 1).
+        topk: corners kept per type and image (100).
+        tag_thresh: largest tag distance of a pair (0.5).
+        score_thresh: pairs need a score (mean of the corner scores) > this (0.01).
+        nms_method, nms_thresh: NMS of the pairs (Soft-NMS, Gaussian, as the paper; 0.5).
+        detections_per_img: 100.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        num_classes: int,
+        *,
+        pool: str = "corner",
+        pool_channels: int = 128,
+        attn: str = "nonlocal_thesis_a",
+        attn_kwargs: dict[str, Any] | None = None,
+        min_overlap: float = 0.3,
+        radius_form: str = "corrected",
+        pull_weight: float = 0.1,
+        push_weight: float = 0.1,
+        offset_weight: float = 1.0,
+        topk: int = 100,
+        tag_thresh: float = 0.5,
+        score_thresh: float = 0.01,
+        nms_method: str = "soft_gaussian",
+        nms_thresh: float = 0.5,
+        detections_per_img: int = 100,
+        pixel_mean: Sequence[float] = IMAGENET_MEAN,
+        pixel_std: Sequence[float] = IMAGENET_STD,
+    ) -> None:
+        channels = backbone.feature_info[-1]["channels"]
+        stacks = len(backbone.feature_info)
+        neck = StackNeck(channels, backbone.feature_info[-1]["stride"])
+        head = CornerHead(channels, num_classes, stacks, pool=pool, pool_channels=pool_channels, attn=attn,
+                          attn_kwargs=attn_kwargs)
+        super().__init__(backbone, neck, head, num_classes, pixel_mean=pixel_mean, pixel_std=pixel_std)
+        self.size_divisible = int(getattr(backbone, "size_multiple", self.size_divisible))
+        try:
+            self.nms_method = check_nms_method(nms_method)
+        except ValueError as err:
+            raise UserInputError(f"CornerNet {err}") from None
+        if radius_form not in ("corrected", "original"):
+            raise UserInputError(f"CornerNet radius_form={radius_form!r} must be 'corrected' or 'original'")
+        self.stride = self.strides[0]
+        self.min_overlap = min_overlap
+        self.radius_form = radius_form
+        self.pull_weight, self.push_weight, self.offset_weight = pull_weight, push_weight, offset_weight
+        self.topk = topk
+        self.tag_thresh = tag_thresh
+        self.score_thresh = score_thresh
+        self.nms_thresh = nms_thresh
+        self.detections_per_img = detections_per_img
+
+    # -- targets ----------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def prepare_targets(self, targets: Targets, shape: tuple[int, int],
+                        device: torch.device | None = None) -> dict[str, torch.Tensor]:
+        """Corner targets on a ``shape`` = (H, W) map: ``tl_heat`` / ``br_heat`` ``[B, K, H, W]``
+        and per object ``image``, ``labels`` ``[M]``, ``tl_cell`` / ``br_cell`` ``[M, 2]`` (x, y)
+        and ``tl_offset`` / ``br_offset`` ``[M, 2]``."""
+        device = device or (targets[0]["boxes"].device if targets else torch.device("cpu"))
+        h, w = shape
+        out: dict[str, Any] = {f"{c}_heat": torch.zeros((len(targets), self.num_classes, h, w), device=device)
+                               for c in _CORNERS}
+        lists: dict[str, list[torch.Tensor]] = {k: [] for k in ("image", "labels", "tl_cell", "br_cell",
+                                                                 "tl_offset", "br_offset")}
+        for b, t in enumerate(targets):
+            boxes = t["boxes"].to(device=device, dtype=torch.float32) / self.stride  # [m, 4] in cells
+            labels = t["labels"].to(device)
+            radius = gaussian_radius(boxes[:, 3] - boxes[:, 1], boxes[:, 2] - boxes[:, 0], self.min_overlap,
+                                     form=self.radius_form).to(device)
+            for corner, xy in (("tl", boxes[:, :2]), ("br", boxes[:, 2:])):
+                cell = xy.floor().long()
+                cell[:, 0].clamp_(0, w - 1)
+                cell[:, 1].clamp_(0, h - 1)
+                draw_gaussians(out[f"{corner}_heat"][b], cell, radius, labels)
+                lists[f"{corner}_cell"].append(cell)
+                lists[f"{corner}_offset"].append(xy - cell)
+            lists["image"].append(torch.full_like(labels, b))
+            lists["labels"].append(labels)
+        out.update({k: torch.cat(v) for k, v in lists.items()})
+        return out
+
+    @torch.no_grad()
+    def encode_targets(self, targets: Targets, image_sizes: Sequence[tuple[int, int]], *,
+                       confidence: float = 20.0) -> dict[str, list[torch.Tensor]]:
+        """The perfect prediction, the same for every stack: corner logits ±``confidence``, the
+        exact offsets, and tags k (the object's index in its image) at its two corners and −100
+        everywhere else (so no corner pairs with a cell that is not a corner)."""
+        pad = self.size_divisible
+        size = (-(-max(s[0] for s in image_sizes) // pad) * pad, -(-max(s[1] for s in image_sizes) // pad) * pad)
+        shape = self.output_shapes(size)[0]
+        tgt = self.prepare_targets(targets, shape)
+        per_image_index = torch.cat([torch.arange(len(t["boxes"])) for t in targets]).float()
+        out: dict[str, torch.Tensor] = {}
+        b = tgt["image"]
+        for corner in _CORNERS:
+            out[f"{corner}_heat"] = torch.where(tgt[f"{corner}_heat"] == 1, confidence, -confidence)
+            tag = torch.full((len(targets), 1, *shape), -100.0)
+            offset = torch.zeros((len(targets), 2, *shape))
+            x, y = tgt[f"{corner}_cell"][:, 0], tgt[f"{corner}_cell"][:, 1]
+            tag[b, 0, y, x] = per_image_index
+            offset[b, :, y, x] = tgt[f"{corner}_offset"]
+            out[f"{corner}_tag"], out[f"{corner}_offset"] = tag, offset
+        stacks = len(self.head.tl)
+        return {key: [value.clone() for _ in range(stacks)] for key, value in out.items()}
+
+    # -- loss -------------------------------------------------------------------------------
+
+    def loss(self, outputs: dict, targets: Targets) -> dict[str, torch.Tensor]:
+        """Σ over stacks of: penalty-reduced focal on both heatmaps (÷ objects) + 0.1 pull +
+        0.1 push + 1 · smooth-L1 of both offsets (mean over objects' coordinates)."""
+        heat0 = outputs["tl_heat"][0]
+        batch = heat0.shape[0]
+        check_targets(targets, self.num_classes, batch)
+        tgt = self.prepare_targets(targets, tuple(heat0.shape[-2:]), heat0.device)
+        b = tgt["image"]
+        num_obj = float(b.numel())
+        parts = {"loss_heatmap": heat0.new_zeros(()), "loss_pull": heat0.new_zeros(()),
+                 "loss_push": heat0.new_zeros(()), "loss_offset": heat0.new_zeros(())}
+        for s in range(len(outputs["tl_heat"])):
+            tags = {}
+            for corner in _CORNERS:
+                parts["loss_heatmap"] = parts["loss_heatmap"] + heatmap_focal_loss(
+                    outputs[f"{corner}_heat"][s], tgt[f"{corner}_heat"], num_objects=num_obj)
+                x, y = tgt[f"{corner}_cell"][:, 0], tgt[f"{corner}_cell"][:, 1]
+                tags[corner] = outputs[f"{corner}_tag"][s].float()[b, 0, y, x]  # [M]
+                offset = outputs[f"{corner}_offset"][s].float()[b, :, y, x]  # [M, 2]
+                if num_obj:
+                    parts["loss_offset"] = parts["loss_offset"] + F.smooth_l1_loss(offset, tgt[f"{corner}_offset"])
+                else:
+                    parts["loss_offset"] = parts["loss_offset"] + outputs[f"{corner}_offset"][s].sum() * 0.0
+            pull, push = pull_push_loss(tags["tl"], tags["br"], b, batch)
+            parts["loss_pull"] = parts["loss_pull"] + pull
+            parts["loss_push"] = parts["loss_push"] + push
+        total = (parts["loss_heatmap"] + self.pull_weight * parts["loss_pull"] + self.push_weight * parts["loss_push"]
+                 + self.offset_weight * parts["loss_offset"])
+        return {**parts, "loss": total}
+
+    # -- decode -----------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def decode(self, outputs: dict, image_sizes: Sequence[tuple[int, int]]) -> Detections:
+        """Detections from the last stack: per corner type the heatmap's 3×3 peaks and their top
+        ``topk``; every (top-left, bottom-right) pair of the same class, tags within
+        ``tag_thresh`` and the bottom-right not left of or above the top-left is a box scored by
+        the mean of its corner scores; score > ``score_thresh``, Soft-NMS, 100 per image."""
+        corners = {}
+        for corner in _CORNERS:
+            heat = outputs[f"{corner}_heat"][-1].float().sigmoid()  # [B, K, H, W]
+            scores, labels, ys, xs = topk_peaks(heatmap_peaks(heat), self.topk)  # [B, k]
+            tag = gather_at(outputs[f"{corner}_tag"][-1].float(), ys, xs)[..., 0]  # [B, k]
+            off = gather_at(outputs[f"{corner}_offset"][-1].float(), ys, xs)  # [B, k, 2]
+            corners[corner] = (scores, labels, tag, (xs + off[..., 0]) * self.stride, (ys + off[..., 1]) * self.stride)
+        batch = len(image_sizes)
+        tl_s, tl_l, tl_t, tl_x, tl_y = (v[:, :, None] for v in corners["tl"])  # [B, k, 1]
+        br_s, br_l, br_t, br_x, br_y = (v[:, None, :] for v in corners["br"])  # [B, 1, k]
+        score = (tl_s + br_s) / 2  # [B, k, k]
+        valid = (tl_l == br_l) & ((tl_t - br_t).abs() <= self.tag_thresh) & (br_x >= tl_x) & (br_y >= tl_y)
+        valid &= score > self.score_thresh
+        img, i, j = torch.nonzero(valid, as_tuple=True)  # [P]
+        if img.numel() == 0:
+            return empty_detections(batch, tl_s)
+        boxes = torch.stack([tl_x[img, i, 0], tl_y[img, i, 0], br_x[img, 0, j], br_y[img, 0, j]], dim=1)
+        boxes = clip_boxes_per_image(boxes, img, image_sizes)
+        return nms_per_image(boxes, score[img, i, j], tl_l[img, i, 0], img, batch_size=batch,
+                             num_classes=self.num_classes, iou_threshold=self.nms_thresh,
+                             max_per_image=self.detections_per_img, method=self.nms_method)

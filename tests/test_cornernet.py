@@ -1,0 +1,67 @@
+"""CornerNet (detectors/cornernet.py): corner targets on a hand case, the loss's parts, and the
+pairing rules of decoding (same class, tags within 0.5, bottom-right not left of / above the
+top-left), each with a case that must pair and one that must not."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hybridvision.factory import create_model
+
+
+@pytest.fixture(scope="module")
+def model():
+    return create_model("cornernet_small", num_classes=2).eval()
+
+
+def test_corner_targets_on_a_hand_case(model):
+    targets = [dict(boxes=torch.tensor([[10.0, 6.0, 30.0, 22.0]]), labels=torch.tensor([1]))]
+    tgt = model.prepare_targets(targets, (16, 16))
+    # stride 4: top-left (2.5, 1.5) cells → cell (2, 1), offset (0.5, 0.5); bottom-right (7.5, 5.5) → (7, 5)
+    assert tgt["tl_cell"].tolist() == [[2, 1]] and tgt["br_cell"].tolist() == [[7, 5]]
+    assert tgt["tl_offset"].tolist() == [[0.5, 0.5]] and tgt["br_offset"].tolist() == [[0.5, 0.5]]
+    assert tgt["tl_heat"][0, 1, 1, 2] == 1 and tgt["br_heat"][0, 1, 5, 7] == 1
+    assert tgt["tl_heat"][0, 0].sum() == 0 and tgt["labels"].tolist() == [1]
+
+
+def test_loss_parts_and_an_image_without_objects(model):
+    model.train()
+    images = torch.rand(2, 3, 64, 64)
+    targets = [dict(boxes=torch.tensor([[4.0, 4, 30, 40], [20, 8, 60, 30]]), labels=torch.tensor([0, 1])),
+               dict(boxes=torch.zeros(0, 4), labels=torch.zeros(0, dtype=torch.long))]
+    losses = model.loss(model(images), targets)
+    parts = ["loss_heatmap", "loss_pull", "loss_push", "loss_offset"]
+    assert all(torch.isfinite(losses[k]) for k in parts + ["loss"])
+    expected = losses["loss_heatmap"] + 0.1 * losses["loss_pull"] + 0.1 * losses["loss_push"] + losses["loss_offset"]
+    assert float(losses["loss"].detach()) == pytest.approx(float(expected.detach()), rel=1e-6)
+    losses["loss"].backward()
+    empty = [dict(boxes=torch.zeros(0, 4), labels=torch.zeros(0, dtype=torch.long))] * 2
+    with torch.no_grad():
+        none = model.loss(model(images), empty)
+    assert torch.isfinite(none["loss"]) and float(none["loss_pull"]) == 0 and float(none["loss_push"]) == 0
+    model.eval()
+
+
+def _decode_pair(model, tl_label, br_label, tl_tag, br_tag, tl_xy, br_xy):
+    """Outputs with one top-left and one bottom-right corner, decoded (a 64×64 image)."""
+    k, h, w = 2, 16, 16
+    out = {}
+    for corner, label, tag, (x, y) in (("tl", tl_label, tl_tag, tl_xy), ("br", br_label, br_tag, br_xy)):
+        heat = torch.full((1, k, h, w), -20.0)
+        heat[0, label, y, x] = 20.0
+        tags = torch.full((1, 1, h, w), -100.0)
+        tags[0, 0, y, x] = tag
+        out[f"{corner}_heat"], out[f"{corner}_tag"] = [heat], [tags]
+        out[f"{corner}_offset"] = [torch.zeros(1, 2, h, w)]
+    return model.decode(out, [(64, 64)])[0]
+
+
+def test_decode_pairs_only_matching_corners(model):
+    det = _decode_pair(model, 1, 1, 0.2, 0.5, (2, 3), (9, 12))
+    assert det["boxes"].tolist() == [[8.0, 12.0, 36.0, 48.0]] and det["labels"].tolist() == [1]
+    assert float(det["scores"][0]) == pytest.approx(1.0, abs=1e-6)
+    assert len(_decode_pair(model, 0, 1, 0.2, 0.2, (2, 3), (9, 12))["boxes"]) == 0  # other class
+    assert len(_decode_pair(model, 1, 1, 0.0, 0.6, (2, 3), (9, 12))["boxes"]) == 0  # tags 0.6 apart
+    assert len(_decode_pair(model, 1, 1, 0.0, 0.0, (9, 3), (2, 12))["boxes"]) == 0  # br left of tl
+    assert len(_decode_pair(model, 1, 1, 0.0, 0.0, (2, 12), (9, 3))["boxes"]) == 0  # br above tl
