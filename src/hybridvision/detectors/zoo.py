@@ -495,6 +495,14 @@ def nl_cornernet_hg104(*, num_classes: int = 80, **kwargs: Any) -> CornerNet:
     return build_cornernet(**{"num_classes": num_classes, "pool": "nl", **kwargs})
 
 
+@_cornernet_preset
+def nl_cornernet_64(*, num_classes: int = 80, **kwargs: Any) -> CornerNet:
+    """NL-CornerNet-64 (seed 000, Código 3.5): the non-local blocks first reduce their input with a
+    stride-2 1×1 conv, so attention runs at 64² for a 128² map, and upsample their output back."""
+    return build_cornernet(**{"num_classes": num_classes, "pool": "nl", "attn_kwargs": {"reduce": True},
+                              **kwargs})
+
+
 # The CPU preset: 2 stacks of a depth-3 hourglass at widths 32–64 (inputs a multiple of 32).
 SMALL_HOURGLASS: dict[str, Any] = dict(stacks=2, depth=3, widths=(32, 32, 48, 64), blocks=(1, 1, 1, 1),
                                        stem_channels=16, cnv_channels=32, pool_channels=32)
@@ -510,3 +518,10 @@ def cornernet_small(*, num_classes: int = 10, **kwargs: Any) -> CornerNet:
 def nl_cornernet_small(*, num_classes: int = 10, **kwargs: Any) -> CornerNet:
     """Small NL-CornerNet: a non-local block replaces each corner pooling."""
     return build_cornernet(**{"num_classes": num_classes, **SMALL_HOURGLASS, "pool": "nl", **kwargs})
+
+
+@_cornernet_preset
+def nl_cornernet_small_64(*, num_classes: int = 10, **kwargs: Any) -> CornerNet:
+    """Small NL-CornerNet-64: the non-local blocks attend at half the map's resolution."""
+    return build_cornernet(**{"num_classes": num_classes, **SMALL_HOURGLASS, "pool": "nl",
+                              "attn_kwargs": {"reduce": True}, **kwargs})
