@@ -65,3 +65,16 @@ def test_decode_pairs_only_matching_corners(model):
     assert len(_decode_pair(model, 1, 1, 0.0, 0.6, (2, 3), (9, 12))["boxes"]) == 0  # tags 0.6 apart
     assert len(_decode_pair(model, 1, 1, 0.0, 0.0, (9, 3), (2, 12))["boxes"]) == 0  # br left of tl
     assert len(_decode_pair(model, 1, 1, 0.0, 0.0, (2, 12), (9, 3))["boxes"]) == 0  # br above tl
+
+
+def test_cornernet_with_corner_pooling_exports_to_plain_onnx(model, tmp_path):
+    """`hybridvision export`'s path: the corner pools become Slice/Concat/Max, and onnxruntime's
+    outputs match PyTorch's (export_onnx checks that on another batch size, and raises if not)."""
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from hybridvision.export import export_onnx
+
+    meta = export_onnx(model, tmp_path / "cornernet.onnx", size=64)
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "cornernet.onnx")).graph.node}
+    assert "Max" in ops and not any("cum" in op.lower() for op in ops)
+    assert "tl_heat_1" in meta["outputs"]
