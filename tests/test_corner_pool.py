@@ -115,3 +115,27 @@ def test_pull_push_one_object_batch_one_and_empty():
     assert float(push) == pytest.approx((2 * 0.8 / 2) / 3)  # image 0's pair; image 2 alone: none
     empty_pull, empty_push = pull_push_loss(torch.zeros(0), torch.zeros(0), torch.zeros(0, dtype=torch.long), 2)
     assert float(empty_pull) == 0.0 and float(empty_push) == 0.0
+
+
+def test_central_region_check_on_hand_boxes():
+    from hybridvision.ops.triplets import central_region_check, central_regions
+
+    boxes = torch.tensor([[0.0, 0, 30, 60], [0, 0, 300, 300]])
+    # small box (√(30·60) ≈ 42 < 150): n = 3, region = middle third; large: n = 5, middle fifth
+    assert central_regions(boxes).tolist() == [[10.0, 20.0, 20.0, 40.0], [120.0, 120.0, 180.0, 180.0]]
+    centers = torch.tensor([[15.0, 30], [150, 150], [100, 100], [15, 30]])
+    center_labels = torch.tensor([0, 1, 1, 1])
+    center_scores = torch.tensor([0.9, 0.6, 0.99, 0.3])
+    keep, scores = central_region_check(boxes, torch.tensor([0, 1]), torch.tensor([0.6, 0.8]),
+                                        centers, center_labels, center_scores)
+    # box 0: centre 0 (class 0) inside its middle third; box 1: centre 1 inside, centre 2
+    # (better score) outside its middle fifth, centre 3 is of another class
+    assert keep.tolist() == [True, True]
+    assert scores.tolist() == pytest.approx([(2 * 0.6 + 0.9) / 3, (2 * 0.8 + 0.6) / 3])
+    keep, scores = central_region_check(boxes, torch.tensor([1, 0]), torch.tensor([0.6, 0.8]),
+                                        centers, center_labels, center_scores)
+    assert keep.tolist() == [True, False]  # box 0 now class 1: centre 3 inside; box 1: no class-0 centre
+    assert scores.tolist() == pytest.approx([(2 * 0.6 + 0.3) / 3, 0.8])
+    keep, _ = central_region_check(boxes, torch.tensor([0, 1]), torch.tensor([0.6, 0.8]),
+                                   torch.zeros(0, 2), torch.zeros(0, dtype=torch.long), torch.zeros(0))
+    assert keep.tolist() == [False, False]
