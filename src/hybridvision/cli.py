@@ -27,7 +27,7 @@ from hybridvision.api import evaluate_files, evaluate_run, load_trained, predict
 from hybridvision.config import TrainConfig, apply_overrides, load_config
 from hybridvision.data.builtin.amounts import make_amounts
 from hybridvision.data.builtin.sketches import make_sketches
-from hybridvision.data.converters import montos_to_coco
+from hybridvision.data.converters import modanet_to_coco, montos_to_coco
 from hybridvision.data.validate import check_coco
 from hybridvision.demo import DEMO_CONFIG, run_demo
 from hybridvision.engine.progress import format_evaluation, format_per_class, format_train_evaluations
@@ -268,6 +268,17 @@ def convert_montos_cmd(
     """Montos text labels → COCO JSON."""
     coco = montos_to_coco(labels_dir, images, out)
     console.print(f"wrote {out}: {len(coco['images'])} images, {len(coco['annotations'])} boxes")
+
+
+@convert_app.command("modanet")
+def convert_modanet_cmd(
+    modanet_json: Path = typer.Argument(..., help="ModaNet instance file, e.g. modanet2018_instances_train.json"),
+    out: Path = typer.Option(..., "--out", "-o", help="COCO annotation JSON (boxes) to write"),
+):
+    """ModaNet instances (polygons) → COCO boxes, 13 categories; boxes clipped to their image."""
+    coco = modanet_to_coco(modanet_json, out)
+    console.print(f"wrote {out}: {len(coco['images'])} images, {len(coco['annotations'])} boxes "
+                  f"({coco['info']['dropped_boxes']} without area inside their image dropped)")
 
 
 @data_app.command("check")

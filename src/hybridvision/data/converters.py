@@ -1,4 +1,4 @@
-"""Convert other annotation formats to COCO JSON.
+"""Convert other annotation formats to COCO JSON: ``montos`` text labels and ModaNet.
 
 ``montos`` (thesis A, seed ``000_…`` §3.1.3, "Código 3.1"): one text file per image, same stem as
 the image, one line per object::
@@ -29,10 +29,11 @@ from typing import Any, Sequence
 
 from hybridvision.data.validate import MAX_SHOWN
 from hybridvision.errors import DataError
-from hybridvision.fileio import atomic_write_json, check_output_path
+from hybridvision.fileio import atomic_write_json, check_output_path, read_json
 from hybridvision.imageio import IMAGE_EXTENSIONS, read_image_size
 
-__all__ = ["IMAGE_EXTENSIONS", "montos_to_coco", "parse_montos_file", "write_json_atomic"]
+__all__ = ["IMAGE_EXTENSIONS", "montos_to_coco", "parse_montos_file", "write_json_atomic", "modanet_to_coco",
+           "MODANET_CATEGORIES"]
 _NUM = r"([-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)"
 _LINE = re.compile(rf"^\s*(\d+)\s*:\s*{_NUM}\s*,\s*{_NUM}\s*,\s*{_NUM}\s*,\s*{_NUM}\s*,?\s*$")
 _FIX = "write '<class>: <x>, <y>, <w>, <h>' (x, y top-left, in pixels), e.g. '4: 83, 8, 43, 53'"
@@ -191,6 +192,85 @@ def montos_to_coco(
         "images": images,
         "annotations": annotations,
         "categories": [{"id": i + 1, "name": n, "supercategory": sup} for i, n in enumerate(names)],
+    }
+    write_json_atomic(coco, out_json)
+    return coco
+
+
+# ModaNet (Zheng et al., "ModaNet: A Large-scale Street Fashion Dataset with Polygon
+# Annotations", ACM MM 2018): 13 categories, ids 1–13.
+MODANET_CATEGORIES = ("bag", "belt", "boots", "footwear", "outer", "dress", "sunglasses", "pants", "top",
+                      "shorts", "skirt", "headwear", "scarf & tie")
+
+
+def modanet_to_coco(modanet_json: str | os.PathLike, out_json: str | os.PathLike) -> dict[str, Any]:
+    """ModaNet's instance file (``modanet2018_instances_{train,val}.json``: COCO-like, with polygons)
+    → a COCO box file for detection (thesis A's main dataset).
+
+    Keeps ``images`` (``file_name``, ``id``, ``width``, ``height``) and, per annotation, ``id``,
+    ``image_id``, ``category_id``, ``bbox`` (clipped to its image), ``area`` (of the clipped box)
+    and ``iscrowd``; drops the polygons. A box with no area left inside its image is dropped and
+    counted (ModaNet has a few); a record that is not a ModaNet annotation (missing keys, an
+    unknown image or a category outside 1–13) is a :class:`DataError` naming it. Categories are
+    ModaNet's 13, with the file's own names when it has them.
+
+    Returns:
+        The COCO dict written (with ``info.dropped_boxes``).
+    """
+    src = Path(modanet_json)
+    check_output_path(out_json, inputs=[src], kind="file")
+    data = read_json(src, what="ModaNet annotation file")
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list) or not isinstance(
+            data.get("annotations"), list):
+        raise DataError(f"{src}: not a ModaNet instance file (a JSON object with 'images' and 'annotations' "
+                        "lists); pass modanet2018_instances_train.json or _val.json")
+    names = {c.get("id"): c.get("name") for c in data.get("categories", []) if isinstance(c, dict)}
+    errors: list[str] = []
+    images, sizes = [], {}
+    for i, im in enumerate(data["images"]):
+        try:
+            rec = {"id": int(im["id"]), "file_name": str(im["file_name"]), "width": int(im["width"]),
+                   "height": int(im["height"])}
+        except (KeyError, TypeError, ValueError):
+            errors.append(f"images[{i}]: needs id, file_name, width and height; fix the record")
+            continue
+        images.append(rec)
+        sizes[rec["id"]] = (rec["width"], rec["height"])
+    annotations, dropped = [], 0
+    for i, ann in enumerate(data["annotations"]):
+        try:
+            image_id, cat = int(ann["image_id"]), int(ann["category_id"])
+            x, y, w, h = (float(v) for v in ann["bbox"])
+        except (KeyError, TypeError, ValueError):
+            errors.append(f"annotations[{i}]: needs image_id, category_id and bbox [x, y, w, h]; fix the record")
+            continue
+        if image_id not in sizes:
+            errors.append(f"annotations[{i}] (id {ann.get('id')}): image_id {image_id} is not among the images")
+            continue
+        if not 1 <= cat <= len(MODANET_CATEGORIES):
+            errors.append(f"annotations[{i}] (id {ann.get('id')}): category_id {cat} is not a ModaNet "
+                          f"category (1–{len(MODANET_CATEGORIES)})")
+            continue
+        width, height = sizes[image_id]
+        x0, y0 = min(max(x, 0.0), width), min(max(y, 0.0), height)
+        x1, y1 = min(max(x + w, 0.0), width), min(max(y + h, 0.0), height)
+        if x1 <= x0 or y1 <= y0:
+            dropped += 1
+            continue
+        annotations.append({"id": int(ann.get("id", len(annotations) + 1)), "image_id": image_id,
+                            "category_id": cat, "bbox": [x0, y0, x1 - x0, y1 - y0],
+                            "area": (x1 - x0) * (y1 - y0), "iscrowd": int(ann.get("iscrowd", 0) or 0)})
+    if errors:
+        shown = errors[:MAX_SHOWN]
+        head = f"ModaNet {src}: {len(errors)} problem{'s' if len(errors) != 1 else ''} found"
+        head += f" (first {len(shown)} shown)" if len(errors) > len(shown) else ""
+        raise DataError("\n".join([head] + [f"  - {e}" for e in shown]), findings=errors)
+    coco = {
+        "info": {"description": f"boxes converted from ModaNet {src.name}", "dropped_boxes": dropped},
+        "images": images,
+        "annotations": annotations,
+        "categories": [{"id": k + 1, "name": str(names.get(k + 1) or n), "supercategory": "fashion"}
+                       for k, n in enumerate(MODANET_CATEGORIES)],
     }
     write_json_atomic(coco, out_json)
     return coco
