@@ -8,11 +8,15 @@ object, and a sub-cell offset (2). NL-CornerNet (thesis A) replaces each corner 
 non-local block (``pool="nl"``); ``pool="conv"`` replaces it by a plain 3×3 conv.
 
 Every stack of the hourglass backbone has its own modules and heads (intermediate supervision:
-the loss sums over stacks); decoding reads the last stack.
+the loss sums over stacks); decoding reads the last stack. CornerFCOS (thesis A's hybrid) is the
+same detector on an FCOS backbone and FPN: one module pair shared by every pyramid level, targets
+on every level (``level_ranges=None``: each level learns every box) or on the level whose size
+range holds the box's half larger side (FCOS's ranges), and decoding from every level.
 
-Outputs of ``CornerNet.forward(images)`` (same in train and eval), one entry per stack, at
-stride 4: ``tl_heat`` / ``br_heat`` ``list[[B, K, H/4, W/4]]`` (logits), ``tl_tag`` / ``br_tag``
-``list[[B, 1, H/4, W/4]]``, ``tl_offset`` / ``br_offset`` ``list[[B, 2, H/4, W/4]]``.
+Outputs of ``CornerNet.forward(images)`` (same in train and eval), one entry per stack (or
+pyramid level) at its stride s: ``tl_heat`` / ``br_heat`` ``list[[B, K, H/s, W/s]]`` (logits),
+``tl_tag`` / ``br_tag`` ``list[[B, 1, H/s, W/s]]``, ``tl_offset`` / ``br_offset``
+``list[[B, 2, H/s, W/s]]``.
 
 Symbols: B images, K classes, M objects of the batch, k corners kept per type and image.
 """
@@ -52,10 +56,10 @@ def _conv_bn_relu(cin: int, cout: int, relu: bool = True) -> nn.Sequential:
 class StackNeck(nn.Module):
     """The identity neck of a stacked backbone: passes each stack's stride-4 output through."""
 
-    def __init__(self, channels: int, stride: int = 4) -> None:
+    def __init__(self, channels: int, stride: int = 4, stacks: int = 1) -> None:
         super().__init__()
         self.out_channels = channels
-        self.strides = [stride]
+        self.strides = [stride] * stacks
 
     def forward(self, features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         return list(features)
@@ -113,16 +117,22 @@ class CornerModule(nn.Module):
 
 
 class CornerHead(nn.Module):
-    """A top-left and a bottom-right :class:`CornerModule` for each stack."""
+    """A top-left and a bottom-right :class:`CornerModule` for each stack, or one pair shared by
+    every input (``shared=True``: CornerFCOS's pyramid levels)."""
 
-    def __init__(self, channels: int, num_classes: int, stacks: int, **module_kwargs: Any) -> None:
+    def __init__(self, channels: int, num_classes: int, entries: int, *, shared: bool = False,
+                 **module_kwargs: Any) -> None:
         super().__init__()
-        self.tl = nn.ModuleList(CornerModule(channels, num_classes, "tl", **module_kwargs) for _ in range(stacks))
-        self.br = nn.ModuleList(CornerModule(channels, num_classes, "br", **module_kwargs) for _ in range(stacks))
+        n = 1 if shared else entries
+        self.shared = shared
+        self.tl = nn.ModuleList(CornerModule(channels, num_classes, "tl", **module_kwargs) for _ in range(n))
+        self.br = nn.ModuleList(CornerModule(channels, num_classes, "br", **module_kwargs) for _ in range(n))
 
     def forward(self, features: Sequence[torch.Tensor]) -> dict[str, list[torch.Tensor]]:
         out: dict[str, list[torch.Tensor]] = {f"{c}_{k}": [] for c in _CORNERS for k in ("heat", "tag", "offset")}
-        for feat, tl, br in zip(features, self.tl, self.br):
+        tls = [self.tl[0]] * len(features) if self.shared else self.tl
+        brs = [self.br[0]] * len(features) if self.shared else self.br
+        for feat, tl, br in zip(features, tls, brs):
             for corner, module in (("tl", tl), ("br", br)):
                 for key, value in module(feat).items():
                     out[f"{corner}_{key}"].append(value)
@@ -131,12 +141,18 @@ class CornerHead(nn.Module):
 
 class CornerNet(DenseDetector):
     """CornerNet on the dense-detector core: a stacked backbone → :class:`StackNeck` →
-    :class:`CornerHead`.
+    :class:`CornerHead` (or, for CornerFCOS, a backbone → FPN ``neck`` → a shared head).
 
     Args:
         backbone: returns one stride-4 map per stack and exposes ``feature_info`` (and
             ``size_multiple``, the input multiple it needs).
         num_classes: K.
+        neck: a pyramid neck (``out_channels``, ``strides``); None: :class:`StackNeck`.
+        shared_head: one module pair for every neck output (CornerFCOS) instead of one per stack.
+        level_ranges: per neck output, the (low, high) range of a box's half larger side that it
+            learns (FCOS's size ranges: CornerFCOS "normal" targets); None: every output learns
+            every box (stacks; CornerFCOS "all").
+        decode_all: decode every output and merge by NMS (CornerFCOS); False: the last only.
         pool, pool_channels, attn, attn_kwargs: the prediction modules' pooling
             (:class:`CornerModule`).
         min_overlap: of the corner Gaussians' radius (0.3, CornerNet's config).
@@ -154,6 +170,10 @@ class CornerNet(DenseDetector):
         backbone: nn.Module,
         num_classes: int,
         *,
+        neck: nn.Module | None = None,
+        shared_head: bool = False,
+        level_ranges: Sequence[tuple[float, float]] | None = None,
+        decode_all: bool = False,
         pool: str = "corner",
         pool_channels: int = 128,
         attn: str = "nonlocal_thesis_a",
@@ -172,20 +192,24 @@ class CornerNet(DenseDetector):
         pixel_mean: Sequence[float] = IMAGENET_MEAN,
         pixel_std: Sequence[float] = IMAGENET_STD,
     ) -> None:
-        channels = backbone.feature_info[-1]["channels"]
-        stacks = len(backbone.feature_info)
-        neck = StackNeck(channels, backbone.feature_info[-1]["stride"])
-        head = CornerHead(channels, num_classes, stacks, pool=pool, pool_channels=pool_channels, attn=attn,
-                          attn_kwargs=attn_kwargs)
+        if neck is None:
+            info = backbone.feature_info
+            neck = StackNeck(info[-1]["channels"], info[-1]["stride"], len(info))
+        head = CornerHead(neck.out_channels, num_classes, len(neck.strides), shared=shared_head, pool=pool,
+                          pool_channels=pool_channels, attn=attn, attn_kwargs=attn_kwargs)
         super().__init__(backbone, neck, head, num_classes, pixel_mean=pixel_mean, pixel_std=pixel_std)
         self.size_divisible = int(getattr(backbone, "size_multiple", self.size_divisible))
+        if level_ranges is not None and len(level_ranges) != len(self.strides):
+            raise UserInputError(f"CornerNet level_ranges has {len(level_ranges)} entries for "
+                                 f"{len(self.strides)} outputs; give one (low, high) per level")
+        self.level_ranges = None if level_ranges is None else [(float(a), float(b)) for a, b in level_ranges]
+        self.decode_all = decode_all
         try:
             self.nms_method = check_nms_method(nms_method)
         except ValueError as err:
             raise UserInputError(f"CornerNet {err}") from None
         if radius_form not in ("corrected", "original"):
             raise UserInputError(f"CornerNet radius_form={radius_form!r} must be 'corrected' or 'original'")
-        self.stride = self.strides[0]
         self.min_overlap = min_overlap
         self.radius_form = radius_form
         self.pull_weight, self.push_weight, self.offset_weight = pull_weight, push_weight, offset_weight
@@ -198,20 +222,28 @@ class CornerNet(DenseDetector):
     # -- targets ----------------------------------------------------------------------------
 
     @torch.no_grad()
-    def prepare_targets(self, targets: Targets, shape: tuple[int, int],
-                        device: torch.device | None = None) -> dict[str, torch.Tensor]:
-        """Corner targets on a ``shape`` = (H, W) map: ``tl_heat`` / ``br_heat`` ``[B, K, H, W]``
-        and per object ``image``, ``labels`` ``[M]``, ``tl_cell`` / ``br_cell`` ``[M, 2]`` (x, y)
-        and ``tl_offset`` / ``br_offset`` ``[M, 2]``."""
+    def prepare_targets(self, targets: Targets, shape: tuple[int, int], device: torch.device | None = None,
+                        *, level: int = 0) -> dict[str, torch.Tensor]:
+        """Corner targets on output ``level``'s ``shape`` = (H, W) map: ``tl_heat`` / ``br_heat``
+        ``[B, K, H, W]`` and per object it learns ``image``, ``labels`` ``[M]``, ``tl_cell`` /
+        ``br_cell`` ``[M, 2]`` (x, y) and ``tl_offset`` / ``br_offset`` ``[M, 2]``."""
+        stride = self.strides[level]
+        size_range = None if self.level_ranges is None else self.level_ranges[level]
         device = device or (targets[0]["boxes"].device if targets else torch.device("cpu"))
         h, w = shape
         out: dict[str, Any] = {f"{c}_heat": torch.zeros((len(targets), self.num_classes, h, w), device=device)
                                for c in _CORNERS}
-        lists: dict[str, list[torch.Tensor]] = {k: [] for k in ("image", "labels", "tl_cell", "br_cell",
+        lists: dict[str, list[torch.Tensor]] = {k: [] for k in ("image", "index", "labels", "tl_cell", "br_cell",
                                                                  "tl_offset", "br_offset")}
         for b, t in enumerate(targets):
-            boxes = t["boxes"].to(device=device, dtype=torch.float32) / self.stride  # [m, 4] in cells
+            boxes = t["boxes"].to(device=device, dtype=torch.float32)  # [m, 4] pixels
             labels = t["labels"].to(device)
+            index = torch.arange(len(labels), device=device)
+            if size_range is not None:  # the level whose range holds half the box's larger side
+                half = (boxes[:, 2:] - boxes[:, :2]).amax(dim=1) / 2
+                mine = (half >= size_range[0]) & (half < size_range[1])
+                boxes, labels, index = boxes[mine], labels[mine], index[mine]
+            boxes = boxes / stride  # in cells
             radius = gaussian_radius(boxes[:, 3] - boxes[:, 1], boxes[:, 2] - boxes[:, 0], self.min_overlap,
                                      form=self.radius_form).to(device)
             for corner, xy in (("tl", boxes[:, :2]), ("br", boxes[:, 2:])):
@@ -222,6 +254,7 @@ class CornerNet(DenseDetector):
                 lists[f"{corner}_cell"].append(cell)
                 lists[f"{corner}_offset"].append(xy - cell)
             lists["image"].append(torch.full_like(labels, b))
+            lists["index"].append(index)
             lists["labels"].append(labels)
         out.update({k: torch.cat(v) for k, v in lists.items()})
         return out
@@ -229,26 +262,44 @@ class CornerNet(DenseDetector):
     @torch.no_grad()
     def encode_targets(self, targets: Targets, image_sizes: Sequence[tuple[int, int]], *,
                        confidence: float = 20.0) -> dict[str, list[torch.Tensor]]:
-        """The perfect prediction, the same for every stack: corner logits ±``confidence``, the
-        exact offsets, and tags k (the object's index in its image) at its two corners and −100
-        everywhere else (so no corner pairs with a cell that is not a corner)."""
+        """The perfect prediction for every stack or level: corner logits ±``confidence``, the
+        exact offsets, and tags k (the object's index among the image's objects the level
+        carries) at its two corners and −100 everywhere else (so no corner pairs with a cell that
+        is not a corner); objects whose corners share a cell at a level are left out of it."""
         pad = self.size_divisible
         size = (-(-max(s[0] for s in image_sizes) // pad) * pad, -(-max(s[1] for s in image_sizes) // pad) * pad)
-        shape = self.output_shapes(size)[0]
-        tgt = self.prepare_targets(targets, shape)
-        per_image_index = torch.cat([torch.arange(len(t["boxes"])) for t in targets]).float()
-        out: dict[str, torch.Tensor] = {}
-        b = tgt["image"]
-        for corner in _CORNERS:
-            out[f"{corner}_heat"] = torch.where(tgt[f"{corner}_heat"] == 1, confidence, -confidence)
-            tag = torch.full((len(targets), 1, *shape), -100.0)
-            offset = torch.zeros((len(targets), 2, *shape))
-            x, y = tgt[f"{corner}_cell"][:, 0], tgt[f"{corner}_cell"][:, 1]
-            tag[b, 0, y, x] = per_image_index
-            offset[b, :, y, x] = tgt[f"{corner}_offset"]
-            out[f"{corner}_tag"], out[f"{corner}_offset"] = tag, offset
-        stacks = len(self.head.tl)
-        return {key: [value.clone() for _ in range(stacks)] for key, value in out.items()}
+        out: dict[str, list[torch.Tensor]] = {f"{c}_{k}": [] for c in _CORNERS for k in ("heat", "tag", "offset")}
+        for level, shape in enumerate(self.output_shapes(size)):
+            tgt = self.prepare_targets(self._separable(targets, shape, level), shape, level=level)
+            index = tgt["index"].float()  # tag k for the k-th object of its image: no two share one
+            b = tgt["image"]
+            for corner in _CORNERS:
+                out[f"{corner}_heat"].append(torch.where(tgt[f"{corner}_heat"] == 1, confidence, -confidence))
+                tag = torch.full((len(targets), 1, *shape), -100.0)
+                offset = torch.zeros((len(targets), 2, *shape))
+                x, y = tgt[f"{corner}_cell"][:, 0], tgt[f"{corner}_cell"][:, 1]
+                tag[b, 0, y, x] = index
+                offset[b, :, y, x] = tgt[f"{corner}_offset"]
+                out[f"{corner}_tag"].append(tag)
+                out[f"{corner}_offset"].append(offset)
+        return out
+
+    def _separable(self, targets: Targets, shape: tuple[int, int], level: int) -> Targets:
+        """``targets`` without the objects a level cannot tell apart: a corner cell shared with
+        another object of the image (coarse levels with every box, CornerFCOS "all"). Finer
+        levels still carry them, so the encoding stays a perfect prediction."""
+        tgt = self.prepare_targets(targets, shape, level=level)
+        out = []
+        for b, t in enumerate(targets):
+            mine = tgt["image"] == b
+            keep = torch.ones(len(t["boxes"]), dtype=torch.bool)
+            for corner in _CORNERS:
+                cells = tgt[f"{corner}_cell"][mine]  # [m', 2] of the objects this level learns
+                _, inverse, counts = torch.unique(cells, dim=0, return_inverse=True, return_counts=True)
+                shared = tgt["index"][mine][counts[inverse] > 1]
+                keep[shared] = False
+            out.append({**t, "boxes": t["boxes"][keep], "labels": t["labels"][keep]})
+        return out
 
     # -- loss -------------------------------------------------------------------------------
 
@@ -258,12 +309,12 @@ class CornerNet(DenseDetector):
         heat0 = outputs["tl_heat"][0]
         batch = heat0.shape[0]
         check_targets(targets, self.num_classes, batch)
-        tgt = self.prepare_targets(targets, tuple(heat0.shape[-2:]), heat0.device)
-        b = tgt["image"]
-        num_obj = float(b.numel())
         parts = {"loss_heatmap": heat0.new_zeros(()), "loss_pull": heat0.new_zeros(()),
                  "loss_push": heat0.new_zeros(()), "loss_offset": heat0.new_zeros(())}
         for s in range(len(outputs["tl_heat"])):
+            tgt = self.prepare_targets(targets, tuple(outputs["tl_heat"][s].shape[-2:]), heat0.device, level=s)
+            b = tgt["image"]
+            num_obj = float(b.numel())
             tags = {}
             for corner in _CORNERS:
                 parts["loss_heatmap"] = parts["loss_heatmap"] + heatmap_focal_loss(
@@ -286,28 +337,37 @@ class CornerNet(DenseDetector):
 
     @torch.no_grad()
     def decode(self, outputs: dict, image_sizes: Sequence[tuple[int, int]]) -> Detections:
-        """Detections from the last stack: per corner type the heatmap's 3×3 peaks and their top
-        ``topk``; every (top-left, bottom-right) pair of the same class, tags within
-        ``tag_thresh`` and the bottom-right not left of or above the top-left is a box scored by
-        the mean of its corner scores; score > ``score_thresh``, Soft-NMS, 100 per image."""
-        corners = {}
-        for corner in _CORNERS:
-            heat = outputs[f"{corner}_heat"][-1].float().sigmoid()  # [B, K, H, W]
-            scores, labels, ys, xs = topk_peaks(heatmap_peaks(heat), self.topk)  # [B, k]
-            tag = gather_at(outputs[f"{corner}_tag"][-1].float(), ys, xs)[..., 0]  # [B, k]
-            off = gather_at(outputs[f"{corner}_offset"][-1].float(), ys, xs)  # [B, k, 2]
-            corners[corner] = (scores, labels, tag, (xs + off[..., 0]) * self.stride, (ys + off[..., 1]) * self.stride)
+        """Detections from the last stack (every level with ``decode_all``): per corner type the
+        heatmap's 3×3 peaks and their top ``topk``; every (top-left, bottom-right) pair of one
+        level of the same class, tags within ``tag_thresh`` and the bottom-right not left of or
+        above the top-left is a box scored by the mean of its corner scores; score >
+        ``score_thresh``, NMS over the levels (Soft-NMS by default), 100 per image."""
         batch = len(image_sizes)
-        tl_s, tl_l, tl_t, tl_x, tl_y = (v[:, :, None] for v in corners["tl"])  # [B, k, 1]
-        br_s, br_l, br_t, br_x, br_y = (v[:, None, :] for v in corners["br"])  # [B, 1, k]
-        score = (tl_s + br_s) / 2  # [B, k, k]
-        valid = (tl_l == br_l) & ((tl_t - br_t).abs() <= self.tag_thresh) & (br_x >= tl_x) & (br_y >= tl_y)
-        valid &= score > self.score_thresh
-        img, i, j = torch.nonzero(valid, as_tuple=True)  # [P]
-        if img.numel() == 0:
-            return empty_detections(batch, tl_s)
-        boxes = torch.stack([tl_x[img, i, 0], tl_y[img, i, 0], br_x[img, 0, j], br_y[img, 0, j]], dim=1)
-        boxes = clip_boxes_per_image(boxes, img, image_sizes)
-        return nms_per_image(boxes, score[img, i, j], tl_l[img, i, 0], img, batch_size=batch,
+        levels = range(len(outputs["tl_heat"])) if self.decode_all else [len(outputs["tl_heat"]) - 1]
+        boxes_all, scores_all, labels_all, imgs_all = [], [], [], []
+        for level in levels:
+            stride = self.strides[level]
+            corners = {}
+            for corner in _CORNERS:
+                heat = outputs[f"{corner}_heat"][level].float().sigmoid()  # [B, K, H, W]
+                scores, labels, ys, xs = topk_peaks(heatmap_peaks(heat), self.topk)  # [B, k]
+                tag = gather_at(outputs[f"{corner}_tag"][level].float(), ys, xs)[..., 0]  # [B, k]
+                off = gather_at(outputs[f"{corner}_offset"][level].float(), ys, xs)  # [B, k, 2]
+                corners[corner] = (scores, labels, tag, (xs + off[..., 0]) * stride, (ys + off[..., 1]) * stride)
+            tl_s, tl_l, tl_t, tl_x, tl_y = (v[:, :, None] for v in corners["tl"])  # [B, k, 1]
+            br_s, br_l, br_t, br_x, br_y = (v[:, None, :] for v in corners["br"])  # [B, 1, k]
+            score = (tl_s + br_s) / 2  # [B, k, k]
+            valid = (tl_l == br_l) & ((tl_t - br_t).abs() <= self.tag_thresh) & (br_x >= tl_x) & (br_y >= tl_y)
+            valid &= score > self.score_thresh
+            img, i, j = torch.nonzero(valid, as_tuple=True)  # [P]
+            boxes_all.append(torch.stack([tl_x[img, i, 0], tl_y[img, i, 0], br_x[img, 0, j], br_y[img, 0, j]], 1))
+            scores_all.append(score[img, i, j])
+            labels_all.append(tl_l[img, i, 0])
+            imgs_all.append(img)
+        imgs = torch.cat(imgs_all)
+        if imgs.numel() == 0:
+            return empty_detections(batch, outputs["tl_heat"][-1].float())
+        boxes = clip_boxes_per_image(torch.cat(boxes_all), imgs, image_sizes)
+        return nms_per_image(boxes, torch.cat(scores_all), torch.cat(labels_all), imgs, batch_size=batch,
                              num_classes=self.num_classes, iou_threshold=self.nms_thresh,
                              max_per_image=self.detections_per_img, method=self.nms_method)

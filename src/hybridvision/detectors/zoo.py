@@ -24,16 +24,17 @@ from hybridvision.backbones.resnet import RESNET_DEPTHS, ResNet
 from hybridvision.backbones.hourglass import HOURGLASS_104, StackedHourglass
 from hybridvision.detectors.centernet import CenterNet, CenterNetHead
 from hybridvision.detectors.cornernet import CornerNet
-from hybridvision.detectors.fcos import FCOS, FCOSHead
+from hybridvision.detectors.fcos import FCOS, FCOSHead, default_size_ranges
 from hybridvision.detectors.retinanet import RetinaNet, anchor_sizes_for
 from hybridvision.errors import UserInputError
-from hybridvision.necks.fpn import FPN
+from hybridvision.necks.fpn import FPN, FinestLevels
 from hybridvision.necks.panet import PANet
 from hybridvision.necks.upsample import DeconvUpsample
 from hybridvision.registry import build_model, register_model
 
-__all__ = ["build_fcos", "build_centernet", "build_retinanet", "build_cornernet", "fcos_on_backbone", "build_neck",
-           "DEMO_SIZE_RANGES", "SMALL_FCOS", "SMALL_CENTERNET", "NL_HEAD_ATTN", "NL_CENTERNET_ATTN"]
+__all__ = ["build_fcos", "build_centernet", "build_retinanet", "build_cornernet", "build_cornerfcos",
+           "fcos_on_backbone", "build_neck", "DEMO_SIZE_RANGES", "SMALL_FCOS", "SMALL_CENTERNET", "NL_HEAD_ATTN",
+           "NL_CENTERNET_ATTN"]
 
 INF = float("inf")
 
@@ -525,3 +526,72 @@ def nl_cornernet_small_64(*, num_classes: int = 10, **kwargs: Any) -> CornerNet:
     """Small NL-CornerNet-64: the non-local blocks attend at half the map's resolution."""
     return build_cornernet(**{"num_classes": num_classes, **SMALL_HOURGLASS, "pool": "nl",
                               "attn_kwargs": {"reduce": True}, **kwargs})
+
+
+# ---------------------------------------------------------------------------------------------
+# CornerFCOS (seed 000, Sec. 3.3.4): CornerNet prediction modules on an FCOS backbone and FPN
+# ---------------------------------------------------------------------------------------------
+
+
+def build_cornerfcos(
+    *,
+    num_classes: int,
+    mode: str = "multi",
+    targets: str = "normal",
+    depth: int = 50,
+    width: float = 1.0,
+    neck_channels: int = 256,
+    pool_channels: int = 128,
+    **cornernet_kwargs: Any,
+) -> CornerNet:
+    """CornerFCOS: a ResNet (C3–C5) and FPN, and one CornerNet prediction module pair shared by
+    every level (``pool``: ``"nl"`` as the thesis, ``"conv"``, or ``"corner"`` — its future work).
+
+    Args:
+        mode: ``"single"`` (P3 only, no P6/P7) or ``"multi"`` (P3–P7).
+        targets: ``"normal"`` (each level learns the boxes whose half larger side lies in FCOS's
+            size range of the level) or ``"all"`` (every level learns every box); with one level
+            (single) both mean that P3 learns every box.
+        **cornernet_kwargs: :class:`~hybridvision.detectors.cornernet.CornerNet` options.
+    """
+    if mode not in ("single", "multi") or targets not in ("normal", "all"):
+        raise UserInputError(f"CornerFCOS mode={mode!r} targets={targets!r}: use mode single|multi, "
+                             "targets normal|all")
+    if depth not in RESNET_DEPTHS:
+        raise UserInputError(f"CornerFCOS depth={depth} is not a ResNet depth; use one of {sorted(RESNET_DEPTHS)}")
+    block, layers = RESNET_DEPTHS[depth]
+    backbone = ResNet(block, layers, width=width, out_indices=(2, 3, 4), features_only=True)  # type: ignore[arg-type]
+    num_levels = 5 if mode == "multi" else 3
+    neck = build_neck("fpn", backbone, neck_channels, num_levels)
+    if mode == "single":
+        neck = FinestLevels(neck, 1)
+    ranges = default_size_ranges(num_levels) if (mode == "multi" and targets == "normal") else None
+    options = {"pool": "nl", "nms_method": "hard", "nms_thresh": 0.6, **cornernet_kwargs}
+    return CornerNet(backbone, num_classes, neck=neck, shared_head=True, level_ranges=ranges, decode_all=True,
+                     pool_channels=pool_channels, **options)
+
+
+def _cornerfcos_preset(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return _preset(on=build_cornerfcos, detector=CornerNet, head=None)(fn)
+
+
+def _register_cornerfcos(mode: str, targets: str) -> None:
+    def paper(*, num_classes: int = 80, **kwargs: Any) -> CornerNet:
+        return build_cornerfcos(**{"num_classes": num_classes, "mode": mode, "targets": targets, **kwargs})
+
+    def small(*, num_classes: int = 10, **kwargs: Any) -> CornerNet:
+        return build_cornerfcos(**{"num_classes": num_classes, "mode": mode, "targets": targets, "depth": 18,
+                                   "width": 0.25, "neck_channels": 64, "pool_channels": 32, **kwargs})
+
+    for fn, name, what in ((paper, f"cornerfcos_{mode}_{targets}", "ResNet-50 FPN"),
+                           (small, f"cornerfcos_{mode}_{targets}_small", "ResNet-18 ×0.25, FPN 64 ch (CPU)")):
+        fn.__name__ = fn.__qualname__ = name
+        fn.__doc__ = (f"CornerFCOS {mode}/{targets}: {what}, a shared CornerNet module pair per level "
+                      "(pool nl | conv | corner).")
+        _cornerfcos_preset(fn)
+
+
+# With one level ("single") the two target rules coincide: P3 learns every box.
+for _mode in ("single", "multi"):
+    for _targets in ("normal", "all"):
+        _register_cornerfcos(_mode, _targets)

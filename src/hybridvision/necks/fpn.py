@@ -20,7 +20,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
 from hybridvision.errors import UserInputError
 
-__all__ = ["FPN"]
+__all__ = ["FPN", "FinestLevels"]
 
 
 class FPN(nn.Module):
@@ -79,3 +79,17 @@ class FPN(nn.Module):
             raise ValueError(f"FPN expects {len(self._names)} input levels, got {len(features)}")
         out = self.fpn(OrderedDict(zip(self._names, features)))
         return list(out.values())
+
+
+class FinestLevels(nn.Module):
+    """The first ``n`` (finest) outputs of a neck, e.g. P3 alone (CornerFCOS "single")."""
+
+    def __init__(self, neck: nn.Module, n: int = 1) -> None:
+        super().__init__()
+        self.neck = neck
+        self.n = n
+        self.out_channels = neck.out_channels
+        self.strides = list(neck.strides)[:n]
+
+    def forward(self, features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        return list(self.neck(features))[: self.n]
