@@ -78,3 +78,19 @@ def test_cornernet_with_corner_pooling_exports_to_plain_onnx(model, tmp_path):
     ops = {n.op_type for n in onnx.load(str(tmp_path / "cornernet.onnx")).graph.node}
     assert "Max" in ops and not any("cum" in op.lower() for op in ops)
     assert "tl_heat_1" in meta["outputs"]
+
+
+def test_triplets_keep_only_boxes_with_a_centre_keypoint():
+    """CenterNet triplets: the same corner pair decodes to a box when a centre keypoint of its class
+    lies in its central region, and to nothing without one (or with one of another class)."""
+    model = create_model("centernet_triplets_small", num_classes=2).eval()
+    targets = [dict(boxes=torch.tensor([[8.0, 12, 40, 52]]), labels=torch.tensor([1]))]
+    out = model.encode_targets(targets, [(64, 64)])
+    det = model.decode(out, [(64, 64)])[0]
+    assert det["boxes"].tolist() == [[8.0, 12.0, 40.0, 52.0]] and float(det["scores"][0]) == pytest.approx(1.0)
+    no_centre = {k: [t.clone() for t in v] for k, v in out.items()}
+    no_centre["ct_heat"][-1].fill_(-20.0)
+    assert len(model.decode(no_centre, [(64, 64)])[0]["boxes"]) == 0
+    other_class = {k: [t.clone() for t in v] for k, v in out.items()}
+    other_class["ct_heat"][-1] = other_class["ct_heat"][-1].flip(1)  # the centre now says class 0
+    assert len(model.decode(other_class, [(64, 64)])[0]["boxes"]) == 0

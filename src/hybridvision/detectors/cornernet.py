@@ -36,14 +36,16 @@ from hybridvision.detectors.base import Detections, DenseDetector, Targets, chec
 from hybridvision.errors import UserInputError
 from hybridvision.layers.registry import create_attn
 from hybridvision.losses import heatmap_focal_loss, pull_push_loss
-from hybridvision.ops.corner_pool import corner_pool
+from hybridvision.ops.corner_pool import cascade_corner_pool, center_pool, corner_pool
 from hybridvision.ops.heatmap import draw_gaussians, gather_at, gaussian_radius, heatmap_peaks, topk_peaks
 from hybridvision.ops.postprocess import check_nms_method, clip_boxes_per_image, empty_detections, nms_per_image
+from hybridvision.ops.triplets import central_region_check
 
 __all__ = ["CornerNet", "CornerModule", "StackNeck", "CORNER_POOLS"]
 
-CORNER_POOLS = ("corner", "nl", "conv")
+CORNER_POOLS = ("corner", "nl", "conv", "cascade")
 _CORNERS = {"tl": ("top", "left"), "br": ("bottom", "right")}
+_HEADS = {"tl": ("heat", "tag", "offset"), "br": ("heat", "tag", "offset"), "ct": ("heat", "offset")}
 
 
 def _conv_bn_relu(cin: int, cout: int, relu: bool = True) -> nn.Sequential:
@@ -71,9 +73,12 @@ class CornerModule(nn.Module):
     Args:
         channels: C of the backbone output.
         num_classes: K.
-        corner: ``"tl"`` (top + left pooling) or ``"br"`` (bottom + right).
+        corner: ``"tl"`` (top + left pooling), ``"br"`` (bottom + right), or ``"ct"`` — the
+            centre keypoint of CenterNet triplets: centre pooling, heads heat and offset only.
         pool: ``"corner"`` (corner pooling), ``"nl"`` (a non-local block replaces each pooling:
-            NL-CornerNet) or ``"conv"`` (a 3×3 conv replaces it).
+            NL-CornerNet), ``"conv"`` (a 3×3 conv replaces it) or ``"cascade"`` (cascade corner
+            pooling, Duan et al. 2019: two more 3×3 conv-BN-ReLU branches look along the edges);
+            ignored for ``"ct"``.
         pool_channels: channels of the two branches (128).
         attn, attn_kwargs: the non-local block of ``pool="nl"``.
         prior_prob: initial corner probability (0.1 → heatmap bias −2.19).
@@ -85,21 +90,26 @@ class CornerModule(nn.Module):
         super().__init__()
         if pool not in CORNER_POOLS:
             raise UserInputError(f"CornerNet pool={pool!r} must be one of {', '.join(CORNER_POOLS)}")
-        self.directions = _CORNERS[corner]
-        self.pool = pool
+        self.directions = _CORNERS.get(corner, ())
+        self.pool = "center" if corner == "ct" else pool
         self.branch1 = _conv_bn_relu(channels, pool_channels)
         self.branch2 = _conv_bn_relu(channels, pool_channels)
-        if pool == "nl":
+        if self.pool == "cascade":
+            self.look1 = _conv_bn_relu(channels, pool_channels)
+            self.look2 = _conv_bn_relu(channels, pool_channels)
+        if self.pool == "nl":
             self.replace1: nn.Module = create_attn(attn, pool_channels, **dict(attn_kwargs or {}))
             self.replace2: nn.Module = create_attn(attn, pool_channels, **dict(attn_kwargs or {}))
-        elif pool == "conv":
+        elif self.pool == "conv":
             self.replace1 = nn.Conv2d(pool_channels, pool_channels, 3, padding=1)
             self.replace2 = nn.Conv2d(pool_channels, pool_channels, 3, padding=1)
         self.merge = _conv_bn_relu(pool_channels, channels, relu=False)
         self.skip = nn.Sequential(nn.Conv2d(channels, channels, 1, bias=False), nn.BatchNorm2d(channels))
         self.out = _conv_bn_relu(channels, channels)
         self.heads = nn.ModuleDict()
-        for name, out in (("heat", num_classes), ("tag", 1), ("offset", 2)):
+        sizes = {"heat": num_classes, "tag": 1, "offset": 2}
+        for name in _HEADS[corner]:
+            out = sizes[name]
             head = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(inplace=True),
                                  nn.Conv2d(channels, out, 1))
             if name == "heat":
@@ -110,6 +120,11 @@ class CornerModule(nn.Module):
         a, b = self.branch1(x), self.branch2(x)  # [B, 128, H, W] each
         if self.pool == "corner":
             pooled = corner_pool(a, self.directions[0]) + corner_pool(b, self.directions[1])
+        elif self.pool == "cascade":
+            d0, d1 = self.directions
+            pooled = cascade_corner_pool(a, self.look1(x), d0, d1) + cascade_corner_pool(b, self.look2(x), d1, d0)
+        elif self.pool == "center":
+            pooled = center_pool(a, b)
         else:
             pooled = self.replace1(a) + self.replace2(b)
         y = self.out(F.relu(self.merge(pooled) + self.skip(x)))  # [B, C, H, W]
@@ -121,21 +136,26 @@ class CornerHead(nn.Module):
     every input (``shared=True``: CornerFCOS's pyramid levels)."""
 
     def __init__(self, channels: int, num_classes: int, entries: int, *, shared: bool = False,
-                 **module_kwargs: Any) -> None:
+                 centers: bool = False, **module_kwargs: Any) -> None:
         super().__init__()
         n = 1 if shared else entries
         self.shared = shared
-        self.tl = nn.ModuleList(CornerModule(channels, num_classes, "tl", **module_kwargs) for _ in range(n))
-        self.br = nn.ModuleList(CornerModule(channels, num_classes, "br", **module_kwargs) for _ in range(n))
+        self.kinds = ["tl", "br", *(["ct"] if centers else [])]
+        self.modules_by_kind = nn.ModuleDict({
+            kind: nn.ModuleList(CornerModule(channels, num_classes, kind, **module_kwargs) for _ in range(n))
+            for kind in self.kinds})
+
+    @property
+    def tl(self) -> nn.ModuleList:
+        return self.modules_by_kind["tl"]
 
     def forward(self, features: Sequence[torch.Tensor]) -> dict[str, list[torch.Tensor]]:
-        out: dict[str, list[torch.Tensor]] = {f"{c}_{k}": [] for c in _CORNERS for k in ("heat", "tag", "offset")}
-        tls = [self.tl[0]] * len(features) if self.shared else self.tl
-        brs = [self.br[0]] * len(features) if self.shared else self.br
-        for feat, tl, br in zip(features, tls, brs):
-            for corner, module in (("tl", tl), ("br", br)):
+        out: dict[str, list[torch.Tensor]] = {f"{c}_{k}": [] for c in self.kinds for k in _HEADS[c]}
+        for i, feat in enumerate(features):
+            for kind in self.kinds:
+                module = self.modules_by_kind[kind][0 if self.shared else i]
                 for key, value in module(feat).items():
-                    out[f"{corner}_{key}"].append(value)
+                    out[f"{kind}_{key}"].append(value)
         return out
 
 
@@ -153,6 +173,10 @@ class CornerNet(DenseDetector):
             learns (FCOS's size ranges: CornerFCOS "normal" targets); None: every output learns
             every box (stacks; CornerFCOS "all").
         decode_all: decode every output and merge by NMS (CornerFCOS); False: the last only.
+        center_keypoints: CenterNet keypoint triplets (Duan et al. 2019): a centre heatmap and
+            offset (centre pooling); a decoded box is kept only when one of the ``center_topk``
+            best centre keypoints of its class lies in its central region
+            (:func:`~hybridvision.ops.triplets.central_region_check`), scored by the three.
         pool, pool_channels, attn, attn_kwargs: the prediction modules' pooling
             (:class:`CornerModule`).
         min_overlap: of the corner Gaussians' radius (0.3, CornerNet's config).
@@ -174,6 +198,8 @@ class CornerNet(DenseDetector):
         shared_head: bool = False,
         level_ranges: Sequence[tuple[float, float]] | None = None,
         decode_all: bool = False,
+        center_keypoints: bool = False,
+        center_topk: int = 70,
         pool: str = "corner",
         pool_channels: int = 128,
         attn: str = "nonlocal_thesis_a",
@@ -196,7 +222,7 @@ class CornerNet(DenseDetector):
             info = backbone.feature_info
             neck = StackNeck(info[-1]["channels"], info[-1]["stride"], len(info))
         head = CornerHead(neck.out_channels, num_classes, len(neck.strides), shared=shared_head, pool=pool,
-                          pool_channels=pool_channels, attn=attn, attn_kwargs=attn_kwargs)
+                          centers=center_keypoints, pool_channels=pool_channels, attn=attn, attn_kwargs=attn_kwargs)
         super().__init__(backbone, neck, head, num_classes, pixel_mean=pixel_mean, pixel_std=pixel_std)
         self.size_divisible = int(getattr(backbone, "size_multiple", self.size_divisible))
         if level_ranges is not None and len(level_ranges) != len(self.strides):
@@ -204,6 +230,9 @@ class CornerNet(DenseDetector):
                                  f"{len(self.strides)} outputs; give one (low, high) per level")
         self.level_ranges = None if level_ranges is None else [(float(a), float(b)) for a, b in level_ranges]
         self.decode_all = decode_all
+        self.center_keypoints = center_keypoints
+        self.center_topk = center_topk
+        self.kinds = ["tl", "br", *(["ct"] if center_keypoints else [])]
         try:
             self.nms_method = check_nms_method(nms_method)
         except ValueError as err:
@@ -232,9 +261,9 @@ class CornerNet(DenseDetector):
         device = device or (targets[0]["boxes"].device if targets else torch.device("cpu"))
         h, w = shape
         out: dict[str, Any] = {f"{c}_heat": torch.zeros((len(targets), self.num_classes, h, w), device=device)
-                               for c in _CORNERS}
+                               for c in self.kinds}
         lists: dict[str, list[torch.Tensor]] = {k: [] for k in ("image", "index", "labels", "tl_cell", "br_cell",
-                                                                 "tl_offset", "br_offset")}
+                                                                 "tl_offset", "br_offset", "ct_cell", "ct_offset")}
         for b, t in enumerate(targets):
             boxes = t["boxes"].to(device=device, dtype=torch.float32)  # [m, 4] pixels
             labels = t["labels"].to(device)
@@ -246,7 +275,9 @@ class CornerNet(DenseDetector):
             boxes = boxes / stride  # in cells
             radius = gaussian_radius(boxes[:, 3] - boxes[:, 1], boxes[:, 2] - boxes[:, 0], self.min_overlap,
                                      form=self.radius_form).to(device)
-            for corner, xy in (("tl", boxes[:, :2]), ("br", boxes[:, 2:])):
+            points = {"tl": boxes[:, :2], "br": boxes[:, 2:], "ct": (boxes[:, :2] + boxes[:, 2:]) / 2}
+            for corner in self.kinds:
+                xy = points[corner]
                 cell = xy.floor().long()
                 cell[:, 0].clamp_(0, w - 1)
                 cell[:, 1].clamp_(0, h - 1)
@@ -256,7 +287,7 @@ class CornerNet(DenseDetector):
             lists["image"].append(torch.full_like(labels, b))
             lists["index"].append(index)
             lists["labels"].append(labels)
-        out.update({k: torch.cat(v) for k, v in lists.items()})
+        out.update({k: torch.cat(v) for k, v in lists.items() if v})
         return out
 
     @torch.no_grad()
@@ -268,19 +299,20 @@ class CornerNet(DenseDetector):
         is not a corner); objects whose corners share a cell at a level are left out of it."""
         pad = self.size_divisible
         size = (-(-max(s[0] for s in image_sizes) // pad) * pad, -(-max(s[1] for s in image_sizes) // pad) * pad)
-        out: dict[str, list[torch.Tensor]] = {f"{c}_{k}": [] for c in _CORNERS for k in ("heat", "tag", "offset")}
+        out: dict[str, list[torch.Tensor]] = {f"{c}_{k}": [] for c in self.kinds for k in _HEADS[c]}
         for level, shape in enumerate(self.output_shapes(size)):
             tgt = self.prepare_targets(self._separable(targets, shape, level), shape, level=level)
             index = tgt["index"].float()  # tag k for the k-th object of its image: no two share one
             b = tgt["image"]
-            for corner in _CORNERS:
+            for corner in self.kinds:
                 out[f"{corner}_heat"].append(torch.where(tgt[f"{corner}_heat"] == 1, confidence, -confidence))
                 tag = torch.full((len(targets), 1, *shape), -100.0)
                 offset = torch.zeros((len(targets), 2, *shape))
                 x, y = tgt[f"{corner}_cell"][:, 0], tgt[f"{corner}_cell"][:, 1]
                 tag[b, 0, y, x] = index
                 offset[b, :, y, x] = tgt[f"{corner}_offset"]
-                out[f"{corner}_tag"].append(tag)
+                if corner != "ct":
+                    out[f"{corner}_tag"].append(tag)
                 out[f"{corner}_offset"].append(offset)
         return out
 
@@ -293,7 +325,7 @@ class CornerNet(DenseDetector):
         for b, t in enumerate(targets):
             mine = tgt["image"] == b
             keep = torch.ones(len(t["boxes"]), dtype=torch.bool)
-            for corner in _CORNERS:
+            for corner in self.kinds:
                 cells = tgt[f"{corner}_cell"][mine]  # [m', 2] of the objects this level learns
                 _, inverse, counts = torch.unique(cells, dim=0, return_inverse=True, return_counts=True)
                 shared = tgt["index"][mine][counts[inverse] > 1]
@@ -326,6 +358,13 @@ class CornerNet(DenseDetector):
                     parts["loss_offset"] = parts["loss_offset"] + F.smooth_l1_loss(offset, tgt[f"{corner}_offset"])
                 else:
                     parts["loss_offset"] = parts["loss_offset"] + outputs[f"{corner}_offset"][s].sum() * 0.0
+            if self.center_keypoints:  # the centre keypoint: focal on its heatmap, smooth-L1 offset
+                parts["loss_heatmap"] = parts["loss_heatmap"] + heatmap_focal_loss(
+                    outputs["ct_heat"][s], tgt["ct_heat"], num_objects=num_obj)
+                x, y = tgt["ct_cell"][:, 0], tgt["ct_cell"][:, 1]
+                offset = outputs["ct_offset"][s].float()[b, :, y, x]
+                parts["loss_offset"] = parts["loss_offset"] + (
+                    F.smooth_l1_loss(offset, tgt["ct_offset"]) if num_obj else outputs["ct_offset"][s].sum() * 0.0)
             pull, push = pull_push_loss(tags["tl"], tags["br"], b, batch)
             parts["loss_pull"] = parts["loss_pull"] + pull
             parts["loss_push"] = parts["loss_push"] + push
@@ -334,6 +373,25 @@ class CornerNet(DenseDetector):
         return {**parts, "loss": total}
 
     # -- decode -----------------------------------------------------------------------------
+
+    def _check_centers(self, outputs: dict, level: int, boxes: torch.Tensor, scores: torch.Tensor,
+                       labels: torch.Tensor, img: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Keep the boxes ``[P, 4]`` with a centre keypoint of their class in their central region
+        (the ``center_topk`` best centre peaks of each image), rescored by the three keypoints."""
+        stride = self.strides[level]
+        heat = outputs["ct_heat"][level].float().sigmoid()
+        c_scores, c_labels, ys, xs = topk_peaks(heatmap_peaks(heat), self.center_topk)  # [B, k]
+        off = gather_at(outputs["ct_offset"][level].float(), ys, xs)  # [B, k, 2]
+        centers = torch.stack([(xs + off[..., 0]) * stride, (ys + off[..., 1]) * stride], dim=-1)  # [B, k, 2]
+        keep = torch.zeros_like(scores, dtype=torch.bool)
+        new_scores = scores.clone()
+        for b in img.unique().tolist():
+            mine = img == b
+            real = c_scores[b] > self.score_thresh
+            k, s_new = central_region_check(boxes[mine], labels[mine], scores[mine], centers[b][real],
+                                            c_labels[b][real], c_scores[b][real])
+            keep[mine], new_scores[mine] = k, s_new
+        return boxes[keep], new_scores[keep], labels[keep], img[keep]
 
     @torch.no_grad()
     def decode(self, outputs: dict, image_sizes: Sequence[tuple[int, int]]) -> Detections:
@@ -360,9 +418,13 @@ class CornerNet(DenseDetector):
             valid = (tl_l == br_l) & ((tl_t - br_t).abs() <= self.tag_thresh) & (br_x >= tl_x) & (br_y >= tl_y)
             valid &= score > self.score_thresh
             img, i, j = torch.nonzero(valid, as_tuple=True)  # [P]
-            boxes_all.append(torch.stack([tl_x[img, i, 0], tl_y[img, i, 0], br_x[img, 0, j], br_y[img, 0, j]], 1))
-            scores_all.append(score[img, i, j])
-            labels_all.append(tl_l[img, i, 0])
+            boxes = torch.stack([tl_x[img, i, 0], tl_y[img, i, 0], br_x[img, 0, j], br_y[img, 0, j]], 1)
+            scores, labels = score[img, i, j], tl_l[img, i, 0]
+            if self.center_keypoints:
+                boxes, scores, labels, img = self._check_centers(outputs, level, boxes, scores, labels, img)
+            boxes_all.append(boxes)
+            scores_all.append(scores)
+            labels_all.append(labels)
             imgs_all.append(img)
         imgs = torch.cat(imgs_all)
         if imgs.numel() == 0:

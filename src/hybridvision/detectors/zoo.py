@@ -504,6 +504,13 @@ def nl_cornernet_64(*, num_classes: int = 80, **kwargs: Any) -> CornerNet:
                               **kwargs})
 
 
+@_cornernet_preset
+def centernet_triplets_hg104(*, num_classes: int = 80, **kwargs: Any) -> CornerNet:
+    """CenterNet keypoint triplets (Duan et al. 2019): Hourglass-104, cascade corner pooling, a
+    centre keypoint (centre pooling) and the central-region check in decoding."""
+    return build_cornernet(**{"num_classes": num_classes, "pool": "cascade", "center_keypoints": True, **kwargs})
+
+
 # The CPU preset: 2 stacks of a depth-3 hourglass at widths 32–64 (inputs a multiple of 32).
 SMALL_HOURGLASS: dict[str, Any] = dict(stacks=2, depth=3, widths=(32, 32, 48, 64), blocks=(1, 1, 1, 1),
                                        stem_channels=16, cnv_channels=32, pool_channels=32)
@@ -519,6 +526,13 @@ def cornernet_small(*, num_classes: int = 10, **kwargs: Any) -> CornerNet:
 def nl_cornernet_small(*, num_classes: int = 10, **kwargs: Any) -> CornerNet:
     """Small NL-CornerNet: a non-local block replaces each corner pooling."""
     return build_cornernet(**{"num_classes": num_classes, **SMALL_HOURGLASS, "pool": "nl", **kwargs})
+
+
+@_cornernet_preset
+def centernet_triplets_small(*, num_classes: int = 10, **kwargs: Any) -> CornerNet:
+    """Small CenterNet keypoint triplets for CPU (the small hourglass)."""
+    return build_cornernet(**{"num_classes": num_classes, **SMALL_HOURGLASS, "pool": "cascade",
+                              "center_keypoints": True, **kwargs})
 
 
 @_cornernet_preset
