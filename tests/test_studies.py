@@ -136,6 +136,30 @@ def test_centernet_study_smoke_with_tta_columns(tmp_path):
     assert {c["reference"] for c in results["comparisons"]} == {"CenterNet-R18"}
 
 
+@pytest.mark.parametrize("name", ["cornernet-nonlocal", "cornerfcos", "amounts", "anchor-based"])
+def test_thesis_a_corner_studies_plan_every_preset(name, tmp_path):
+    """Every run of every preset is planned and its model built (on the meta device)."""
+    from hybridvision.studies.base import get_study, plan
+
+    study = get_study(name)
+    for preset in ("smoke", "cpu", "paper"):
+        runs = plan(study, preset, 2, None, tmp_path / preset)
+        assert len(runs) == 2 * len(study.rows[preset])
+    assert all(r.reference in {x.label for x in study.rows["cpu"]} for r in study.rows["cpu"] if r.reference)
+
+
+def test_cornernet_study_smoke_on_user_coco(tmp_path):
+    """`cornernet-nonlocal` trains, evaluates, costs and compares CornerNet and NL-CornerNet on a
+    user's COCO data (the corner family through the whole study framework)."""
+    ann, imgs = _write_user_coco(tmp_path / "user")
+    res = run_study("cornernet-nonlocal", preset="smoke", seeds=1, data=f"coco:{ann},{imgs}", out=tmp_path / "s",
+                    device="cpu", overrides=["max_steps=1"], rows=["CornerNet", "NL-CornerNet"])
+    assert [line["row"] for line in res["summary"]] == ["CornerNet", "NL-CornerNet"]
+    assert all("AP" in r["metrics"] and r["metrics"]["params_m"] > 0 for r in res["runs"])
+    results = json.loads((tmp_path / "s" / "results.json").read_text())
+    assert {(c["row"], c["reference"]) for c in results["comparisons"]} == {("NL-CornerNet", "CornerNet")}
+
+
 def _write_user_tuberlin(root):
     """TU-Berlin layout: DIR/<class>/<n>.png, white paper with a black stroke per class."""
     for c, name in enumerate(("airplane", "bell")):

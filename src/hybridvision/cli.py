@@ -347,7 +347,8 @@ def demo_cmd(
 # ---------------------------------------------------------------------------------------- study
 @app.command("study")
 def study_cmd(
-    name: str = typer.Argument(..., help="fcos-nonlocal | hybrid-classification | centernet"),
+    name: str = typer.Argument(..., help="fcos-nonlocal | hybrid-classification | centernet | cornernet-nonlocal | "
+                          "cornerfcos | amounts | anchor-based"),
     overrides: list[str] | None = typer.Argument(None, help="training settings for every run as "
                                                     "key=value, e.g. epochs=1"),
     rows: str | None = typer.Option(None, "--rows", help="comma-separated row labels to run \\[default: all rows]"),

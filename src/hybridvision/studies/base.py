@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 import hybridvision.studies.centernet  # noqa: F401  registers the study
+import hybridvision.studies.cornernet  # noqa: F401  registers thesis A's corner-detector studies
 import hybridvision.studies.fcos_nonlocal  # noqa: F401  registers the study
 import hybridvision.studies.hybrid_classification  # noqa: F401  registers the study
 from hybridvision.api import load_trained

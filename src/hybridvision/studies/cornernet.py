@@ -1,0 +1,108 @@
+"""The rest of thesis A (seed 000) as studies: CornerNet with non-local blocks (Tables 4.4–4.6),
+CornerFCOS (4.7–4.8), the handwritten amounts (4.9) and the anchor-based comparison (4.10–4.11).
+
+Every study shares the framework's presets (``smoke`` / ``cpu`` / ``paper``), paired statistics
+and HTML report, the detection costs of ``fcos-nonlocal`` and its CPU training settings (small
+models, the built-in amounts at 128²). The ``paper`` presets use the seed's models (Hourglass-104,
+ResNet-50 FPN) and need real data: ``data convert modanet`` for ModaNet, ``data convert montos``
+for the amounts.
+"""
+
+from __future__ import annotations
+
+from hybridvision.studies.fcos_nonlocal import COCO_COLUMNS, COST_COLUMNS, CPU_PRESET, measure_detector
+from hybridvision.studies.figures import detection_figures
+from hybridvision.studies.spec import Study, StudyRow, register_study
+
+SMOKE = dict(image_size=64, epochs=1, max_steps=2, batch_size=4, optimizer="adamw", lr=1e-3, eval_every=0,
+             workers=0)
+# CornerNet's recipe shape (Adam, a step decay late in training) at the seed's 511-ish inputs.
+PAPER = dict(image_size=512, epochs=100, batch_size=16, optimizer="adamw", lr=2.5e-4, weight_decay=0.0,
+             warmup_steps=500, schedule="step", milestones=[0.9], grad_clip=0.0, eval_every=5)
+FORMATS = {"infer_ms": (1.0, 1, True), "infer_mem_mb": (1.0, 1, False), "train_ms": (1.0, 0, True),
+           "train_mem_mb": (1.0, 0, False), "params_m": (1.0, 2, False), "gflops": (1.0, 2, False)}
+LABELS = {"infer_ms": "ms/img", "infer_mem_mb": "infer MiB", "train_ms": "train-step ms",
+          "train_mem_mb": "train-step MiB", "params_m": "params (M)", "gflops": "GFLOPs"}
+
+
+def _rows(spec: list[tuple[str, str, str, dict, str | None]]) -> dict[str, list[StudyRow]]:
+    """(label, CPU model, paper model, options, reference label) → the rows of each preset."""
+    small = [StudyRow(label, cpu, dict(kw), reference=ref) for label, cpu, _, kw, ref in spec]
+    paper = [StudyRow(label, big, dict(kw), reference=ref) for label, _, big, kw, ref in spec]
+    return {"smoke": small, "cpu": small, "paper": paper}
+
+
+def _study(name: str, title: str, question: str, intro: str, rows: dict[str, list[StudyRow]],
+           verdicts: tuple[str, ...] = ("AP50", "APs", "train_mem_mb")) -> Study:
+    return register_study(Study(
+        name=name, title=title, question=question, intro=intro, rows=rows,
+        presets={"smoke": SMOKE, "cpu": dict(CPU_PRESET), "paper": PAPER},
+        default_data="builtin:amounts", columns=COCO_COLUMNS + COST_COLUMNS,
+        tables=[("COCO metrics (percent)", COCO_COLUMNS), ("Cost", COST_COLUMNS)],
+        formats=FORMATS, labels=LABELS, measure=measure_detector, primary="AP", cost="infer_ms",
+        verdict_columns=verdicts, figures=detection_figures,
+    ))
+
+
+CORNERNET_NONLOCAL = _study(
+    "cornernet-nonlocal",
+    "Non-local blocks in CornerNet (seed 000, Tables 4.4–4.6)",
+    "Does a non-local block help CornerNet when it replaces corner pooling, and at what cost?",
+    "CornerNet, NL-CornerNet (a non-local block replaces each corner pooling) and NL-CornerNet-64 "
+    "(the blocks attend at half resolution), each compared with CornerNet seed by seed.",
+    _rows([
+        ("CornerNet", "cornernet_small", "cornernet_hg104", {}, None),
+        ("NL-CornerNet", "nl_cornernet_small", "nl_cornernet_hg104", {}, "CornerNet"),
+        ("NL-CornerNet-64", "nl_cornernet_small_64", "nl_cornernet_64", {}, "CornerNet"),
+    ]),
+)
+
+CORNERFCOS = _study(
+    "cornerfcos",
+    "CornerFCOS: CornerNet prediction modules on the FCOS pyramid (seed 000, Tables 4.7–4.8)",
+    "Do CornerNet prediction modules with non-local pooling on the FCOS pyramid beat FCOS, and which "
+    "variant?",
+    "FCOS against CornerFCOS single (P3 only), multi with normal targets (FCOS's size ranges per "
+    "level) and multi with all targets (every level learns every box), each with non-local "
+    "pooling as the seed; the multi/normal variant also with a plain 3×3 conv and with real corner "
+    "pooling (the seed's future work). Every row is compared with FCOS seed by seed.",
+    _rows([
+        ("FCOS", "fcos_small", "fcos_r50_fpn", {}, None),
+        ("CornerFCOS single", "cornerfcos_single_normal_small", "cornerfcos_single_normal", {}, "FCOS"),
+        ("CornerFCOS multi normal", "cornerfcos_multi_normal_small", "cornerfcos_multi_normal", {}, "FCOS"),
+        ("CornerFCOS multi all", "cornerfcos_multi_all_small", "cornerfcos_multi_all", {}, "FCOS"),
+        ("CornerFCOS multi normal (conv)", "cornerfcos_multi_normal_small", "cornerfcos_multi_normal",
+         {"pool": "conv"}, "FCOS"),
+        ("CornerFCOS multi normal (corner pool)", "cornerfcos_multi_normal_small", "cornerfcos_multi_normal",
+         {"pool": "corner"}, "FCOS"),
+    ]),
+)
+
+AMOUNTS = _study(
+    "amounts",
+    "Handwritten amounts (seed 000, Table 4.9)",
+    "On handwritten amounts, does a non-local block help FCOS or CornerNet?",
+    "FCOS, NL-FCOS, CornerNet and NL-CornerNet on amounts (the built-in generator here; "
+    "`data convert montos` turns the seed's montos files into COCO for `--data`). NL-FCOS is "
+    "compared with FCOS and NL-CornerNet with CornerNet, seed by seed.",
+    _rows([
+        ("FCOS", "fcos_small", "fcos_r50_fpn", {}, None),
+        ("NL-FCOS", "nl_fcos_small", "nl_fcos_r50_fpn", {}, "FCOS"),
+        ("CornerNet", "cornernet_small", "cornernet_hg104", {}, None),
+        ("NL-CornerNet", "nl_cornernet_small", "nl_cornernet_hg104", {}, "CornerNet"),
+    ]),
+)
+
+ANCHOR_BASED = _study(
+    "anchor-based",
+    "Anchor-free against anchor-based (seed 000, Tables 4.10–4.11)",
+    "Do the non-local anchor-free detectors match an anchor-based one in accuracy and speed?",
+    "RetinaNet (torchvision's head and anchors; the seed compared with TridentNet) against NL-FCOS "
+    "and NL-CornerNet-64, accuracy and ms/image, each compared with RetinaNet seed by seed.",
+    _rows([
+        ("RetinaNet", "retinanet_small", "retinanet_r50_fpn", {}, None),
+        ("NL-FCOS", "nl_fcos_small", "nl_fcos_r50_fpn", {}, "RetinaNet"),
+        ("NL-CornerNet-64", "nl_cornernet_small_64", "nl_cornernet_64", {}, "RetinaNet"),
+    ]),
+    verdicts=("AP50", "APs", "train_ms"),
+)
