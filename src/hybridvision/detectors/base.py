@@ -30,6 +30,7 @@ import torch.nn as nn
 
 from hybridvision.constants import IMAGENET_MEAN, IMAGENET_STD
 from hybridvision.errors import DataError, UserInputError
+from hybridvision.ops.postprocess import check_nms_method
 
 __all__ = ["DenseDetector", "batch_images", "check_targets", "Targets", "Detections"]
 
@@ -125,6 +126,14 @@ class DenseDetector(nn.Module):
         # time against 1.04× in NCHW, BENCHMARKS.md). Subclasses build every module before
         # calling this __init__, so the whole network is converted here.
         self.to(memory_format=torch.channels_last)
+
+    def checked_nms_method(self, method: str) -> str:
+        """``method`` if it is an NMS method of :mod:`hybridvision.ops.postprocess`, else a
+        :class:`UserInputError` naming the detector and the valid ones."""
+        try:
+            return check_nms_method(method)
+        except ValueError as err:
+            raise UserInputError(f"{type(self).__name__} {err}") from None
 
     def normalize(
         self, images: torch.Tensor, image_sizes: Sequence[tuple[int, int]] | None = None

@@ -38,7 +38,6 @@ from hybridvision.layers.registry import create_attn
 from hybridvision.losses import heatmap_focal_loss, reduce_mean
 from hybridvision.ops.heatmap import draw_gaussians, gather_at, gaussian_radius, heatmap_peaks, topk_peaks
 from hybridvision.ops.postprocess import (
-    check_nms_method,
     clip_boxes_per_image,
     empty_detections,
     nms_per_image,
@@ -159,10 +158,7 @@ class CenterNet(DenseDetector):
             raise UserInputError(f"CenterNet radius_form={radius_form!r} must be 'corrected' or 'original'")
         if not 0 < min_overlap < 1:
             raise UserInputError(f"CenterNet min_overlap={min_overlap} must lie in (0, 1), e.g. 0.7")
-        try:
-            self.nms_method = check_nms_method(nms_method)
-        except ValueError as err:
-            raise UserInputError(f"CenterNet {err}") from None
+        self.nms_method = self.checked_nms_method(nms_method)
         self.stride = self.strides[0]
         self.min_overlap = min_overlap
         self.radius_form = radius_form

@@ -38,7 +38,7 @@ from hybridvision.layers.registry import create_attn
 from hybridvision.losses import heatmap_focal_loss, pull_push_loss
 from hybridvision.ops.corner_pool import cascade_corner_pool, center_pool, corner_pool
 from hybridvision.ops.heatmap import draw_gaussians, gather_at, gaussian_radius, heatmap_peaks, topk_peaks
-from hybridvision.ops.postprocess import check_nms_method, clip_boxes_per_image, empty_detections, nms_per_image
+from hybridvision.ops.postprocess import clip_boxes_per_image, empty_detections, nms_per_image
 from hybridvision.ops.triplets import central_region_check
 
 __all__ = ["CornerNet", "CornerModule", "StackNeck", "CORNER_POOLS"]
@@ -233,10 +233,7 @@ class CornerNet(DenseDetector):
         self.center_keypoints = center_keypoints
         self.center_topk = center_topk
         self.kinds = ["tl", "br", *(["ct"] if center_keypoints else [])]
-        try:
-            self.nms_method = check_nms_method(nms_method)
-        except ValueError as err:
-            raise UserInputError(f"CornerNet {err}") from None
+        self.nms_method = self.checked_nms_method(nms_method)
         if radius_form not in ("corrected", "original"):
             raise UserInputError(f"CornerNet radius_form={radius_form!r} must be 'corrected' or 'original'")
         self.min_overlap = min_overlap

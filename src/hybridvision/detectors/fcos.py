@@ -46,7 +46,6 @@ from hybridvision.ops.points import (
     unflatten_levels,
 )
 from hybridvision.ops.postprocess import (
-    check_nms_method,
     clip_boxes_per_image,
     empty_detections,
     logit,
@@ -319,10 +318,7 @@ class FCOS(DenseDetector):
         self.score_sqrt = score_sqrt
         self.topk_candidates = topk_candidates
         self.nms_thresh = nms_thresh
-        try:
-            self.nms_method = check_nms_method(nms_method)
-        except ValueError as err:
-            raise UserInputError(f"FCOS {err}") from None
+        self.nms_method = self.checked_nms_method(nms_method)
         self.detections_per_img = detections_per_img
 
     # -- targets ----------------------------------------------------------------------------

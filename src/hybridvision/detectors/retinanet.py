@@ -33,7 +33,7 @@ from torchvision.ops import box_iou
 from hybridvision.constants import IMAGENET_MEAN, IMAGENET_STD
 from hybridvision.detectors.base import Detections, DenseDetector, Targets, check_targets
 from hybridvision.errors import UserInputError
-from hybridvision.ops.postprocess import check_nms_method, clip_boxes_per_image, empty_detections, logit, nms_per_image
+from hybridvision.ops.postprocess import clip_boxes_per_image, empty_detections, logit, nms_per_image
 
 __all__ = ["RetinaNet", "RetinaNetMaps", "anchor_sizes_for"]
 
@@ -130,10 +130,7 @@ class RetinaNet(DenseDetector):
         num_anchors = anchors.num_anchors_per_location()[0]
         head = RetinaNetMaps(neck.out_channels, num_anchors, num_classes, prior_prob)
         super().__init__(backbone, neck, head, num_classes, pixel_mean=pixel_mean, pixel_std=pixel_std)
-        try:
-            self.nms_method = check_nms_method(nms_method)
-        except ValueError as err:
-            raise UserInputError(f"RetinaNet {err}") from None
+        self.nms_method = self.checked_nms_method(nms_method)
         self.anchor_generator = anchors
         self.num_anchors = num_anchors
         self.matcher = det_utils.Matcher(fg_iou_thresh, bg_iou_thresh, allow_low_quality_matches=True)
