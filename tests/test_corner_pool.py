@@ -83,7 +83,7 @@ def test_logstep_exports_to_onnx_and_matches(tmp_path):
     x = torch.randn(1, 2, 12, 9)
     path = tmp_path / "pool.onnx"
     # the exporter `hybridvision export` uses (torch.export based)
-    torch.onnx.export(Pools(), (x,), str(path), input_names=["x"], output_names=["y"], dynamo=True,
+    torch.onnx.export(Pools().eval(), (x,), str(path), input_names=["x"], output_names=["y"], dynamo=True,
                       external_data=False)
     assert {n.op_type for n in onnx.load(str(path)).graph.node} <= {"Concat", "Max", "Slice"}  # plain ops
     sess = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
