@@ -556,6 +556,8 @@ def build_cornerfcos(
     width: float = 1.0,
     neck_channels: int = 256,
     pool_channels: int = 128,
+    num_levels: int = 5,
+    size_ranges: Sequence[tuple[float, float]] | None = None,
     **cornernet_kwargs: Any,
 ) -> CornerNet:
     """CornerFCOS: a ResNet (C3–C5) and FPN, and one CornerNet prediction module pair shared by
@@ -566,6 +568,8 @@ def build_cornerfcos(
         targets: ``"normal"`` (each level learns the boxes whose half larger side lies in FCOS's
             size range of the level) or ``"all"`` (every level learns every box); with one level
             (single) both mean that P3 learns every box.
+        num_levels: pyramid levels of "multi", 5 (P3–P7) or 3 (P3–P5).
+        size_ranges: the "normal" ranges per level (default FCOS's for ``num_levels``).
         **cornernet_kwargs: :class:`~hybridvision.detectors.cornernet.CornerNet` options.
     """
     if mode not in ("single", "multi") or targets not in ("normal", "all"):
@@ -575,11 +579,13 @@ def build_cornerfcos(
         raise UserInputError(f"CornerFCOS depth={depth} is not a ResNet depth; use one of {sorted(RESNET_DEPTHS)}")
     block, layers = RESNET_DEPTHS[depth]
     backbone = ResNet(block, layers, width=width, out_indices=(2, 3, 4), features_only=True)  # type: ignore[arg-type]
-    num_levels = 5 if mode == "multi" else 3
+    num_levels = num_levels if mode == "multi" else 3
     neck = build_neck("fpn", backbone, neck_channels, num_levels)
     if mode == "single":
         neck = FinestLevels(neck, 1)
-    ranges = default_size_ranges(num_levels) if (mode == "multi" and targets == "normal") else None
+    ranges = None
+    if mode == "multi" and targets == "normal":
+        ranges = default_size_ranges(num_levels) if size_ranges is None else [tuple(r) for r in size_ranges]
     options = {"pool": "nl", "nms_method": "hard", "nms_thresh": 0.6, **cornernet_kwargs}
     return CornerNet(backbone, num_classes, neck=neck, shared_head=True, level_ranges=ranges, decode_all=True,
                      pool_channels=pool_channels, **options)
@@ -594,8 +600,10 @@ def _register_cornerfcos(mode: str, targets: str) -> None:
         return build_cornerfcos(**{"num_classes": num_classes, "mode": mode, "targets": targets, **kwargs})
 
     def small(*, num_classes: int = 10, **kwargs: Any) -> CornerNet:
+        # fcos_small's pyramid (P3–P5, ranges for ~128-px images), so the two compare at one budget
         return build_cornerfcos(**{"num_classes": num_classes, "mode": mode, "targets": targets, "depth": 18,
-                                   "width": 0.25, "neck_channels": 64, "pool_channels": 32, **kwargs})
+                                   "width": 0.25, "neck_channels": 64, "pool_channels": 32, "num_levels": 3,
+                                   "size_ranges": DEMO_SIZE_RANGES, **kwargs})
 
     for fn, name, what in ((paper, f"cornerfcos_{mode}_{targets}", "ResNet-50 FPN"),
                            (small, f"cornerfcos_{mode}_{targets}_small", "ResNet-18 ×0.25, FPN 64 ch (CPU)")):
