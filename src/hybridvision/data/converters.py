@@ -219,7 +219,7 @@ def modanet_to_coco(modanet_json: str | os.PathLike, out_json: str | os.PathLike
     """
     src = Path(modanet_json)
     check_output_path(out_json, inputs=[src], kind="file")
-    data = read_json(src, what="ModaNet annotation file")
+    data = read_json(src, what="ModaNet annotation")
     if not isinstance(data, dict) or not isinstance(data.get("images"), list) or not isinstance(
             data.get("annotations"), list):
         raise DataError(f"{src}: not a ModaNet instance file (a JSON object with 'images' and 'annotations' "

@@ -340,8 +340,13 @@ class CornerNet(DenseDetector):
         check_targets(targets, self.num_classes, batch)
         parts = {"loss_heatmap": heat0.new_zeros(()), "loss_pull": heat0.new_zeros(()),
                  "loss_push": heat0.new_zeros(()), "loss_offset": heat0.new_zeros(())}
+        cached: dict[tuple, dict[str, torch.Tensor]] = {}
         for s in range(len(outputs["tl_heat"])):
-            tgt = self.prepare_targets(targets, tuple(outputs["tl_heat"][s].shape[-2:]), heat0.device, level=s)
+            shape = tuple(outputs["tl_heat"][s].shape[-2:])
+            key = (shape, self.strides[s], None if self.level_ranges is None else self.level_ranges[s])
+            if key not in cached:  # the stacks of an hourglass share one set of targets
+                cached[key] = self.prepare_targets(targets, shape, heat0.device, level=s)
+            tgt = cached[key]
             b = tgt["image"]
             num_obj = float(b.numel())
             tags = {}

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torchvision.ops import clip_boxes_to_image
 
 from hybridvision.detectors.base import Detections, batch_images
 from hybridvision.ops.postprocess import empty_detections, nms_per_image
@@ -102,14 +103,9 @@ def _resized_view(images: torch.Tensor, image_sizes: Sequence[tuple[int, int]], 
 
 def _scale_boxes(dets: Detections, sx: Sequence[float], sy: Sequence[float],
                  image_sizes: Sequence[tuple[int, int]]) -> Detections:
-    out = []
-    for d, fx, fy, (h, w) in zip(dets, sx, sy, image_sizes):
-        factor = d["boxes"].new_tensor([fx, fy, fx, fy])
-        boxes = d["boxes"] * factor
-        boxes = torch.stack([boxes[:, 0].clamp(0, w), boxes[:, 1].clamp(0, h),
-                             boxes[:, 2].clamp(0, w), boxes[:, 3].clamp(0, h)], dim=1)
-        out.append({**d, "boxes": boxes})
-    return out
+    """Each image's boxes scaled by (sx, sy) and clipped to its (h, w)."""
+    return [{**d, "boxes": clip_boxes_to_image(d["boxes"] * d["boxes"].new_tensor([fx, fy, fx, fy]), size)}
+            for d, fx, fy, size in zip(dets, sx, sy, image_sizes)]
 
 
 @torch.no_grad()
