@@ -94,3 +94,20 @@ def test_triplets_keep_only_boxes_with_a_centre_keypoint():
     other_class = {k: [t.clone() for t in v] for k, v in out.items()}
     other_class["ct_heat"][-1] = other_class["ct_heat"][-1].flip(1)  # the centre now says class 0
     assert len(model.decode(other_class, [(64, 64)])[0]["boxes"]) == 0
+
+
+def test_the_64_reduction_pools_at_half_resolution_and_returns_full_maps():
+    from hybridvision.detectors.cornernet import CornerModule
+    from hybridvision.errors import UserInputError
+
+    module = CornerModule(8, 3, "tl", pool_channels=4, pool_stride=2).eval()
+    x = torch.rand(1, 8, 16, 12)
+    assert module.branch1(x).shape == (1, 4, 8, 6)  # the pooling sees 8×6
+    out = module(x)
+    assert out["heat"].shape == (1, 3, 16, 12) and out["tag"].shape == (1, 1, 16, 12)
+    with pytest.raises(UserInputError, match="pool_stride"):
+        CornerModule(8, 3, "tl", pool_stride=3)
+    full = create_model("cornernet_small", num_classes=2)
+    half = create_model("cornernet_small_64", num_classes=2)
+    # the same parameters (a strided conv has the 3×3 conv's weights): a cost of time, not size
+    assert sum(p.numel() for p in full.parameters()) == sum(p.numel() for p in half.parameters())

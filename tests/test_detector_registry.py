@@ -12,7 +12,8 @@ NUM_CLASSES = 3
 SIZE = 64
 # Hourglass-104 detectors (~200 M parameters, inputs a multiple of 128): the same classes as their
 # small presets, which the fast suite covers; `make test-all` runs these too.
-SLOW_DETECTORS = {"cornernet_hg104", "nl_cornernet_hg104", "nl_cornernet_64", "centernet_triplets_hg104"}
+SLOW_DETECTORS = {"cornernet_hg104", "nl_cornernet_hg104", "cornernet_64", "nl_cornernet_64",
+                  "centernet_triplets_hg104"}
 DETECTORS = [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_DETECTORS else n
              for n in list_models(task="detection")]
 

@@ -48,8 +48,8 @@ _CORNERS = {"tl": ("top", "left"), "br": ("bottom", "right")}
 _HEADS = {"tl": ("heat", "tag", "offset"), "br": ("heat", "tag", "offset"), "ct": ("heat", "offset")}
 
 
-def _conv_bn_relu(cin: int, cout: int, relu: bool = True) -> nn.Sequential:
-    layers: list[nn.Module] = [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout)]
+def _conv_bn_relu(cin: int, cout: int, relu: bool = True, stride: int = 1) -> nn.Sequential:
+    layers: list[nn.Module] = [nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(cout)]
     if relu:
         layers.append(nn.ReLU(inplace=True))
     return nn.Sequential(*layers)
@@ -80,23 +80,30 @@ class CornerModule(nn.Module):
             pooling, Duan et al. 2019: two more 3×3 conv-BN-ReLU branches look along the edges);
             ignored for ``"ct"``.
         pool_channels: channels of the two branches (128).
-        attn, attn_kwargs: the non-local block of ``pool="nl"``.
+        pool_stride: 1, or 2 for the seed's "-64" size reduction: the two branches convolve with
+            stride 2, so the pooling runs at half the map's resolution (64² for a 128² map), and
+            the pooled map is upsampled back (nearest) before the merge.
+        attn, attn_kwargs: the non-local block of ``pool="nl"`` (its own ``reduce`` option is
+            NL-CornerNet-64's form: the reduction inside the block).
         prior_prob: initial corner probability (0.1 → heatmap bias −2.19).
     """
 
     def __init__(self, channels: int, num_classes: int, corner: str, *, pool: str = "corner",
-                 pool_channels: int = 128, attn: str = "nonlocal_thesis_a",
+                 pool_channels: int = 128, pool_stride: int = 1, attn: str = "nonlocal_thesis_a",
                  attn_kwargs: dict[str, Any] | None = None, prior_prob: float = 0.1) -> None:
         super().__init__()
         if pool not in CORNER_POOLS:
             raise UserInputError(f"CornerNet pool={pool!r} must be one of {', '.join(CORNER_POOLS)}")
+        if pool_stride not in (1, 2):
+            raise UserInputError(f"CornerNet pool_stride={pool_stride!r} must be 1 or 2 (the '-64' reduction)")
         self.directions = _CORNERS.get(corner, ())
         self.pool = "center" if corner == "ct" else pool
-        self.branch1 = _conv_bn_relu(channels, pool_channels)
-        self.branch2 = _conv_bn_relu(channels, pool_channels)
+        self.pool_stride = pool_stride
+        self.branch1 = _conv_bn_relu(channels, pool_channels, stride=pool_stride)
+        self.branch2 = _conv_bn_relu(channels, pool_channels, stride=pool_stride)
         if self.pool == "cascade":
-            self.look1 = _conv_bn_relu(channels, pool_channels)
-            self.look2 = _conv_bn_relu(channels, pool_channels)
+            self.look1 = _conv_bn_relu(channels, pool_channels, stride=pool_stride)
+            self.look2 = _conv_bn_relu(channels, pool_channels, stride=pool_stride)
         if self.pool == "nl":
             self.replace1: nn.Module = create_attn(attn, pool_channels, **dict(attn_kwargs or {}))
             self.replace2: nn.Module = create_attn(attn, pool_channels, **dict(attn_kwargs or {}))
@@ -117,7 +124,7 @@ class CornerModule(nn.Module):
             self.heads[name] = head
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        a, b = self.branch1(x), self.branch2(x)  # [B, 128, H, W] each
+        a, b = self.branch1(x), self.branch2(x)  # [B, 128, H/s, W/s] each (s = pool_stride)
         if self.pool == "corner":
             pooled = corner_pool(a, self.directions[0]) + corner_pool(b, self.directions[1])
         elif self.pool == "cascade":
@@ -127,6 +134,8 @@ class CornerModule(nn.Module):
             pooled = center_pool(a, b)
         else:
             pooled = self.replace1(a) + self.replace2(b)
+        if self.pool_stride > 1:
+            pooled = F.interpolate(pooled, size=x.shape[-2:], mode="nearest")  # back to [B, 128, H, W]
         y = self.out(F.relu(self.merge(pooled) + self.skip(x)))  # [B, C, H, W]
         return {name: head(y) for name, head in self.heads.items()}
 
@@ -177,7 +186,7 @@ class CornerNet(DenseDetector):
             offset (centre pooling); a decoded box is kept only when one of the ``center_topk``
             best centre keypoints of its class lies in its central region
             (:func:`~hybridvision.ops.triplets.central_region_check`), scored by the three.
-        pool, pool_channels, attn, attn_kwargs: the prediction modules' pooling
+        pool, pool_channels, pool_stride, attn, attn_kwargs: the prediction modules' pooling
             (:class:`CornerModule`).
         min_overlap: of the corner Gaussians' radius (0.3, CornerNet's config).
         radius_form: ``"corrected"`` or ``"original"`` (:func:`~hybridvision.ops.gaussian_radius`).
@@ -202,6 +211,7 @@ class CornerNet(DenseDetector):
         center_topk: int = 70,
         pool: str = "corner",
         pool_channels: int = 128,
+        pool_stride: int = 1,
         attn: str = "nonlocal_thesis_a",
         attn_kwargs: dict[str, Any] | None = None,
         min_overlap: float = 0.3,
@@ -222,7 +232,8 @@ class CornerNet(DenseDetector):
             info = backbone.feature_info
             neck = StackNeck(info[-1]["channels"], info[-1]["stride"], len(info))
         head = CornerHead(neck.out_channels, num_classes, len(neck.strides), shared=shared_head, pool=pool,
-                          centers=center_keypoints, pool_channels=pool_channels, attn=attn, attn_kwargs=attn_kwargs)
+                          centers=center_keypoints, pool_channels=pool_channels, pool_stride=pool_stride, attn=attn,
+                          attn_kwargs=attn_kwargs)
         super().__init__(backbone, neck, head, num_classes, pixel_mean=pixel_mean, pixel_std=pixel_std)
         self.size_divisible = int(getattr(backbone, "size_multiple", self.size_divisible))
         if level_ranges is not None and len(level_ranges) != len(self.strides):

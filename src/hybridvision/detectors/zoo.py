@@ -497,6 +497,13 @@ def nl_cornernet_hg104(*, num_classes: int = 80, **kwargs: Any) -> CornerNet:
 
 
 @_cornernet_preset
+def cornernet_64(*, num_classes: int = 80, **kwargs: Any) -> CornerNet:
+    """CornerNet-64 (seed 000, Table 4.5): the prediction modules' branches convolve with stride 2,
+    so corner pooling runs at 64² for a 128² map, and the pooled map is upsampled back."""
+    return build_cornernet(**{"num_classes": num_classes, "pool_stride": 2, **kwargs})
+
+
+@_cornernet_preset
 def nl_cornernet_64(*, num_classes: int = 80, **kwargs: Any) -> CornerNet:
     """NL-CornerNet-64 (seed 000, Código 3.5): the non-local blocks first reduce their input with a
     stride-2 1×1 conv, so attention runs at 64² for a 128² map, and upsample their output back."""
@@ -533,6 +540,12 @@ def centernet_triplets_small(*, num_classes: int = 10, **kwargs: Any) -> CornerN
     """Small CenterNet keypoint triplets for CPU (the small hourglass)."""
     return build_cornernet(**{"num_classes": num_classes, **SMALL_HOURGLASS, "pool": "cascade",
                               "center_keypoints": True, **kwargs})
+
+
+@_cornernet_preset
+def cornernet_small_64(*, num_classes: int = 10, **kwargs: Any) -> CornerNet:
+    """Small CornerNet-64: corner pooling at half the map's resolution."""
+    return build_cornernet(**{"num_classes": num_classes, **SMALL_HOURGLASS, "pool_stride": 2, **kwargs})
 
 
 @_cornernet_preset

@@ -48,12 +48,15 @@ CORNERNET_NONLOCAL = _study(
     "cornernet-nonlocal",
     "Non-local blocks in CornerNet (seed 000, Tables 4.4–4.6)",
     "Does a non-local block help CornerNet when it replaces corner pooling, and at what cost?",
-    "CornerNet, NL-CornerNet (a non-local block replaces each corner pooling) and NL-CornerNet-64 "
-    "(the blocks attend at half resolution), each compared with CornerNet seed by seed.",
+    "CornerNet and NL-CornerNet (a non-local block replaces each corner pooling; Table 4.4), and the "
+    "same pair with the seed's size reduction (Table 4.5): CornerNet-64 pools at half the map's "
+    "resolution, NL-CornerNet-64's blocks attend at half resolution. NL-CornerNet and CornerNet-64 "
+    "are compared with CornerNet, NL-CornerNet-64 with CornerNet-64, seed by seed.",
     _rows([
         ("CornerNet", "cornernet_small", "cornernet_hg104", {}, None),
         ("NL-CornerNet", "nl_cornernet_small", "nl_cornernet_hg104", {}, "CornerNet"),
-        ("NL-CornerNet-64", "nl_cornernet_small_64", "nl_cornernet_64", {}, "CornerNet"),
+        ("CornerNet-64", "cornernet_small_64", "cornernet_64", {}, "CornerNet"),
+        ("NL-CornerNet-64", "nl_cornernet_small_64", "nl_cornernet_64", {}, "CornerNet-64"),
     ]),
 )
 
