@@ -148,16 +148,23 @@ def test_thesis_a_corner_studies_plan_every_preset(name, tmp_path):
     assert all(r.reference in {x.label for x in study.rows["cpu"]} for r in study.rows["cpu"] if r.reference)
 
 
-def test_cornernet_study_smoke_on_user_coco(tmp_path):
-    """`cornernet-nonlocal` trains, evaluates, costs and compares CornerNet and NL-CornerNet on a
-    user's COCO data (the corner family through the whole study framework)."""
+# cornerfcos (6 rows) and amounts (4) take ~20 s each on 2 cores; their families run in the other two
+@pytest.mark.parametrize("name", ["cornernet-nonlocal", "anchor-based", pytest.param("cornerfcos", marks=pytest.mark.slow),
+                                  pytest.param("amounts", marks=pytest.mark.slow)])
+def test_thesis_a_corner_studies_run_on_user_coco(name, tmp_path):
+    """Each of thesis A's corner-detector studies trains, evaluates, costs and compares every row
+    on a user's COCO data (one step per run), and compares each row with its reference."""
+    from hybridvision.studies.base import get_study
+
+    study = get_study(name)
     ann, imgs = _write_user_coco(tmp_path / "user")
-    res = run_study("cornernet-nonlocal", preset="smoke", seeds=1, data=f"coco:{ann},{imgs}", out=tmp_path / "s",
-                    device="cpu", overrides=["max_steps=1"], rows=["CornerNet", "NL-CornerNet"])
-    assert [line["row"] for line in res["summary"]] == ["CornerNet", "NL-CornerNet"]
+    res = run_study(name, preset="smoke", seeds=1, data=f"coco:{ann},{imgs}", out=tmp_path / "s",
+                    device="cpu", overrides=["max_steps=1"])
+    assert [line["row"] for line in res["summary"]] == [r.label for r in study.rows["smoke"]]
     assert all("AP" in r["metrics"] and r["metrics"]["params_m"] > 0 for r in res["runs"])
     results = json.loads((tmp_path / "s" / "results.json").read_text())
-    assert {(c["row"], c["reference"]) for c in results["comparisons"]} == {("NL-CornerNet", "CornerNet")}
+    expected = {(r.label, r.reference) for r in study.rows["smoke"] if r.reference}
+    assert {(c["row"], c["reference"]) for c in results["comparisons"]} == expected
 
 
 def _write_user_tuberlin(root):
