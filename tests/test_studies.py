@@ -149,7 +149,8 @@ def test_thesis_a_corner_studies_plan_every_preset(name, tmp_path):
 
 
 # cornerfcos (6 rows) and amounts (4) take ~20 s each on 2 cores; their families run in the other two
-@pytest.mark.parametrize("name", ["cornernet-nonlocal", "anchor-based", pytest.param("cornerfcos", marks=pytest.mark.slow),
+@pytest.mark.parametrize("name", ["cornernet-nonlocal", "anchor-based",
+                                  pytest.param("cornerfcos", marks=pytest.mark.slow),
                                   pytest.param("amounts", marks=pytest.mark.slow)])
 def test_thesis_a_corner_studies_run_on_user_coco(name, tmp_path):
     """Each of thesis A's corner-detector studies trains, evaluates, costs and compares every row
