@@ -77,7 +77,7 @@ def test_cornernet_with_corner_pooling_exports_to_plain_onnx(model, tmp_path):
     meta = export_onnx(model, tmp_path / "cornernet.onnx", size=64)
     ops = {n.op_type for n in onnx.load(str(tmp_path / "cornernet.onnx")).graph.node}
     assert "Max" in ops and not any("cum" in op.lower() for op in ops)
-    assert "tl_heat_1" in meta["outputs"]
+    assert "tl_heat_0" in meta["outputs"]
 
 
 def test_triplets_keep_only_boxes_with_a_centre_keypoint():
@@ -111,3 +111,23 @@ def test_the_64_reduction_pools_at_half_resolution_and_returns_full_maps():
     half = create_model("cornernet_small_64", num_classes=2)
     # the same parameters (a strided conv has the 3×3 conv's weights): a cost of time, not size
     assert sum(p.numel() for p in full.parameters()) == sum(p.numel() for p in half.parameters())
+
+
+def test_the_loss_sums_over_stacks_and_decoding_reads_the_last():
+    """Intermediate supervision: two stacks with identical outputs give twice one stack's loss;
+    decoding reads only the last stack (a first stack of noise changes nothing)."""
+    torch.manual_seed(0)
+    model = create_model("cornernet_small", num_classes=2, stacks=2).eval()
+    with torch.no_grad():
+        out = model(torch.rand(1, 3, 64, 64))
+    assert len(out["tl_heat"]) == 2
+    last = {k: [v[-1]] for k, v in out.items()}
+    twice = {k: [v[-1], v[-1]] for k, v in out.items()}
+    targets = [dict(boxes=torch.tensor([[8.0, 8.0, 40.0, 30.0]]), labels=torch.tensor([1]))]
+    one, two = model.loss(last, targets), model.loss(twice, targets)
+    for key in ("loss_heatmap", "loss_pull", "loss_push", "loss_offset"):
+        torch.testing.assert_close(two[key], 2 * one[key])
+    noisy = {k: [torch.randn_like(v[0]), v[1]] for k, v in out.items()}
+    a, b = model.decode(out, [(64, 64)]), model.decode(noisy, [(64, 64)])
+    torch.testing.assert_close(a[0]["boxes"], b[0]["boxes"])
+    torch.testing.assert_close(a[0]["scores"], b[0]["scores"])

@@ -518,14 +518,16 @@ def centernet_triplets_hg104(*, num_classes: int = 80, **kwargs: Any) -> CornerN
     return build_cornernet(**{"num_classes": num_classes, "pool": "cascade", "center_keypoints": True, **kwargs})
 
 
-# The CPU preset: 2 stacks of a depth-3 hourglass at widths 32–64 (inputs a multiple of 32).
-SMALL_HOURGLASS: dict[str, Any] = dict(stacks=2, depth=3, widths=(32, 32, 48, 64), blocks=(1, 1, 1, 1),
+# The CPU preset: one stack of a depth-3 hourglass at widths 32–64 (inputs a multiple of 32). A
+# second stack (CornerNet's intermediate supervision; ``stacks=2``) doubles a training step's cost
+# on a CPU (0.32 → 0.64 s at batch 16, 128², one thread; fcos_small: 0.17 s).
+SMALL_HOURGLASS: dict[str, Any] = dict(stacks=1, depth=3, widths=(32, 32, 48, 64), blocks=(1, 1, 1, 1),
                                        stem_channels=16, cnv_channels=32, pool_channels=32)
 
 
 @_cornernet_preset
 def cornernet_small(*, num_classes: int = 10, **kwargs: Any) -> CornerNet:
-    """Small CornerNet for CPU: 2 stacks of a depth-3 hourglass (32–64 ch), corner pooling."""
+    """Small CornerNet for CPU: one stack of a depth-3 hourglass (32–64 ch), corner pooling."""
     return build_cornernet(**{"num_classes": num_classes, **SMALL_HOURGLASS, **kwargs})
 
 
