@@ -258,3 +258,30 @@ def test_rows_with_one_seed_see_the_same_batches(tiny_amounts, tmp_path, monkeyp
         assert torch.equal(ia, ib)
         assert all(torch.equal(x, y) for x, y in zip(ba, bb))
     assert not torch.equal(a[0][0], a[4][0])  # and the batches do change from step to step
+
+
+@pytest.mark.parametrize("kind", ["detector", "classifier"])
+def test_cost_measurement_leaves_the_model_as_it_was(kind):
+    """The costs are measured before the study evaluates TTA on the same model: the training-step
+    timing must not move its BatchNorm statistics (nor anything else in its state)."""
+    from hybridvision.config import TrainConfig
+    from hybridvision.factory import create_model
+    from hybridvision.studies.fcos_nonlocal import measure_detector
+    from hybridvision.studies.hybrid_classification import measure_classifier
+
+    torch.manual_seed(0)
+    if kind == "detector":
+        model, measure = create_model("centernet_small", num_classes=3), measure_detector
+        cfg = TrainConfig.from_dict({**TrainConfig().to_dict(), "model": "centernet_small", "image_size": 64,
+                                     "batch_size": 2})
+    else:
+        model, measure = create_model("resnet26", num_classes=3, in_chans=1, width=0.25), measure_classifier
+        cfg = TrainConfig.from_dict({**TrainConfig().to_dict(), "model": "resnet26", "image_size": 32,
+                                     "batch_size": 2, "model_kwargs": {"in_chans": 1}})
+    model.eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    measure(model, cfg, torch.device("cpu"))
+    after = model.state_dict()
+    assert not model.training
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert changed == []

@@ -10,6 +10,7 @@ is a mean ± std over seeds.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
@@ -43,22 +44,22 @@ def measure_detector(model: torch.nn.Module, cfg: TrainConfig, device: torch.dev
     infer_mem = measure_peak_memory(infer, device)
 
     # One training step (forward, loss, backward) at the study's batch size: its time and its
-    # peak memory (the seed's NL pain point).
+    # peak memory (the seed's NL pain point). On a copy: train-mode forwards of random images
+    # would move the BatchNorm running statistics of the model the caller goes on evaluating.
     b = cfg.batch_size
     xb = torch.rand(b, 3, s, s, device=device)
     box = torch.tensor([[s * 0.2, s * 0.2, s * 0.6, s * 0.7]], device=device)
     targets = [{"boxes": box, "labels": torch.zeros(1, dtype=torch.int64, device=device)}] * b
-    model.train()
+    trainee = copy.deepcopy(model).train()
 
     def train_step():
-        model.zero_grad(set_to_none=True)
-        loss = model.loss(model(xb), targets)["loss"]
+        trainee.zero_grad(set_to_none=True)
+        loss = trainee.loss(trainee(xb), targets)["loss"]
         loss.backward()
 
     train_mem = measure_peak_memory(train_step, device)
     train_lat = measure_latency(train_step, warmup=1, runs=5, device=device)
-    model.zero_grad(set_to_none=True)
-    model.eval()
+    del trainee
     return {"infer_ms": lat["median_ms"], "infer_mem_mb": infer_mem / 2**20,
             "train_ms": train_lat["median_ms"], "train_mem_mb": train_mem / 2**20,
             "params_m": count_params(model) / 1e6, "gflops": flops / 1e9}

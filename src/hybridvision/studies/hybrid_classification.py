@@ -11,6 +11,8 @@ Two tables, as in the seed:
 
 from __future__ import annotations
 
+import copy
+
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -80,15 +82,14 @@ def measure_classifier(model: torch.nn.Module, cfg: Any, device: torch.device) -
     lat = measure_latency(infer, warmup=2, runs=15, device=device)
     xb = torch.rand(cfg.batch_size, c, cfg.image_size, cfg.image_size, device=device)
     yb = torch.randint(0, int(model.num_classes), (cfg.batch_size,), device=device)
-    model.train()
+    trainee = copy.deepcopy(model).train()  # train-mode forwards would move the caller's BN statistics
 
     def train_step():
-        model.zero_grad(set_to_none=True)
-        F.cross_entropy(model(xb), yb, label_smoothing=cfg.label_smoothing).backward()
+        trainee.zero_grad(set_to_none=True)
+        F.cross_entropy(trainee(xb), yb, label_smoothing=cfg.label_smoothing).backward()
 
     train = measure_latency(train_step, warmup=1, runs=5, device=device)
-    model.zero_grad(set_to_none=True)
-    model.eval()
+    del trainee
     return {"infer_ms": lat["median_ms"], "train_ms": train["median_ms"], "params_m": count_params(model) / 1e6}
 
 
