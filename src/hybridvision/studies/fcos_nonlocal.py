@@ -59,7 +59,6 @@ def measure_detector(model: torch.nn.Module, cfg: TrainConfig, device: torch.dev
 
     train_mem = measure_peak_memory(train_step, device)
     train_lat = measure_latency(train_step, warmup=1, runs=5, device=device)
-    del trainee
     return {"infer_ms": lat["median_ms"], "infer_mem_mb": infer_mem / 2**20,
             "train_ms": train_lat["median_ms"], "train_mem_mb": train_mem / 2**20,
             "params_m": count_params(model) / 1e6, "gflops": flops / 1e9}

@@ -89,7 +89,6 @@ def measure_classifier(model: torch.nn.Module, cfg: Any, device: torch.device) -
         F.cross_entropy(trainee(xb), yb, label_smoothing=cfg.label_smoothing).backward()
 
     train = measure_latency(train_step, warmup=1, runs=5, device=device)
-    del trainee
     return {"infer_ms": lat["median_ms"], "train_ms": train["median_ms"], "params_m": count_params(model) / 1e6}
 
 
