@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -138,9 +140,30 @@ def canonical_preset(study: Study, preset: str) -> str:
     return name
 
 
-def _train_run(cfg_dict: dict[str, Any], init_like: tuple[str, dict[str, Any]] | None, threads: int) -> None:
+def exit_with_parent(parent: int, poll_s: float = 1.0) -> threading.Thread:
+    """End this worker process (``os._exit``) within ``poll_s`` of the process ``parent`` ending.
+
+    A study killed outright (SIGTERM, SIGKILL, a closed terminal) cannot shut its worker pool
+    down; orphaned workers would train on, unseen, into the run folders a restarted study resumes
+    and writes too. The worker notices that it has been re-parented and stops; its run resumes
+    from its last checkpoint when the study is started again."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os._exit(3)
+
+    thread = threading.Thread(target=watch, name="exit-with-parent", daemon=True)
+    thread.start()
+    return thread
+
+
+def _train_run(cfg_dict: dict[str, Any], init_like: tuple[str, dict[str, Any]] | None, threads: int,
+               parent: int | None = None) -> None:
     """Train one (row, seed) run to the end and write its ``trained.json`` (a separate process
-    with ``--jobs``). Resumes a run killed earlier; a finished run is only evaluated again."""
+    with ``--jobs``, which ends with the study process ``parent``). Resumes a run killed
+    earlier; a finished run is only evaluated again."""
+    if parent is not None:
+        exit_with_parent(parent)
     if threads:
         torch.set_num_threads(threads)
     cfg = TrainConfig.from_dict(cfg_dict, source="study run")
@@ -257,7 +280,7 @@ def _train_all(study: Study, preset: str, runs: list[dict[str, Any]], jobs: int,
         return
     console.print(f"training {len(runs)} of {total} runs, {jobs} at a time on {threads} thread(s) each")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(_train_run, *args): run for run, args in zip(runs, work)}
+        futures = {pool.submit(_train_run, *args, os.getpid()): run for run, args in zip(runs, work)}
         for k, fut in enumerate(as_completed(futures), 1):
             run = futures[fut]
             try:
