@@ -26,35 +26,43 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--runs", type=int, default=2)
+    ap.add_argument("--runs", type=int, default=2, help="timed steps per model (0: memory only)")
     ap.add_argument("--small", action="store_true", help="the CPU presets instead of Hourglass-104")
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
-    names = (["cornernet_small", "nl_cornernet_small", "nl_cornernet_small_64"] if args.small
-             else ["cornernet_hg104", "nl_cornernet_hg104", "nl_cornernet_64"])
+    names = (["cornernet_small", "nl_cornernet_small", "cornernet_small_64", "nl_cornernet_small_64"] if args.small
+             else ["cornernet_hg104", "nl_cornernet_hg104", "cornernet_64", "nl_cornernet_64"])
     device = torch.device(args.device)
     x = torch.rand(args.batch, 3, args.size, args.size, device=device)
     box = torch.tensor([[0.2, 0.2, 0.6, 0.7]], device=device) * args.size
     targets = [{"boxes": box, "labels": torch.zeros(1, dtype=torch.long, device=device)}] * args.batch
-    models = {n: create_model(n, num_classes=80).to(device).train() for n in names}
 
     def step(model):
         model.zero_grad(set_to_none=True)
         model.loss(model(x), targets)["loss"].backward()
 
-    peak = {n: measure_peak_memory(lambda m=m: step(m), device) / 2**20 for n, m in models.items()}
-    times = {n: [] for n in names}
-    for _ in range(args.runs):
-        for n, m in models.items():
-            t = time.perf_counter()
-            step(m)
-            times[n].append(time.perf_counter() - t)
+    peak = {}
+    for n in names:  # one model alive at a time: Hourglass-104 and its gradients take ~1.5 GB
+        model = create_model(n, num_classes=80).to(device).train()
+        peak[n] = measure_peak_memory(lambda m=model: step(m), device) / 2**20
+        print(f"  {n:22s} peak {peak[n]:9.0f} MiB", flush=True)
+        del model
+    times: dict[str, list[float]] = {n: [] for n in names}
+    if args.runs:
+        models = {n: create_model(n, num_classes=80).to(device).train() for n in names}
+        for _ in range(args.runs):
+            for n, m in models.items():
+                t = time.perf_counter()
+                step(m)
+                times[n].append(time.perf_counter() - t)
     base = names[0]
     print(f"{args.size}² input, batch {args.batch}, {device}, torch {torch.__version__}")
     for n in names:
-        med = statistics.median(times[n])
-        print(f"  {n:22s} peak {peak[n]:9.0f} MiB (×{peak[n] / peak[base]:.2f})   step {med:7.2f} s "
-              f"(×{med / statistics.median(times[base]):.2f})")
+        timing = ""
+        if times[n]:
+            med = statistics.median(times[n])
+            timing = f"   step {med:7.2f} s (×{med / statistics.median(times[base]):.2f})"
+        print(f"  {n:22s} peak {peak[n]:9.0f} MiB (×{peak[n] / peak[base]:.2f}){timing}")
 
 
 if __name__ == "__main__":
