@@ -125,8 +125,8 @@ class TrainConfig(BaseModel):
     data_root: str = Field("data", min_length=1, description="a folder (where built-in datasets are generated)")
     data_kwargs: dict[str, Any] = Field(default_factory=dict,
                                         description="a mapping of dataset options, e.g. {n_train: 100}")
-    task: Literal["auto", "detection", "classification"] = Field(
-        "auto", description="auto, detection or classification")
+    task: Literal["auto", "detection", "classification", "sbir"] = Field(
+        "auto", description="auto, detection, classification or sbir")
     image_size: int = Field(128, ge=32, le=8192, description="an integer in [32, 8192] (pixels)")
     epochs: int = Field(12, ge=1, description="an integer >= 1")
     max_steps: int = Field(0, ge=0, description="an integer >= 0 (0: no limit)")

@@ -34,7 +34,8 @@ from hybridvision.data.sketches import find_image_folder, load_sketch_image
 from hybridvision.errors import DataError, UserInputError
 from hybridvision.imageio import load_image_uint8
 
-__all__ = ["BimodalData", "read_bimodal", "resolve_bimodal", "ImageItems", "PairEpoch", "TripletEpoch"]
+__all__ = ["BimodalData", "read_bimodal", "resolve_bimodal", "ImageItems", "PairEpoch", "TripletEpoch",
+           "RetrievalItems", "collate_by_modality", "split_items"]
 
 Items = list[tuple[str, int]]  # (image path, label)
 
@@ -148,42 +149,54 @@ def _by_class(items: Items, num_classes: int) -> list[np.ndarray]:
 
 
 class _EpochDraw(Dataset):
-    """One sample per sketch, the photo partners drawn for ``epoch`` (shared by pairs and triplets)."""
+    """One sample per sketch, the photo partners drawn per epoch (:meth:`set_epoch`, which the
+    trainer calls before each epoch; shared by pairs and triplets)."""
 
     def __init__(self, data: BimodalData, epoch: int, seed: int, sketch_tf: Callable | None,
                  photo_tf: Callable | None) -> None:
         self.sketches = ImageItems(data.sketches, "sketch", sketch_tf)
         self.photos = ImageItems(data.photos, "photo", photo_tf)
+        self.sketch_labels = [y for _, y in data.sketches]
         self.photo_groups = _by_class(data.photos, len(data.classes))
-        if any(len(g) == 0 for g in self.photo_groups) or len(self.photo_groups) < 2:
+        if len(self.photo_groups) < 2 or any(len(self.photo_groups[y]) == 0 for y in set(self.sketch_labels)):
             raise DataError("pairs and triplets need photos of at least two classes and of every sketch's class")
-        self.rng = np.random.default_rng([seed, epoch])
+        self.seed = seed
+        self.set_epoch(epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.rng = np.random.default_rng([self.seed, epoch])
+        self._draw()
+
+    def _draw(self) -> None:
+        raise NotImplementedError
 
     def _photo_of(self, label: int) -> int:
         g = self.photo_groups[label]
         return int(g[self.rng.integers(len(g))])
 
     def _photo_not_of(self, label: int) -> int:
-        other = int(self.rng.integers(len(self.photo_groups) - 1))
-        return self._photo_of(other + (other >= label))
+        others = [c for c in range(len(self.photo_groups)) if c != label and len(self.photo_groups[c])]
+        return self._photo_of(others[int(self.rng.integers(len(others)))])
 
     def __len__(self) -> int:
         return len(self.sketches)
 
 
 class PairEpoch(_EpochDraw):
-    """Stage 2: ``(sketch, photo, same, sketch_label, photo_label)``; ``same`` is True for half
-    the sketches (a fixed random half per epoch)."""
+    """Stage 2 (and stage 1, which ignores ``same``): ``(sketch, photo, same, sketch_label,
+    photo_label)``; ``same`` is True for a random half of the sketches each epoch."""
 
-    def __init__(self, data: BimodalData, epoch: int, seed: int = 0, sketch_tf: Callable | None = None,
+    def __init__(self, data: BimodalData, epoch: int = 0, seed: int = 0, sketch_tf: Callable | None = None,
                  photo_tf: Callable | None = None) -> None:
         super().__init__(data, epoch, seed, sketch_tf, photo_tf)
+
+    def _draw(self) -> None:
         n = len(self.sketches)
         self.same = np.zeros(n, dtype=bool)
         self.same[self.rng.permutation(n)[: n // 2 + n % 2]] = True
-        labels = [y for _, y in data.sketches]
         self.partner = np.array([self._photo_of(y) if s else self._photo_not_of(y)
-                                 for y, s in zip(labels, self.same)], dtype=np.int64)
+                                 for y, s in zip(self.sketch_labels, self.same)], dtype=np.int64)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, bool, int, int]:
         sketch, ys = self.sketches[i]
@@ -194,15 +207,56 @@ class PairEpoch(_EpochDraw):
 class TripletEpoch(_EpochDraw):
     """Stage 3: ``(sketch, positive photo, negative photo, sketch_label, negative_label)``."""
 
-    def __init__(self, data: BimodalData, epoch: int, seed: int = 0, sketch_tf: Callable | None = None,
+    def __init__(self, data: BimodalData, epoch: int = 0, seed: int = 0, sketch_tf: Callable | None = None,
                  photo_tf: Callable | None = None) -> None:
         super().__init__(data, epoch, seed, sketch_tf, photo_tf)
-        labels = [y for _, y in data.sketches]
-        self.positive = np.array([self._photo_of(y) for y in labels], dtype=np.int64)
-        self.negative = np.array([self._photo_not_of(y) for y in labels], dtype=np.int64)
+
+    def _draw(self) -> None:
+        self.positive = np.array([self._photo_of(y) for y in self.sketch_labels], dtype=np.int64)
+        self.negative = np.array([self._photo_not_of(y) for y in self.sketch_labels], dtype=np.int64)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, int]:
         sketch, ys = self.sketches[i]
         pos, _ = self.photos[int(self.positive[i])]
         neg, yn = self.photos[int(self.negative[i])]
         return sketch, pos, neg, ys, yn
+
+
+class RetrievalItems(Dataset):
+    """Validation: sketch queries then photo gallery items, ``(image, label, modality)``; batch
+    them with :func:`collate_by_modality`."""
+
+    def __init__(self, sketches: ImageItems, photos: ImageItems) -> None:
+        self.sketches, self.photos = sketches, photos
+
+    def __len__(self) -> int:
+        return len(self.sketches) + len(self.photos)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, str]:
+        n = len(self.sketches)
+        return (*self.sketches[i], "sketch") if i < n else (*self.photos[i - n], "photo")
+
+
+def collate_by_modality(batch: list) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """``[(image, label, modality)]`` → ``{modality: (images [B_m, C_m, H, W], labels [B_m])}``."""
+    out: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    for modality in ("sketch", "photo"):
+        items = [(x, y) for x, y, m in batch if m == modality]
+        if items:
+            out[modality] = (torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items]))
+    return out
+
+
+def split_items(items: Items, val_fraction: float, seed: int) -> tuple[Items, Items]:
+    """Per class, a seeded ``val_fraction`` of the items (at least one when a class has two or
+    more) → ``(train, val)``."""
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    labels = sorted({y for _, y in items})
+    for c in labels:
+        mine = [it for it in items if it[1] == c]
+        order = rng.permutation(len(mine))
+        n_val = max(1, round(len(mine) * val_fraction)) if len(mine) > 1 else 0
+        val += [mine[i] for i in sorted(order[:n_val])]
+        train += [mine[i] for i in sorted(order[n_val:])]
+    return train, val

@@ -31,7 +31,7 @@ from collections.abc import Callable
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset, Subset, default_collate
 
 import hybridvision.models  # noqa: F401  registers every model, so "auto" can look up its task
 from hybridvision.config import TrainConfig
@@ -39,6 +39,8 @@ from hybridvision.data import classification_transforms, transforms
 from hybridvision.data.builtin.amounts import ensure_amounts
 from hybridvision.data.classification_transforms import build_classification_transforms
 from hybridvision.data.coco import CocoDetection, collate_detection
+from hybridvision.data.sbir import (ImageItems, PairEpoch, RetrievalItems, TripletEpoch, collate_by_modality,
+                                    resolve_bimodal, split_items)
 from hybridvision.data.sketches import build_sketch_dataset
 from hybridvision.data.transforms import build_preset_transforms, preset_train_collate
 from hybridvision.engine.inference import predict_batches
@@ -47,11 +49,13 @@ from hybridvision.errors import UserInputError
 from hybridvision.evaluation.classification import topk_accuracy
 from hybridvision.evaluation.analysis import evaluate_with_analysis, write_analysis_files
 from hybridvision.evaluation.coco import detections_to_coco_results, write_metrics_json
+from hybridvision.evaluation.retrieval import retrieval_metrics
 from hybridvision.fileio import atomic_write_json, read_json
 from hybridvision.plots import save_analysis_plots
 from hybridvision.registry import model_task, register_task, task_class
+from hybridvision.retrieval.losses import contrastive_loss, hardest_negatives, triplet_loss
 
-__all__ = ["DataBundle", "DetectionTask", "ClassificationTask", "make_task", "resolve_detection_data"]
+__all__ = ["DataBundle", "DetectionTask", "ClassificationTask", "SBIRTask", "make_task", "resolve_detection_data"]
 
 
 @dataclass
@@ -379,6 +383,156 @@ class ClassificationTask:
         labels = torch.cat(labels_all)
         acc = topk_accuracy(logits, labels, ks=(1, min(5, logits.shape[1])))
         return {"top1": float(acc["top1"]), "top5": float(acc.get("top5", 1.0))}, []
+
+
+# ----------------------------------------------------------------------------------- retrieval
+@register_task("sbir")
+class SBIRTask:
+    """Two-branch sketch-based image retrieval (:mod:`hybridvision.retrieval.two_branch`), one
+    training stage per run (the model option ``stage``): stage 1 both branches as classifiers,
+    stage 2 contrastive pairs, stage 3 triplets, each with the softmax losses (thesis B §3).
+
+    Data: ``builtin:bimodal`` or ``folders:SKETCH_DIR,PHOTO_DIR[,UNSEEN.txt]``
+    (:mod:`hybridvision.data.sbir`); training uses the seen classes, 80 % of each class's sketches
+    and photos (by seed); evaluation ranks the other 20 % of photos for the other 20 % of
+    sketches (mAP, mRR, P@10 of :func:`~hybridvision.evaluation.retrieval.retrieval_metrics`).
+    Options in ``data_kwargs``: ``val_fraction``, ``margin`` (of the stage's metric loss),
+    ``hard_negatives`` (stage 2: each negative pair's photo replaced by the sketch's nearest photo
+    of another class in the batch) and, for the built-in data, ``sketches``, ``photos``, ``size``.
+    """
+
+    name = "sbir"
+    primary_metric = "mAP"
+    metrics_file = "retrieval_metrics.json"
+    default_image_size = 224
+    default_num_classes = 250
+    _OPTIONS = ("val_fraction", "margin", "hard_negatives")
+    _BUILTIN = ("sketches", "photos", "size")
+
+    def __init__(self, label_smoothing: float = 0.1, **_: Any):
+        self.label_smoothing = label_smoothing
+        self.margin: float | None = None
+        self.hard_negatives = False
+
+    @staticmethod
+    def input_kwargs(in_chans: int) -> dict[str, Any]:
+        return {}
+
+    @staticmethod
+    def input_channels(model: nn.Module) -> int:
+        return 1  # a query is a grey sketch
+
+    @staticmethod
+    def inference(model: nn.Module, x: torch.Tensor) -> Callable[[], Any]:
+        """One query embedding call on ``x`` ``[B, 1, S, S]`` (a sketch batch)."""
+        return lambda: model(x, "sketch")
+
+    def _options(self, cfg: TrainConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+        kw = dict(cfg.data_kwargs)
+        allowed = self._OPTIONS + (self._BUILTIN if cfg.data.startswith("builtin:") else ())
+        unknown = sorted(set(kw) - set(allowed))
+        if unknown:
+            raise UserInputError(f"data_kwargs {', '.join(unknown)}: not an option of SBIR data {cfg.data}; "
+                                 f"valid: {', '.join(allowed)}")
+        return {k: kw[k] for k in self._OPTIONS if k in kw}, {k: kw[k] for k in self._BUILTIN if k in kw}
+
+    def build_data(self, cfg: TrainConfig) -> DataBundle:
+        options, builtin = self._options(cfg)
+        val_fraction = float(options.get("val_fraction", 0.2))
+        if not 0 < val_fraction < 1:
+            raise UserInputError(f"data_kwargs val_fraction={val_fraction}: use a number in (0, 1)")
+        self.margin = None if options.get("margin") is None else float(options["margin"])
+        self.hard_negatives = bool(options.get("hard_negatives", False))
+        data = resolve_bimodal(cfg.data, cfg.data_root, **builtin).subset("seen")
+        s_train, s_val = split_items(data.sketches, val_fraction, cfg.seed)
+        p_train, p_val = split_items(data.photos, val_fraction, cfg.seed + 1)
+        size = cfg.image_size
+        sketch_tf = build_classification_transforms(True, size, sketch=True, in_chans=1, scale=(0.9, 1.0),
+                                                    rotation=20.0, hflip=0.5)
+        photo_tf = build_classification_transforms(True, size, sketch=False, in_chans=3, scale=(0.7, 1.0))
+        train_data = type(data)(data.classes, s_train, p_train)
+        stage = int(cfg.model_kwargs.get("stage", 3))
+        kind = TripletEpoch if stage == 3 else PairEpoch
+        train = kind(train_data, 0, cfg.seed, sketch_tf, photo_tf)
+        val = RetrievalItems(
+            ImageItems(s_val, "sketch", build_classification_transforms(False, size, sketch=True, in_chans=1)),
+            ImageItems(p_val, "photo", build_classification_transforms(False, size, sketch=False, in_chans=3)))
+        return DataBundle(train=train, val=val, num_classes=len(data.classes), class_names=data.classes,
+                          collate=collate_by_modality, train_collate=default_collate, meta={"stage": stage})
+
+    def build_eval_data(self, cfg: TrainConfig, *, whole: bool = False) -> DataBundle:
+        return self.build_data(cfg)
+
+    @staticmethod
+    def check_augment(augment: dict[str, Any]) -> None:
+        if augment:
+            raise UserInputError(f"augment {', '.join(sorted(augment))}: SBIR runs use thesis B's fixed "
+                                 "augmentation (sketches: crop 0.9–1, rotation ±20°; photos: crop 0.7–1); "
+                                 "remove the augment options")
+
+    @staticmethod
+    def start_warnings(model: nn.Module, bundle: DataBundle, cfg: TrainConfig) -> list[str]:
+        return []
+
+    def write_evaluation(self, evaluation: dict[str, Any], results: list[dict], folder: Path) -> Path:
+        return atomic_write_json(Path(folder) / self.metrics_file, evaluation, indent=1)
+
+    def batch_loss(self, model: nn.Module, batch, device: torch.device) -> dict[str, torch.Tensor]:
+        net = unwrap(model)
+        ce = lambda logits, y: F.cross_entropy(logits, y.to(device), label_smoothing=self.label_smoothing)  # noqa: E731
+        if net.stage in (1, 2):  # PairEpoch batches
+            sketch, photo, same, ys, yp = batch
+            sketch, photo, same = sketch.to(device), photo.to(device), same.to(device)
+            if net.stage == 1:  # each branch a classifier alone
+                return self._total({"loss_sketch_ce": ce(net.stage1_logits(sketch, "sketch"), ys),
+                                    "loss_photo_ce": ce(net.stage1_logits(photo, "photo"), yp)})
+            e_s, l_s = model(sketch, "sketch")
+            e_p, l_p = model(photo, "photo")
+            if self.hard_negatives:  # each negative pair's photo: the nearest of another class
+                idx = hardest_negatives(e_s.detach(), e_p.detach(), ys.to(device), yp.to(device))
+                swap = (~same) & (idx >= 0)
+                e_p = torch.where(swap[:, None], e_p[idx.clamp(min=0)], e_p)
+            margin = {} if self.margin is None else {"margin": self.margin}
+            return self._total({"loss_contrastive": contrastive_loss(e_s, e_p, same, **margin),
+                                "loss_sketch_ce": ce(l_s, ys), "loss_photo_ce": ce(l_p, yp)})
+        sketch, pos, neg, ys, yn = batch
+        e_s, l_s = model(sketch.to(device), "sketch")
+        e_pos, l_pos = model(pos.to(device), "photo")
+        e_neg, l_neg = model(neg.to(device), "photo")
+        margin = {} if self.margin is None else {"margin": self.margin}
+        return self._total({"loss_triplet": triplet_loss(e_s, e_pos, e_neg, **margin),
+                            "loss_sketch_ce": ce(l_s, ys),
+                            "loss_photo_ce": (ce(l_pos, ys) + ce(l_neg, yn)) / 2})
+
+    @staticmethod
+    def _total(parts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {"loss": sum(parts.values()), **parts}  # type: ignore[dict-item]
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, loader, device: torch.device, bundle: DataBundle,
+                 progress: bool = False, tta: str | None = None) -> tuple[dict[str, Any], list[dict]]:
+        if tta is not None:
+            raise UserInputError(f"--tta {tta}: test-time augmentation applies to detectors, not SBIR")
+        net = unwrap(model)
+        was_training = net.training
+        net.eval()
+        feats: dict[str, list[torch.Tensor]] = {"sketch": [], "photo": []}
+        labels: dict[str, list[torch.Tensor]] = {"sketch": [], "photo": []}
+        for groups in loader:
+            for modality, (images, y) in groups.items():
+                feats[modality].append(F.normalize(net(images.to(device), modality)[0].float(), dim=1).cpu())
+                labels[modality].append(y)
+        net.train(was_training)
+        if not feats["sketch"] or not feats["photo"]:
+            raise UserInputError("SBIR evaluation needs validation sketches and photos; lower val_fraction's "
+                                 "rounding by adding images, or use more per class")
+        q, g = torch.cat(feats["sketch"]), torch.cat(feats["photo"])
+        metrics = retrieval_metrics(q @ g.T, torch.cat(labels["sketch"]), torch.cat(labels["photo"]), k=10)
+        out = {k: float(metrics[k]) for k in ("mAP", "mAP_interp", "mRR", "P@k", "mAP@k")}
+        out["P@10"] = out.pop("P@k")
+        out["mAP@10"] = out.pop("mAP@k")
+        out.update(queries=int(metrics["queries"]), gallery=int(g.shape[0]))
+        return out, []
 
 
 def make_task(cfg: TrainConfig):

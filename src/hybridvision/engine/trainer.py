@@ -454,6 +454,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, weights: str | None = None,
             if cfg.max_steps and step >= cfg.max_steps:
                 break
             torch.manual_seed(cfg.seed * 1_000_003 + epoch)  # augmentation RNG of this epoch
+            if hasattr(bundle.train, "set_epoch"):  # data drawn per epoch (SBIR pairs, triplets)
+                bundle.train.set_epoch(epoch)
             loader = epoch_loader(bundle, cfg, epoch, world, rank)
             bar = progress.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=len(loader), info="")
             train_model.train()

@@ -1,23 +1,24 @@
 """The two-branch network of sketch-based image retrieval (Bui et al., "Compact descriptors for
 sketch-based image retrieval using a triplet loss convolutional neural network", CVIU 2017;
-thesis B §2.x and §3.x, Fig. 2.14).
+thesis B, Fig. 2.14 and the head of its chapter 3).
 
 A sketch branch (grey input) and a photo branch (RGB input) each have their own stem and early
 stages; the last ``shared_stages`` stages and the head are **one module** used by both branches.
-The head (thesis B §3.x): global average pool → FC(``hidden``) → BN → ReLU → FC(``embed_dim``) —
+The head (thesis B, chapter 3): global average pool → FC(``hidden``) → BN → ReLU → FC(``embed_dim``) —
 the embedding, compared by cosine / Euclidean distance of unit vectors — → a linear classifier
 (both softmax losses train it; linear after the embedding, so it adds no capacity to the
 classifier).
 
-Training runs in stages (:class:`~hybridvision.retrieval.two_branch.TwoBranchSBIR` supplies the
-pieces; the SBIR task runs them):
+Training runs in stages, each a run of its own with the previous stage's weights (``stage`` is
+a model option, so a stage's checkpoint is a complete model):
 
-1. each branch alone as a classifier (:meth:`TwoBranchSBIR.branch_classifier`: its early stages,
-   then a private copy of the later stages and head);
-2. the early stages frozen (:meth:`TwoBranchSBIR.freeze_unshared`), (sketch, photo) pairs,
+1. each branch as a classifier alone: the photo branch through the shared stages and head (which
+   thus start stage 2 from the photo classifier, as Bui et al.), the sketch branch through a
+   private copy of them (``sketch_stage1``, used in stage 1 only);
+2. the branches' own stages frozen (weights and BatchNorm statistics), (sketch, photo) pairs,
    contrastive loss + both softmax losses;
 3. everything trainable, (sketch, photo+, photo−) triplets, triplet loss + softmax losses;
-4. (optional) stage 3 on another dataset.
+4. (optional) stage 3 again on another dataset.
 
 Any registered classification backbone with ``stem``, ``stages`` and ``num_features`` (every
 hybrid network: ResNet26, SAN10, HIB, Pure NL) can be the branches.
@@ -25,7 +26,6 @@ hybrid network: ResNet26, SAN10, HIB, Pure NL) can be the branches.
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import torch
@@ -33,11 +33,12 @@ import torch.nn as nn
 
 import hybridvision.backbones.hybrid  # noqa: F401  registers the classification backbones
 from hybridvision.errors import UserInputError
-from hybridvision.registry import build_model, model_task
+from hybridvision.registry import build_model, model_task, register_model
 
-__all__ = ["EmbeddingHead", "TwoBranchSBIR", "BranchClassifier", "MODALITIES"]
+__all__ = ["EmbeddingHead", "TwoBranchSBIR", "MODALITIES", "STAGES"]
 
 MODALITIES = ("sketch", "photo")
+STAGES = (1, 2, 3)
 
 
 class EmbeddingHead(nn.Module):
@@ -58,34 +59,27 @@ class EmbeddingHead(nn.Module):
         return e, self.classifier(e)
 
 
-class BranchClassifier(nn.Module):
-    """Stage 1: one branch trained alone as a classifier — its own early stages (shared with the
-    two-branch model: they are the same modules) and private copies of the later stages and head."""
-
-    def __init__(self, early: nn.Module, late: nn.Module, head: EmbeddingHead) -> None:
-        super().__init__()
-        self.early, self.late, self.head = early, late, head
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.late(self.early(x)))[1]  # [B, K] logits
-
-
 class TwoBranchSBIR(nn.Module):
     """Sketch and photo branches with shared last stages and head.
 
     Args:
         backbone: a registered classification model with ``stem`` and ``stages``.
         num_classes: K of the softmax losses (the training classes).
+        stage: the training stage the model is built for (1, 2 or 3; the module docstring); 2
+            freezes the branches' own stages.
         shared_stages: how many of the last stages both branches share (0 … all; the seed: 2).
         hidden, embed_dim: the head's FC sizes (1024, 128 as the seed).
         sketch_chans, photo_chans: input channels of the branches (1 and 3).
         **backbone_kwargs: options of the backbone's builder (``width``, ``preact``, ...).
     """
 
-    def __init__(self, backbone: str = "resnet26", *, num_classes: int, shared_stages: int = 2, hidden: int = 1024,
+    def __init__(self, backbone: str = "resnet26", *, num_classes: int, stage: int = 3, shared_stages: int = 2,
+                 hidden: int = 1024,
                  embed_dim: int = 128, sketch_chans: int = 1, photo_chans: int = 3,
                  **backbone_kwargs: Any) -> None:
         super().__init__()
+        if stage not in STAGES:
+            raise UserInputError(f"SBIR stage={stage!r} must be 1, 2 or 3")
         if model_task(backbone) != "classification":
             raise UserInputError(f"SBIR backbone {backbone!r} is not a classification model; use one of the "
                                  "hybrid networks (hybridvision list --task classification)")
@@ -104,6 +98,13 @@ class TwoBranchSBIR(nn.Module):
         self.photo_early = nn.Sequential(photo.stem, *photo.stages[: n - shared_stages])
         self.shared = nn.Sequential(*photo.stages[n - shared_stages:])  # one module, both branches
         self.head = EmbeddingHead(int(photo.num_features), num_classes, hidden, embed_dim)
+        # Stage 1's sketch classifier: the sketch network's own later stages and a head of its own.
+        self.sketch_stage1 = nn.Sequential(*sketch.stages[n - shared_stages:],
+                                           EmbeddingHead(int(photo.num_features), num_classes, hidden, embed_dim))
+        self.stage = stage
+        self._frozen = False
+        if stage == 2:
+            self.freeze_unshared(True)
 
     def early(self, modality: str) -> nn.Module:
         if modality not in MODALITIES:
@@ -119,19 +120,15 @@ class TwoBranchSBIR(nn.Module):
         """Unit-length embeddings ``[B, E]`` for retrieval (eval mode is the caller's)."""
         return nn.functional.normalize(self(x, modality)[0], dim=1)
 
-    # -- the training stages -------------------------------------------------------------------
-
-    def branch_classifier(self, modality: str) -> BranchClassifier:
-        """Stage 1's classifier of one branch: its early stages (the very modules of this model)
-        with private copies of the shared stages and head."""
-        return BranchClassifier(self.early(modality), copy.deepcopy(self.shared), copy.deepcopy(self.head))
-
-    def adopt_photo_classifier(self, photo: BranchClassifier) -> None:
-        """After stage 1: the shared stages and head start from the photo classifier's."""
-        self.shared.load_state_dict(photo.late.state_dict())
-        self.head.load_state_dict(photo.head.state_dict())
+    def stage1_logits(self, x: torch.Tensor, modality: str) -> torch.Tensor:
+        """Stage 1: ``[B, K]`` logits of one branch as a classifier alone (the sketch branch
+        through its private later stages and head, the photo branch through the shared ones)."""
+        if modality == "sketch":
+            return self.sketch_stage1(self.sketch_early(x))[1]
+        return self(x, "photo")[1]
 
     def unshared_parameters(self) -> list[nn.Parameter]:
+        """The branches' own stages (not the stage-1 sketch classifier's private ones)."""
         return [*self.sketch_early.parameters(), *self.photo_early.parameters()]
 
     def freeze_unshared(self, frozen: bool = True) -> None:
@@ -144,7 +141,24 @@ class TwoBranchSBIR(nn.Module):
 
     def train(self, mode: bool = True) -> TwoBranchSBIR:
         super().train(mode)
-        if getattr(self, "_frozen", False):
+        if self._frozen:
             self.sketch_early.eval()
             self.photo_early.eval()
         return self
+
+
+# ---------------------------------------------------------------------------------------------
+# Registered presets (task "sbir"): the seed's two backbones of Table 4.4
+# ---------------------------------------------------------------------------------------------
+
+
+@register_model(task="sbir")
+def sbir_resnet26(*, num_classes: int = 33, **kwargs: Any) -> TwoBranchSBIR:
+    """Two-branch SBIR on ResNet26 (thesis B, Table 4.4): the last 2 stages and the head shared."""
+    return TwoBranchSBIR("resnet26", num_classes=num_classes, **kwargs)
+
+
+@register_model(task="sbir")
+def sbir_hib_patch_2_2_nl(*, num_classes: int = 33, **kwargs: Any) -> TwoBranchSBIR:
+    """Two-branch SBIR on HIB patch 2-2 (nl), the seed's hybrid backbone of Table 4.4."""
+    return TwoBranchSBIR("hib_patch_2_2_nl", num_classes=num_classes, **kwargs)
