@@ -16,7 +16,8 @@ from hybridvision.errors import UserInputError
 
 def _cfg(tmp_path, stage, **extra):
     return TrainConfig.from_dict({
-        **TrainConfig().to_dict(), "model": "sbir_resnet26", "data": "builtin:bimodal", "data_root": str(tmp_path / "data"),
+        **TrainConfig().to_dict(), "model": "sbir_resnet26", "data": "builtin:bimodal",
+        "data_root": str(tmp_path / "data"),
         "data_kwargs": {"sketches": 5, "photos": 5, "size": 32}, "image_size": 32, "batch_size": 8, "epochs": 1,
         "max_steps": 2, "optimizer": "adamw", "lr": 1e-3, "warmup_steps": 0, "eval_every": 0, "progress": False,
         "model_kwargs": {"stage": stage, "width": 0.25, "hidden": 32, "embed_dim": 16},
