@@ -14,10 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader
+from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as TF
 
 from hybridvision.config import TrainConfig
+from hybridvision.data.classification_transforms import build_classification_transforms
+from hybridvision.data.sketches import load_sketch_image
 from hybridvision.detectors.base import batch_images
 from hybridvision.detectors.tta import TTA_MODES
 from hybridvision.engine.checkpoint import load_weights, read_sidecar
@@ -29,12 +33,14 @@ from hybridvision.errors import UserInputError
 from hybridvision.evaluation.analysis import evaluate_with_analysis
 from hybridvision.evaluation.coco import write_metrics_json
 from hybridvision.factory import create_model
-from hybridvision.plots import draw_detections, save_image
+from hybridvision.plots import draw_detections, draw_retrieval_grid, save_image
 from hybridvision.fileio import (OWNER_MARKER, atomic_write_json, check_output_path,
                                  make_output_dir, read_json)
-from hybridvision.imageio import IMAGE_EXTENSIONS, load_image, read_image_size
+from hybridvision.imageio import IMAGE_EXTENSIONS, load_image, load_image_uint8, read_image_size
+from hybridvision.retrieval.index import GalleryIndex
+from hybridvision.retrieval.zero_shot import pooled_features
 
-__all__ = ["load_trained", "evaluate_run", "evaluate_files", "predict", "prepare_image",
+__all__ = ["load_trained", "evaluate_run", "evaluate_files", "predict", "prepare_image", "retrieve",
            "IMAGE_EXTENSIONS"]
 
 # The files evaluate_run and evaluate_files write: a folder holding only these was written by us
@@ -329,3 +335,71 @@ def predict(source: str | Path, *, weights: str | Path, out: str | Path = "runs/
     }, indent=1)
     atomic_write_json(out / "predictions.json", results, indent=1)
     return results
+
+
+def _retrieval_embedder(model: torch.nn.Module, task: str, size: int, modality: str, dev: torch.device):
+    """Image paths → unit embeddings ``[B, E]``: the SBIR model's branch of ``modality``, or a
+    classifier's pooled last stage (unimodal: every image read as a grey sketch)."""
+    photo = task == "sbir" and modality == "photo"
+    in_chans = 3 if photo else int(getattr(model, "in_chans", 1))
+    tf = build_classification_transforms(False, size, sketch=not photo, in_chans=in_chans)
+
+    def load(p: Path) -> torch.Tensor:
+        raw = load_image_uint8(p) if photo else torch.from_numpy(load_sketch_image(p))[None]
+        return tf(tv_tensors.Image(raw)).as_subclass(torch.Tensor)
+
+    @torch.no_grad()
+    def embed(paths: list[Path]) -> torch.Tensor:
+        x = torch.stack([load(p) for p in paths]).to(dev)
+        if task == "sbir":
+            return model.embed(x, modality).cpu()
+        return torch.nn.functional.normalize(pooled_features(model, x).float(), dim=1).cpu()
+
+    return embed
+
+
+def retrieve(query: str | Path, *, weights: str | Path, gallery: str | Path, k: int = 10,
+             out: str | Path | None = None, device: str = "auto", cache: str | Path | None = None,
+             exist_ok: bool = False) -> dict[str, Any]:
+    """Rank the images of ``gallery`` for the sketch ``query``.
+
+    ``weights``: a two-branch SBIR model (sketch query → photo gallery) or a classifier (unimodal:
+    its pooled last stage embeds both). The gallery's embeddings are cached
+    (:class:`~hybridvision.retrieval.index.GalleryIndex`, ``cache`` folder) and reused while the
+    weights and the gallery's files are unchanged. With ``out``, writes a PNG grid: the query and
+    its top ``k``, bordered green / red when a result's class folder is / is not the query's.
+
+    Returns ``{"query", "results": [{"rank", "file", "score"}], "cached", "gallery_size"}``.
+    """
+    query, weights, gallery = Path(query), Path(weights), Path(gallery)
+    if k < 1:
+        raise UserInputError(f"-k {k}: use 1 or more results")
+    if not query.is_file():
+        raise UserInputError(f"--query {query}: file not found; pass a sketch image")
+    if out is not None:
+        out = check_output_path(out, inputs=[query, gallery, weights, weights.with_suffix(".json")], kind="file",
+                                exist_ok=exist_ok)
+    dev = resolve_device(device)
+    model, info = load_trained(weights, dev)
+    task = info.get("task", "detection")
+    if task not in ("sbir", "classification"):
+        raise UserInputError(f"{weights}: a {task} model; retrieval needs an SBIR model (sbir_*) or a classifier")
+    size = int(info.get("image_size") or 224)
+    index = GalleryIndex.build(gallery, weights, size, _retrieval_embedder(model, task, size, "photo", dev),
+                               cache_dir=cache)
+    q = _retrieval_embedder(model, task, size, "sketch", dev)([query])
+    scores, order = index.search(q, k)
+    results = [{"rank": r + 1, "file": index.files[i], "score": float(s)}
+               for r, (s, i) in enumerate(zip(scores[0].tolist(), order[0].tolist()))]
+    if out is not None:
+        q_class = query.parent.name
+        classes = {Path(f).parent.name for f in index.files} - {""}
+        known = q_class in classes
+        tiles = []
+        for r in results:
+            with Image.open(gallery / r["file"]) as im:
+                tiles.append((im.convert("RGB"), Path(r["file"]).parent.name or Path(r["file"]).name, r["score"],
+                              (Path(r["file"]).parent.name == q_class) if known else None))
+        with Image.open(query) as qi:
+            save_image(draw_retrieval_grid(qi.convert("RGB"), tiles), out)
+    return {"query": str(query), "results": results, "cached": index.cached, "gallery_size": len(index.files)}

@@ -23,9 +23,10 @@ import typer
 from rich.console import Console
 from rich.table import Column, Table
 
-from hybridvision.api import evaluate_files, evaluate_run, load_trained, predict
+from hybridvision.api import evaluate_files, evaluate_run, load_trained, predict, retrieve
 from hybridvision.config import TrainConfig, apply_overrides, load_config
 from hybridvision.data.builtin.amounts import make_amounts
+from hybridvision.data.builtin.bimodal import make_bimodal
 from hybridvision.data.builtin.sketches import make_sketches
 from hybridvision.data.converters import modanet_to_coco, montos_to_coco
 from hybridvision.data.validate import check_coco
@@ -234,6 +235,34 @@ def predict_cmd(
     console.print(f"{len(records)} detections → {out}/predictions.json and annotated PNGs")
 
 
+@app.command("retrieve")
+def retrieve_cmd(
+    query: Path = typer.Option(..., "--query", "-q", help="a sketch image"),
+    weights: Path = typer.Option(..., "--weights", "-w", help="a .safetensors checkpoint: an SBIR model "
+                                 "(sbir_*) or a classifier (unimodal)"),
+    gallery: Path = typer.Option(..., "--gallery", "-g", help="a folder of images (class folders or flat)"),
+    k: int = typer.Option(10, "-k", help="results to show"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="write the query and its top k as a PNG grid"),
+    cache: Path | None = typer.Option(None, "--cache", help="where gallery indexes are kept "
+                                      "\\[default: ~/.cache/hybridvision/gallery]"),
+    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    exist_ok: bool = typer.Option(False, "--exist-ok", help="allow --out to replace an existing file"),
+):
+    """Rank a gallery for a sketch query; the gallery's embeddings are cached and reused while
+    the weights and the gallery are unchanged."""
+    res = retrieve(query, weights=weights, gallery=gallery, k=k, out=out, device=device, cache=cache,
+                   exist_ok=exist_ok)
+    table = Table(title=f"{res['query']} → {res['gallery_size']} gallery images "
+                        f"({'cached index' if res['cached'] else 'index built'})")
+    for col in ("rank", "file", "score"):
+        table.add_column(col)
+    for r in res["results"]:
+        table.add_row(str(r["rank"]), r["file"], f"{r['score']:.4f}")
+    console.print(table)
+    if out is not None:
+        console.print(f"grid → {out}")
+
+
 # ----------------------------------------------------------------------------------------- data
 @make_app.command("amounts")
 def make_amounts_cmd(
@@ -257,6 +286,20 @@ def make_sketches_cmd(
     """Procedural sketches (≥30 classes) as QuickDraw simplified ndjson, one file per class."""
     make_sketches(out, per_class=per_class, seed=seed)
     console.print(f"wrote {out}/<class>.ndjson")
+
+
+@make_app.command("bimodal")
+def make_bimodal_cmd(
+    out: Path = typer.Option(Path("data/bimodal"), "--out", "-o", help="output folder"),
+    sketches: int = typer.Option(40, "--sketches", min=1, help="sketches per class"),
+    photos: int = typer.Option(60, "--photos", min=1, help="photos per class"),
+    size: int = typer.Option(96, "--size", min=16, help="image side in pixels"),
+    seed: int = typer.Option(0, "--seed", min=0, max=2**32 - 1, help="random seed"),
+):
+    """Sketches and rendered photos of the 36 built-in classes (Flickr15k layout), 9 held out
+    for zero-shot retrieval (unseen_classes.txt)."""
+    make_bimodal(out, sketches=sketches, photos=photos, size=size, seed=seed)
+    console.print(f"wrote {out}/sketches/<class>/, {out}/photos/<class>/ and {out}/unseen_classes.txt")
 
 
 @convert_app.command("montos")

@@ -721,3 +721,29 @@ def save_dataset_stats_plots(stats: DatasetStats, folder: str | os.PathLike) -> 
     return [_save_figure(plot_class_counts(stats), folder / "class_counts.png"),
             _save_figure(plot_box_sizes(stats), folder / "box_sizes.png"),
             _save_figure(plot_box_centres(stats), folder / "box_centres.png")]
+
+
+def draw_retrieval_grid(query: Image.Image, results: Sequence[tuple[Image.Image, str, float, bool | None]],
+                        thumb: int = 112) -> Image.Image:
+    """The query, then its ranked results left to right: each thumbnail with its rank, score and
+    caption (its class folder); the border green / red when the result's class is / is not the
+    query's (grey when the query's class is unknown)."""
+    pad, text_h = 6, 28
+    width = (len(results) + 1) * (thumb + pad) + pad
+    grid = Image.new("RGB", (width, thumb + text_h + 2 * pad), "white")
+    draw = ImageDraw.Draw(grid)
+
+    def place(img: Image.Image, col: int, colour: str, lines: Sequence[str]) -> None:
+        x = pad + col * (thumb + pad)
+        tile = img.convert("RGB")
+        tile.thumbnail((thumb - 6, thumb - 6))
+        draw.rectangle((x, pad, x + thumb - 1, pad + thumb - 1), outline=colour, width=3)
+        grid.paste(tile, (x + (thumb - tile.width) // 2, pad + (thumb - tile.height) // 2))
+        for j, line in enumerate(lines):
+            draw.text((x + 2, pad + thumb + 2 + 12 * j), line[:18], fill="black")
+
+    place(query, 0, "blue", ["query"])
+    for r, (img, caption, score, correct) in enumerate(results, 1):
+        colour = "grey" if correct is None else ("green" if correct else "red")
+        place(img, r, colour, [f"#{r} {score:.3f}", caption])
+    return grid

@@ -100,7 +100,7 @@ _SIDECAR_TYPES: dict[str, tuple[str, Any]] = {
     "label_to_cat_id": ("a list of integers or null",
                         lambda v: v is None or (isinstance(v, list) and all(_is_int(c) for c in v))),
     "image_size": ("an integer in [32, 8192] or null", lambda v: v is None or (_is_int(v) and 32 <= v <= 8192)),
-    "task": ("'detection' or 'classification'", lambda v: v in ("detection", "classification")),
+    "task": ("'detection', 'classification' or 'sbir'", lambda v: v in ("detection", "classification", "sbir")),
     "epoch": ("a non-negative integer", lambda v: _is_int(v) and v >= 0),
     "step": ("a non-negative integer", lambda v: _is_int(v) and v >= 0),
     "config": ("an object or null", lambda v: v is None or isinstance(v, dict)),
