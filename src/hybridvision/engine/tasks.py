@@ -31,7 +31,7 @@ from collections.abc import Callable
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.data import Dataset, Subset, default_collate
+from torch.utils.data import DataLoader, Dataset, Subset, default_collate
 
 import hybridvision.models  # noqa: F401  registers every model, so "auto" can look up its task
 from hybridvision.config import TrainConfig
@@ -54,6 +54,7 @@ from hybridvision.fileio import atomic_write_json, read_json
 from hybridvision.plots import save_analysis_plots
 from hybridvision.registry import model_task, register_task, task_class
 from hybridvision.retrieval.losses import contrastive_loss, hardest_negatives, triplet_loss
+from hybridvision.retrieval.zero_shot import split_queries
 
 __all__ = ["DataBundle", "DetectionTask", "ClassificationTask", "SBIRTask", "make_task", "resolve_detection_data"]
 
@@ -443,7 +444,8 @@ class SBIRTask:
             raise UserInputError(f"data_kwargs val_fraction={val_fraction}: use a number in (0, 1)")
         self.margin = None if options.get("margin") is None else float(options["margin"])
         self.hard_negatives = bool(options.get("hard_negatives", False))
-        data = resolve_bimodal(cfg.data, cfg.data_root, **builtin).subset("seen")
+        everything = resolve_bimodal(cfg.data, cfg.data_root, **builtin)
+        data, unseen = everything.subset("seen"), everything.subset("unseen")
         s_train, s_val = split_items(data.sketches, val_fraction, cfg.seed)
         p_train, p_val = split_items(data.photos, val_fraction, cfg.seed + 1)
         size = cfg.image_size
@@ -457,8 +459,13 @@ class SBIRTask:
         val = RetrievalItems(
             ImageItems(s_val, "sketch", build_classification_transforms(False, size, sketch=True, in_chans=1)),
             ImageItems(p_val, "photo", build_classification_transforms(False, size, sketch=False, in_chans=3)))
+        meta: dict[str, Any] = {"stage": stage}
+        if unseen.classes:  # zero-shot: the classes training never sees, every image of them
+            meta["unseen"] = RetrievalItems(
+                ImageItems(unseen.sketches, "sketch", val.sketches.transform),
+                ImageItems(unseen.photos, "photo", val.photos.transform))
         return DataBundle(train=train, val=val, num_classes=len(data.classes), class_names=data.classes,
-                          collate=collate_by_modality, train_collate=default_collate, meta={"stage": stage})
+                          collate=collate_by_modality, train_collate=default_collate, meta=meta)
 
     def build_eval_data(self, cfg: TrainConfig, *, whole: bool = False) -> DataBundle:
         return self.build_data(cfg)
@@ -508,30 +515,68 @@ class SBIRTask:
     def _total(parts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {"loss": sum(parts.values()), **parts}  # type: ignore[dict-item]
 
+    @staticmethod
+    def _embed_loader(net: nn.Module, loader, device: torch.device) -> dict[str, dict[str, torch.Tensor]]:
+        """Per modality: unit embeddings, classifier logits, sketch features for unimodal retrieval
+        (stage 1: the sketch classifier's pooled last stage; later: the sketch embedding), labels."""
+        parts: dict[str, dict[str, list[torch.Tensor]]] = {}
+        for groups in loader:
+            for modality, (images, y) in groups.items():
+                x = images.to(device)
+                emb, logits = net(x, modality)
+                out = parts.setdefault(modality, {"emb": [], "logits": [], "uni": [], "labels": []})
+                out["emb"].append(F.normalize(emb.float(), dim=1).cpu())
+                if net.stage == 1:
+                    logits = net.stage1_logits(x, modality)
+                    if modality == "sketch":
+                        late = net.sketch_stage1[:-1](net.sketch_early(x))  # [B, C, h, w]
+                        out["uni"].append(F.normalize(late.mean(dim=(2, 3)).float(), dim=1).cpu())
+                elif modality == "sketch":
+                    out["uni"].append(out["emb"][-1])
+                out["logits"].append(logits.float().cpu())
+                out["labels"].append(y)
+        return {m: {k: torch.cat(v) for k, v in d.items() if v} for m, d in parts.items()}
+
+    @staticmethod
+    def _ranking(q: torch.Tensor, q_y: torch.Tensor, g: torch.Tensor, g_y: torch.Tensor, prefix: str) -> dict:
+        m = retrieval_metrics(q @ g.T, q_y, g_y, k=10)
+        return {f"{prefix}mAP": float(m["mAP"]), f"{prefix}mRR": float(m["mRR"]), f"{prefix}P@10": float(m["P@k"]),
+                f"{prefix}mAP_interp": float(m["mAP_interp"])}
+
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader, device: torch.device, bundle: DataBundle,
                  progress: bool = False, tta: str | None = None) -> tuple[dict[str, Any], list[dict]]:
+        """Seen classes, held-out images: sketch → photo ranking (``mAP``, ``mRR``, ``P@10``) and
+        each branch's top-1. Unseen classes (zero-shot), every image: ``zs_uni_*`` ranks sketches
+        by sketches (unimodal, Table 4.3: at stage 1 with the sketch classifier's pooled last
+        stage; up to 5 queries per class, the rest the catalogue) and ``zs_*`` ranks photos by
+        sketches (bimodal)."""
         if tta is not None:
             raise UserInputError(f"--tta {tta}: test-time augmentation applies to detectors, not SBIR")
         net = unwrap(model)
         was_training = net.training
         net.eval()
-        feats: dict[str, list[torch.Tensor]] = {"sketch": [], "photo": []}
-        labels: dict[str, list[torch.Tensor]] = {"sketch": [], "photo": []}
-        for groups in loader:
-            for modality, (images, y) in groups.items():
-                feats[modality].append(F.normalize(net(images.to(device), modality)[0].float(), dim=1).cpu())
-                labels[modality].append(y)
+        seen = self._embed_loader(net, loader, device)
+        if "sketch" not in seen or "photo" not in seen:
+            raise UserInputError("SBIR evaluation needs held-out sketches and photos of the seen classes; use "
+                                 "more images per class or a larger val_fraction")
+        s, p = seen["sketch"], seen["photo"]
+        out: dict[str, Any] = self._ranking(s["emb"], s["labels"], p["emb"], p["labels"], "")
+        out["sketch_top1"] = float((s["logits"].argmax(1) == s["labels"]).float().mean())
+        out["photo_top1"] = float((p["logits"].argmax(1) == p["labels"]).float().mean())
+        out.update(queries=int(len(s["labels"])), gallery=int(len(p["labels"])))
+        unseen = bundle.meta.get("unseen")
+        if unseen is not None:
+            zs_loader = DataLoader(unseen, batch_size=64, shuffle=False, collate_fn=collate_by_modality)
+            z = self._embed_loader(net, zs_loader, device)
+            zs, zp = z["sketch"], z["photo"]
+            per_class = int(torch.bincount(zs["labels"]).min())  # up to 5 queries a class, half at most
+            queries = max(1, min(5, per_class // 2))
+            q_idx, g_idx = (torch.as_tensor(i) for i in split_queries(zs["labels"].tolist(), queries, None, seed=0))
+            out.update(self._ranking(zs["uni"][q_idx], zs["labels"][q_idx], zs["uni"][g_idx], zs["labels"][g_idx],
+                                     "zs_uni_"))
+            out.update(self._ranking(zs["emb"], zs["labels"], zp["emb"], zp["labels"], "zs_"))
         net.train(was_training)
-        if not feats["sketch"] or not feats["photo"]:
-            raise UserInputError("SBIR evaluation needs validation sketches and photos; lower val_fraction's "
-                                 "rounding by adding images, or use more per class")
-        q, g = torch.cat(feats["sketch"]), torch.cat(feats["photo"])
-        metrics = retrieval_metrics(q @ g.T, torch.cat(labels["sketch"]), torch.cat(labels["photo"]), k=10)
-        out = {k: float(metrics[k]) for k in ("mAP", "mAP_interp", "mRR", "P@k", "mAP@k")}
-        out["P@10"] = out.pop("P@k")
-        out["mAP@10"] = out.pop("mAP@k")
-        out.update(queries=int(metrics["queries"]), gallery=int(g.shape[0]))
         return out, []
 
 
