@@ -285,3 +285,30 @@ def test_cost_measurement_leaves_the_model_as_it_was(kind):
     assert not model.training
     changed = [k for k in before if not torch.equal(before[k], after[k])]
     assert changed == []
+
+
+@pytest.mark.slow  # ~30 s on 2 cores: two rows × three stages; tests/test_sbir_task.py covers the stages
+def test_sbir_study_trains_three_stages_per_run_on_user_folders(tmp_path):
+    """`sbir` on a user's sketch and photo folders with a zero-shot class list: every run trains
+    stages 1–3, reports Tables 4.3/4.4's columns and the chance level, and compares the rows."""
+    classes = ["cat", "dog", "owl", "emu"]
+    for kind, mode in (("sk", "L"), ("ph", "RGB")):
+        for c, name in enumerate(classes):
+            (tmp_path / kind / name).mkdir(parents=True)
+            for n in range(5):
+                img = np.full((32, 32) if mode == "L" else (32, 32, 3), 255, np.uint8)
+                img[4 + 6 * c: 8 + 6 * c, 2 + n: 30] = 0
+                Image.fromarray(img).save(tmp_path / kind / name / f"{n}.png")
+    (tmp_path / "unseen.txt").write_text("emu\n")
+    data = f"folders:{tmp_path / 'sk'},{tmp_path / 'ph'},{tmp_path / 'unseen.txt'}"
+    res = run_study("sbir", preset="smoke", seeds=1, data=data, out=tmp_path / "s", device="cpu",
+                    overrides=["data_kwargs={}"])
+    assert [line["row"] for line in res["summary"]] == ["ResNet26", "HIB patch 2-2 (nl)"]
+    for run in res["runs"]:
+        m = run["metrics"]
+        assert {"zs_uni_mAP", "sketch_top1", "photo_top1", "mAP", "P@10", "mAP_random", "query_ms"} <= set(m)
+        assert 0 < m["mAP_random"] < 1 and m["params_m"] > 0
+    for stage in (1, 2, 3):
+        assert (tmp_path / "s" / "ResNet26" / "seed0" / f"stage{stage}" / "checkpoints" / "last.safetensors").is_file()
+    results = json.loads((tmp_path / "s" / "results.json").read_text())
+    assert {(c["row"], c["reference"]) for c in results["comparisons"]} == {("HIB patch 2-2 (nl)", "ResNet26")}

@@ -35,7 +35,7 @@ MAX_NESTING = 16  # levels of mappings/lists inside model_kwargs, augment, data_
 MAX_VALUES = 10_000  # values inside one of those mappings (YAML aliases can multiply them)
 MAPPING_KEYS = ("model_kwargs", "augment", "data_kwargs")
 # The kinds of data spec the tasks read (engine/tasks.py, data/sketches.py).
-DATA_KINDS = ("builtin", "coco", "quickdraw", "tuberlin")
+DATA_KINDS = ("builtin", "coco", "quickdraw", "tuberlin", "folders")
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 # Where the values being validated came from (a file, "overrides"); read by TrainConfig.__init__,
@@ -119,7 +119,8 @@ class TrainConfig(BaseModel):
     model_kwargs: dict[str, Any] = Field(default_factory=dict,
                                          description="a mapping of the model's options, e.g. {width: 0.5}")
     # "builtin:amounts" | "coco:TRAIN_ANN,TRAIN_IMAGES[,VAL_ANN,VAL_IMAGES]" for detection;
-    # "builtin:sketches" | "quickdraw:DIR" | "tuberlin:DIR" for classification.
+    # "builtin:sketches" | "quickdraw:DIR" | "tuberlin:DIR" for classification;
+    # "builtin:bimodal" | "folders:SKETCH_DIR,PHOTO_DIR[,UNSEEN.txt]" for sketch-based retrieval.
     data: str = Field("builtin:amounts", description="a data spec KIND:ARGS with KIND one of "
                       + ", ".join(DATA_KINDS))
     data_root: str = Field("data", min_length=1, description="a folder (where built-in datasets are generated)")
@@ -202,7 +203,8 @@ class TrainConfig(BaseModel):
         kind, sep, rest = v.partition(":")
         if not sep or kind not in DATA_KINDS or not rest.strip():
             raise ValueError("not KIND:ARGS (builtin:amounts, coco:ANN.json,IMAGES_DIR, "
-                             "builtin:sketches, quickdraw:DIR, tuberlin:DIR)")
+                             "builtin:sketches, quickdraw:DIR, tuberlin:DIR, builtin:bimodal, "
+                             "folders:SKETCH_DIR,PHOTO_DIR)")
         return v
 
     # ---------------------------------------------------------------------- construction

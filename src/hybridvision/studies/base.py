@@ -23,6 +23,7 @@ import hybridvision.studies.centernet  # noqa: F401  registers the study
 import hybridvision.studies.cornernet  # noqa: F401  registers thesis A's corner-detector studies
 import hybridvision.studies.fcos_nonlocal  # noqa: F401  registers the study
 import hybridvision.studies.hybrid_classification  # noqa: F401  registers the study
+import hybridvision.studies.sbir  # noqa: F401  registers the study
 from hybridvision.api import load_trained
 from hybridvision.config import TrainConfig, apply_overrides, load_config
 from hybridvision.engine.progress import console
@@ -69,6 +70,19 @@ def check_data_spec(spec: str, task: str) -> None:
             ok = path.is_file() if i % 2 == 0 else path.is_dir()
             if not ok:
                 what = "annotation file" if i % 2 == 0 else "image folder"
+                raise UserInputError(f"--data {spec}: {what} {path} not found; fix the path")
+        return
+    if task == "sbir":
+        if spec == "builtin:bimodal":
+            return
+        parts = [p for p in rest.split(",") if p]
+        if kind != "folders" or len(parts) not in (2, 3):
+            raise UserInputError(f"--data {spec}: not retrieval data; use builtin:bimodal or "
+                                 "folders:SKETCH_DIR,PHOTO_DIR[,UNSEEN.txt]")
+        for i, p in enumerate(parts):
+            path = Path(p).expanduser()
+            if not (path.is_dir() if i < 2 else path.is_file()):
+                what = ("sketch folder", "photo folder", "zero-shot class list")[i]
                 raise UserInputError(f"--data {spec}: {what} {path} not found; fix the path")
         return
     if spec == "builtin:sketches":
@@ -158,14 +172,18 @@ def exit_with_parent(parent: int, poll_s: float = 1.0) -> threading.Thread:
 
 
 def _train_run(cfg_dict: dict[str, Any], init_like: tuple[str, dict[str, Any]] | None, threads: int,
-               parent: int | None = None) -> None:
+               parent: int | None = None, custom: tuple[Any, str] | None = None) -> None:
     """Train one (row, seed) run to the end and write its ``trained.json`` (a separate process
     with ``--jobs``, which ends with the study process ``parent``). Resumes a run killed
-    earlier; a finished run is only evaluated again."""
+    earlier; a finished run is only evaluated again. ``custom``: ``(study.train_run, preset)``
+    trains the run instead of one ``train`` call."""
     if parent is not None:
         exit_with_parent(parent)
     if threads:
         torch.set_num_threads(threads)
+    if custom is not None:
+        custom[0](cfg_dict, init_like, custom[1])
+        return
     cfg = TrainConfig.from_dict(cfg_dict, source="study run")
     run_dir = Path(cfg.out)
     resume = (run_dir / "checkpoints" / "last.json").is_file()
@@ -271,16 +289,17 @@ def _train_all(study: Study, preset: str, runs: list[dict[str, Any]], jobs: int,
     jobs = min(jobs, max(1, len(runs)))
     threads = max(1, torch.get_num_threads() // jobs) if jobs > 1 else 0
     work = [(r["cfg"].to_dict(), _init_like(study, preset, r["row"]), threads) for r in runs]
+    custom = (study.train_run, preset) if study.train_run is not None else None
     t0 = time.time()
     if jobs == 1:
         for k, (run, args) in enumerate(zip(runs, work), 1):
             console.print(f"[{k}/{len(runs)} to train of {total}] {run['row']} ({run['cfg'].model}) seed "
                           f"{run['seed']} · {time.time() - t0:.0f} s elapsed")
-            _train_run(*args)
+            _train_run(*args, None, custom)
         return
     console.print(f"training {len(runs)} of {total} runs, {jobs} at a time on {threads} thread(s) each")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(_train_run, *args, os.getpid()): run for run, args in zip(runs, work)}
+        futures = {pool.submit(_train_run, *args, os.getpid(), custom): run for run, args in zip(runs, work)}
         for k, fut in enumerate(as_completed(futures), 1):
             run = futures[fut]
             try:

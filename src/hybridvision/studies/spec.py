@@ -61,6 +61,10 @@ class Study:
     verdict_columns: tuple[str, ...] = ()  # compared seed by seed besides primary and cost
     # (study, preset, out, device, runs, records) -> [(title, PNG bytes or a callable)] for report.html
     figures: Callable[..., list[tuple[str, Any]]] | None = None
+    # A run trained in several steps (SBIR's stages): (cfg dict, init_like, preset) → None; it
+    # must leave OUT/<row>/seed<k>/trained.json and checkpoints/last.* as a one-step run does.
+    # None: one ``train`` call per run.
+    train_run: Callable[..., None] | None = None
 
 
 STUDIES: dict[str, Study] = {}
