@@ -61,3 +61,14 @@ def test_pairs_and_triplets_per_epoch(folders):
     trip = TripletEpoch(data, epoch=0, seed=3)
     assert (photo_labels[trip.positive] == sketch_labels).all()
     assert (photo_labels[trip.negative] != sketch_labels).all()
+
+
+def test_the_packaged_sketchy_split_is_named_like_a_file(tmp_path):
+    from hybridvision.data.sbir import PACKAGED_SPLITS
+
+    unseen = [c for c in PACKAGED_SPLITS["sketchy"].read_text().splitlines() if c and not c.startswith("#")]
+    assert len(unseen) == 21 and "bat" in unseen
+    _tree(tmp_path / "sk", [*unseen, "zebra"], 1, "L")
+    _tree(tmp_path / "ph", [*unseen, "zebra"], 1, "RGB")
+    data = resolve_bimodal(f"folders:{tmp_path / 'sk'},{tmp_path / 'ph'},sketchy")
+    assert data.unseen == unseen and data.subset("seen").classes == ["zebra"]

@@ -7,8 +7,11 @@ Data specs:
 * ``folders:SKETCH_DIR,PHOTO_DIR[,UNSEEN.txt]`` — one folder per class in each modality, the
   layout of Flickr15k (``330sketches/<class>/`` and ``images/<class>/``), of TU-Berlin sketches
   (``png/<class>/<n>.png``) beside Flickr25k photos, and of Sketchy; classes are matched by folder
-  name. ``UNSEEN.txt`` lists the zero-shot test classes, one name per line (the Sketchy /
-  TU-Berlin "extended" splits are such lists); without it every class is seen.
+  name. ``UNSEEN.txt`` lists the zero-shot test classes, one name per line (``#`` comments);
+  without it every class is seen. A packaged split can be named instead of a file: ``sketchy``
+  (the 21 test classes of Yelamarthi et al. 2018, :data:`PACKAGED_SPLITS`). TU-Berlin's
+  "extended" zero-shot splits (30 test classes) differ between papers: pass the list the paper
+  you compare with used.
 
 Pairs (stage 2) and triplets (stage 3) are drawn per epoch as in thesis B §3.x: one per sketch,
 the sketch's photo partner chosen at random — half the pairs positive (same class), half
@@ -38,6 +41,7 @@ __all__ = ["BimodalData", "read_bimodal", "resolve_bimodal", "ImageItems", "Pair
            "RetrievalItems", "collate_by_modality", "split_items"]
 
 Items = list[tuple[str, int]]  # (image path, label)
+PACKAGED_SPLITS = {"sketchy": Path(__file__).parent / "splits" / "sketchy_zeroshot.txt"}
 
 
 @dataclass
@@ -108,6 +112,8 @@ def resolve_bimodal(spec: str, root: str | os.PathLike = "data", **builtin_kwarg
         if len(parts) not in (2, 3):
             raise UserInputError(f"--data {spec}: expected folders:SKETCH_DIR,PHOTO_DIR[,UNSEEN.txt]")
         paths = [Path(p).expanduser() for p in parts]
+        if len(parts) == 3 and parts[2] in PACKAGED_SPLITS:
+            paths[2] = PACKAGED_SPLITS[parts[2]]
         return read_bimodal(*paths)
     raise UserInputError(f"--data {spec}: unknown retrieval data spec; use builtin:bimodal or "
                          "folders:SKETCH_DIR,PHOTO_DIR[,UNSEEN.txt]")

@@ -26,6 +26,7 @@ import hybridvision.studies.hybrid_classification  # noqa: F401  registers the s
 import hybridvision.studies.sbir  # noqa: F401  registers the study
 from hybridvision.api import load_trained
 from hybridvision.config import TrainConfig, apply_overrides, load_config
+from hybridvision.data.sbir import PACKAGED_SPLITS
 from hybridvision.engine.progress import console
 from hybridvision.engine.tasks import make_task
 from hybridvision.engine.trainer import resolve_device, train
@@ -81,6 +82,8 @@ def check_data_spec(spec: str, task: str) -> None:
                                  "folders:SKETCH_DIR,PHOTO_DIR[,UNSEEN.txt]")
         for i, p in enumerate(parts):
             path = Path(p).expanduser()
+            if i == 2 and p in PACKAGED_SPLITS:
+                continue
             if not (path.is_dir() if i < 2 else path.is_file()):
                 what = ("sketch folder", "photo folder", "zero-shot class list")[i]
                 raise UserInputError(f"--data {spec}: {what} {path} not found; fix the path")
