@@ -312,3 +312,5 @@ def test_sbir_study_trains_three_stages_per_run_on_user_folders(tmp_path):
         assert (tmp_path / "s" / "ResNet26" / "seed0" / f"stage{stage}" / "checkpoints" / "last.safetensors").is_file()
     results = json.loads((tmp_path / "s" / "results.json").read_text())
     assert {(c["row"], c["reference"]) for c in results["comparisons"]} == {("HIB patch 2-2 (nl)", "ResNet26")}
+    html = (tmp_path / "s" / "report.html").read_text()
+    assert "Held-out sketch queries" in html and "not drawn" not in html

@@ -22,9 +22,10 @@ from hybridvision.api import load_trained, prepare_image
 from hybridvision.config import TrainConfig
 from hybridvision.engine.tasks import make_task, unwrap
 from hybridvision.evaluation.analysis import detection_analysis, per_class_accuracy
-from hybridvision.plots import draw_detections, plot_per_class_accuracy, plot_per_class_ap, plot_pr_curves
+from hybridvision.plots import (draw_detections, draw_retrieval_grid, plot_per_class_accuracy, plot_per_class_ap,
+                                plot_pr_curves)
 
-__all__ = ["detection_figures", "classification_figures", "first_runs", "labelled_grid"]
+__all__ = ["detection_figures", "classification_figures", "sbir_figures", "first_runs", "labelled_grid"]
 
 GRID_IMAGES = 4  # validation images in the side-by-side grid
 SCORE_THRESH = 0.3  # detections drawn in the grid (decoders keep up to 100 low-score boxes)
@@ -181,3 +182,60 @@ def _captioned(image: torch.Tensor, text: str, right: bool) -> Image.Image:
     canvas.paste(pic, (0, 0))
     ImageDraw.Draw(canvas).text((2, 114), text[:18], fill=(0, 130, 0) if right else (200, 0, 0))
     return canvas
+
+
+def sbir_figures(study: Any, preset: str, out: Path, device: torch.device,
+                 runs: Sequence[dict[str, Any]], records: Sequence[dict[str, Any]]
+                 ) -> list[tuple[str, Callable[[], Any]]]:
+    """For each row (its stage-3 weights): the same held-out sketch queries, one per class of the
+    first classes, with the top 5 photos each row ranks for them (green: the query's class)."""
+    chosen = first_runs(runs, records)
+    if not chosen:
+        return []
+
+    def grid() -> bytes:
+        bundle = _val_bundle(chosen[0]["cfg"])
+        sketches, photos = bundle.val.sketches, bundle.val.photos
+        first_of: dict[int, int] = {}
+        for i, y in enumerate(sketches.targets):
+            first_of.setdefault(int(y), i)
+        queries = [first_of[c] for c in sorted(first_of)][:GRID_IMAGES]
+        g_images = [photos[i][0] for i in range(len(photos))]
+        g_labels = torch.tensor(photos.targets)
+        blocks = []
+        for run in chosen:
+            model, _ = load_trained(Path(run["cfg"].out) / "checkpoints" / "last.safetensors", device)
+            model = unwrap(model).eval()
+            with torch.inference_mode():
+                g = torch.cat([model.embed(b.to(device), "photo").cpu() for b in torch.stack(g_images).split(128)])
+                for qi in queries:
+                    image, label = sketches[qi]
+                    q = model.embed(image[None].to(device), "sketch").cpu()
+                    top = (q @ g.T)[0].topk(min(5, len(g_images)))
+                    tiles = [(_display(g_images[j]), bundle.class_names[int(g_labels[j])], float(s),
+                              int(g_labels[j]) == int(label))
+                             for s, j in zip(top.values.tolist(), top.indices.tolist())]
+                    blocks.append((run["row"], draw_retrieval_grid(_display(image), tiles)))
+        width = max(b.width for _, b in blocks) + 150
+        sheet = Image.new("RGB", (width, sum(b.height for _, b in blocks)), "white")
+        draw = ImageDraw.Draw(sheet)
+        y = 0
+        for row, block in blocks:
+            draw.text((4, y + block.height // 2), row[:22], fill="black")
+            sheet.paste(block, (150, y))
+            y += block.height
+        buf = io.BytesIO()
+        sheet.save(buf, format="PNG")
+        return buf.getvalue()
+
+    return [(f"Held-out sketch queries and the top 5 photos each row ranks (green: the query's class; "
+             f"{_seed_note(chosen)})", grid)]
+
+
+def _display(image: torch.Tensor) -> Image.Image:
+    """A normalised ``[C, S, S]`` tensor as an RGB picture (min–max stretched)."""
+    img = image.float()
+    img = (img - img.min()) / (img.max() - img.min() + 1e-8)
+    if img.shape[0] == 1:
+        img = img.expand(3, -1, -1)
+    return Image.fromarray((img.permute(1, 2, 0) * 255).clamp(0, 255).byte().numpy(), "RGB")

@@ -31,6 +31,7 @@ from hybridvision.engine.trainer import train
 from hybridvision.evaluation.cost import count_params, measure_latency
 from hybridvision.evaluation.retrieval import retrieval_metrics
 from hybridvision.fileio import atomic_write_text
+from hybridvision.studies.figures import sbir_figures
 from hybridvision.studies.spec import Study, StudyRow, register_study
 
 # Epochs of stages 1, 2, 3 per preset (the seed: 100-epoch classifiers, 35 and 10 epochs).
@@ -156,4 +157,5 @@ STUDY = register_study(Study(
     lower_is_better=frozenset({"query_ms", "photo_ms", "params_m", "train_s", "train_loop_s"}),
     verdict_columns=("zs_uni_mAP", "P@10", "zs_mAP"),
     train_run=train_sbir_run,
+    figures=sbir_figures,
 ))
