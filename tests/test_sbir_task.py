@@ -48,3 +48,33 @@ def test_bad_sbir_options_are_refused(tmp_path):
         train(_cfg(tmp_path, 1, data_kwargs={"bogus": 1}))
     with pytest.raises(UserInputError, match="augment"):
         train(_cfg(tmp_path, 1, augment={"hflip": 0.5}))
+
+
+def test_hard_negative_mining_swaps_only_negative_pairs():
+    """Stage 2 with hard negatives: each negative pair's photo embedding is the batch's nearest
+    photo of another class; positive pairs keep theirs (oracle: the loss recomputed by hand)."""
+    import torch
+
+    from hybridvision.engine.tasks import SBIRTask
+    from hybridvision.factory import create_model
+    from hybridvision.retrieval.losses import contrastive_loss, hardest_negatives
+
+    torch.manual_seed(0)
+    model = create_model("sbir_resnet26", num_classes=3, stage=2, width=0.25, hidden=16, embed_dim=8).eval()
+    task = SBIRTask(label_smoothing=0.0)
+    task.hard_negatives = True
+    sketch, photo = torch.rand(4, 1, 32, 32), torch.rand(4, 3, 32, 32)
+    same = torch.tensor([True, False, True, False])
+    ys, yp = torch.tensor([0, 1, 2, 0]), torch.tensor([0, 2, 2, 1])
+    got = task.batch_loss(model, (sketch, photo, same, ys, yp), torch.device("cpu"))
+    with torch.no_grad():
+        e_s, e_p = model(sketch, "sketch")[0], model(photo, "photo")[0]
+    idx = hardest_negatives(e_s, e_p, ys, yp)
+    mined = e_p.clone()
+    for i in (1, 3):
+        mined[i] = e_p[idx[i]]
+    want = contrastive_loss(e_s, mined, same)
+    torch.testing.assert_close(got["loss_contrastive"].detach(), want)
+    task.hard_negatives = False
+    plain = task.batch_loss(model, (sketch, photo, same, ys, yp), torch.device("cpu"))["loss_contrastive"]
+    assert not torch.allclose(plain.detach(), want)  # the mining changed something here
