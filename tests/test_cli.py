@@ -14,7 +14,9 @@ from PIL import Image
 
 VERBS = [[], ["models"], ["train"], ["eval"], ["predict"], ["demo"], ["data"], ["data", "make"],
          ["data", "make", "amounts"], ["data", "make", "sketches"], ["data", "convert"],
-         ["data", "convert", "montos"], ["data", "check"], ["study"], ["explain"], ["bench"], ["export"]]
+         ["data", "convert", "montos"], ["data", "convert", "voc"], ["data", "convert", "yolo"],
+         ["data", "convert", "csv"], ["data", "make", "bimodal"], ["data", "check"], ["study"], ["explain"],
+         ["bench"], ["export"], ["retrieve"]]
 
 
 

@@ -29,6 +29,7 @@ from hybridvision.data.builtin.amounts import make_amounts
 from hybridvision.data.builtin.bimodal import make_bimodal
 from hybridvision.data.builtin.sketches import make_sketches
 from hybridvision.data.converters import modanet_to_coco, montos_to_coco
+from hybridvision.data.importers import csv_to_coco, voc_to_coco, yolo_to_coco
 from hybridvision.data.validate import check_coco
 from hybridvision.demo import DEMO_CONFIG, run_demo
 from hybridvision.engine.progress import format_evaluation, format_per_class, format_train_evaluations
@@ -322,6 +323,60 @@ def convert_modanet_cmd(
     coco = modanet_to_coco(modanet_json, out)
     console.print(f"wrote {out}: {len(coco['images'])} images, {len(coco['annotations'])} boxes "
                   f"({coco['info']['dropped_boxes']} without area inside their image dropped)")
+
+
+def _classes_option(classes: str | None) -> list[str] | None:
+    names = [c.strip() for c in classes.split(",")] if classes else None
+    if names is not None and (not all(names) or len(set(names)) != len(names)):
+        raise UserInputError(f"--classes {classes}: give distinct, non-empty names separated by commas")
+    return names
+
+
+def _converted(out: Path, coco: dict) -> None:
+    crowd = sum(int(a.get("iscrowd", 0)) for a in coco["annotations"])
+    console.print(f"wrote {out}: {len(coco['images'])} images, {len(coco['annotations'])} boxes"
+                  + (f" ({crowd} marked iscrowd)" if crowd else "") + f", {len(coco['categories'])} classes "
+                  f"({', '.join(c['name'] for c in coco['categories'][:8])}"
+                  f"{', …' if len(coco['categories']) > 8 else ''})", markup=False, highlight=False)
+
+
+@convert_app.command("voc")
+def convert_voc_cmd(
+    annotations: Path = typer.Argument(..., help="folder of Pascal VOC .xml files (Annotations/)"),
+    images: Path = typer.Option(..., "--images", help="folder of the images (JPEGImages/)"),
+    out: Path = typer.Option(..., "--out", "-o", help="COCO annotation JSON to write"),
+    classes: str | None = typer.Option(None, "--classes", help="class names in id order, comma-separated "
+                                       "\\[default: the names found, sorted]"),
+    drop_difficult: bool = typer.Option(False, "--drop-difficult", help="leave difficult objects out "
+                                        "\\[default: kept as iscrowd, which the COCO evaluation ignores]"),
+):
+    """Pascal VOC XML → COCO JSON (1-based inclusive pixel indices → continuous pixel boxes)."""
+    _converted(out, voc_to_coco(annotations, images, out, class_names=_classes_option(classes),
+                                drop_difficult=drop_difficult))
+
+
+@convert_app.command("yolo")
+def convert_yolo_cmd(
+    labels: Path = typer.Argument(..., help="folder of YOLO .txt labels (labels/, any depth)"),
+    images: Path = typer.Option(..., "--images", help="folder of the images (images/, same relative paths)"),
+    names: Path = typer.Option(..., "--names", help="the dataset's data.yaml (its 'names')"),
+    out: Path = typer.Option(..., "--out", "-o", help="COCO annotation JSON to write"),
+):
+    """YOLO text labels (class cx cy w h, normalised) → COCO JSON; images without a label file
+    are kept as images without objects."""
+    _converted(out, yolo_to_coco(labels, images, names, out))
+
+
+@convert_app.command("csv")
+def convert_csv_cmd(
+    csv_file: Path = typer.Argument(..., help="CSV with the header image,xmin,ymin,xmax,ymax,label"),
+    images: Path = typer.Option(..., "--images", help="folder the 'image' column is relative to"),
+    out: Path = typer.Option(..., "--out", "-o", help="COCO annotation JSON to write"),
+    classes: str | None = typer.Option(None, "--classes", help="class names in id order, comma-separated "
+                                       "\\[default: the labels found, sorted]"),
+):
+    """A box CSV (pixel corners; a row with only an image lists an image without objects) → COCO JSON."""
+    _converted(out, csv_to_coco(csv_file, images, out, class_names=_classes_option(classes)))
 
 
 @data_app.command("check")
