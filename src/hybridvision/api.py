@@ -74,6 +74,8 @@ def load_trained(weights: str | Path, device: str | torch.device = "cpu",
         raise UserInputError(f"{weights}: its sidecar {side.name} {why}; keep the .json that `hybridvision "
                              "train` writes next to the weights, or pass --model NAME")
     kwargs = {**info.get("model_kwargs", {}), **model_kwargs}
+    if kwargs.pop("backbone_weights", None):  # the checkpoint holds the weights; keep the structure
+        kwargs.setdefault("frozen_bn", True)
     if "num_classes" not in kwargs and "num_classes" in info:
         kwargs["num_classes"] = info["num_classes"]
     try:

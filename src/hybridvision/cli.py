@@ -138,6 +138,10 @@ def train_cmd(
                                 "(with its config.yaml, else the config stored in checkpoints/last.json)"),
     weights: Path | None = typer.Option(None, "--weights",
                                         help="initial weights (.safetensors) \\[default: none: random init]"),
+    backbone_weights: str | None = typer.Option(
+        None, "--backbone-weights", help="pretrained ResNet weights for the backbone: a .safetensors or .pth "
+        "file, or torchvision:NAME from the torch hub cache (sets model_kwargs.backbone_weights; stem, layer1 "
+        "and BatchNorm then frozen unless model_kwargs.freeze_stages / frozen_bn say otherwise)"),
     exist_ok: bool = typer.Option(False, "--exist-ok", help="overwrite an existing run folder, or write into "
                                   "a non-empty folder that is not one"),
 ):
@@ -157,6 +161,9 @@ def train_cmd(
                    optimizer=optimizer, image_size=image_size, device=device, seed=seed,
                    workers=workers, out=out)
     cfg = cfg.updated({k: v for k, v in options.items() if v is not None}, source="options")
+    if backbone_weights:
+        cfg = cfg.updated({"model_kwargs": {**cfg.model_kwargs, "backbone_weights": backbone_weights}},
+                          source="--backbone-weights")
     cfg = apply_overrides(cfg, overrides or [])
     summary = train(cfg, resume=resume, weights=str(weights) if weights else None, exist_ok=exist_ok)
     text = format_train_evaluations(summary)

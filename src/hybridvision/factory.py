@@ -15,18 +15,28 @@ import torch.nn as nn
 
 import hybridvision.engine.tasks  # noqa: F401  registers the tasks
 import hybridvision.models  # noqa: F401  registers every model builder
-from hybridvision.registry import build_model, model_builder, model_task, registered_models, task_class
+from hybridvision.backbones.pretrained import apply_backbone_options
+from hybridvision.registry import (BACKBONE_OPTIONS, build_model, check_model_kwargs, model_builder, model_task,
+                                   registered_models, task_class)
 
 __all__ = ["create_model", "list_models", "model_task", "model_builder", "create_task", "task_for_model"]
 
 
 def create_model(name: str, **overrides: Any) -> nn.Module:
-    """Build a registered model. ``overrides`` go to the builder as keyword arguments.
+    """Build a registered model. ``overrides`` go to the builder as keyword arguments, except
+    the backbone options (``backbone_weights``, ``freeze_stages``, ``frozen_bn``:
+    :mod:`hybridvision.backbones.pretrained`), applied to the built model; the loading report is
+    kept as ``model.backbone_weights_report``.
 
     Unknown keyword arguments raise a :class:`~hybridvision.errors.UserInputError` naming the
     accepted ones.
     """
-    return build_model(name, **overrides)
+    options = {k: overrides.pop(k) for k in BACKBONE_OPTIONS if k in overrides}
+    check_model_kwargs(name, overrides)
+    model = build_model(name, **overrides)
+    if options:
+        model.backbone_weights_report = apply_backbone_options(model, options)
+    return model
 
 
 def list_models(pattern: str = "*", task: str | None = None) -> list[str]:

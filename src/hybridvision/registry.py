@@ -108,11 +108,17 @@ def model_options(name: str) -> list[str] | None:
     return None if extra is None else sorted(set(own) | set(extra))
 
 
+# Options every ResNet-based model takes, applied after it is built by ``factory.create_model``
+# (:mod:`hybridvision.backbones.pretrained`): pretrained weights, frozen stages, frozen BatchNorm.
+BACKBONE_OPTIONS = ("backbone_weights", "freeze_stages", "frozen_bn")
+
+
 def check_model_kwargs(name: str, kwargs: dict[str, Any]) -> None:
     """One error naming the options ``name`` does not take, and the valid ones (builds nothing)."""
     valid = model_options(name)
     if valid is None:
         return
+    valid = [*valid, *BACKBONE_OPTIONS]
     bad = sorted(k for k in kwargs if k not in valid)
     if bad:
         raise UserInputError(

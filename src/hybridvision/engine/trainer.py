@@ -429,6 +429,15 @@ def train(cfg: TrainConfig, *, resume: bool = False, weights: str | None = None,
                       highlight=False, markup=False)
         for warning in task.start_warnings(model, bundle, cfg):
             console.print(f"[yellow]{warning}", highlight=False)
+        report = getattr(model, "backbone_weights_report", None)
+        if report is not None and not resume:
+            console.print(f"backbone weights {report['file']}: loaded {report['loaded']} tensors; "
+                          f"{len(report['missing'])} of the backbone's not in the file"
+                          + (f" ({', '.join(report['missing'][:3])}…)" if report["missing"] else "")
+                          + f"; {len(report['unexpected'])} of the file's unused"
+                          + (f" ({', '.join(report['unexpected'][:3])}…)" if report["unexpected"] else "")
+                          + f"; classifier ({len(report['skipped'])} tensors) skipped",
+                          highlight=False, markup=False)
         if shared_init is not None:
             console.print(f"initialised {shared_init[0]} of {shared_init[1]} tensors as {init_like[0]} "
                           f"with seed {cfg.seed} (paired with it)", highlight=False, markup=False)
