@@ -87,6 +87,8 @@ def test_data_check_ok(cli, tmp_path):
     ann.write_text(json.dumps(coco))
     code, out, _ = cli("data", "check", ann, "--images", img_dir)
     assert code == 0 and "OK" in out
+    n_boxes = len(coco["annotations"])
+    assert f"{len(coco['images'])} images" in out and f"{n_boxes} boxes" in out and "COCO size buckets" in out
 
 
 def test_unreadable_json_is_one_line(cli, tmp_path):

@@ -405,7 +405,8 @@ def check_cmd(
             err_console.print(str(f), soft_wrap=True, highlight=False, markup=False)
         err_console.print(f"{len(findings)} problem(s) in {ann}", highlight=False)
         raise typer.Exit(1)
-    console.print(f"{ann}: OK")
+    console.print(f"{ann}: OK", markup=False, highlight=False)
+    console.print(dataset_stats(ann).summary(), markup=False, highlight=False, soft_wrap=True)
 
 
 @data_app.command("stats")
