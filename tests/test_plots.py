@@ -96,20 +96,23 @@ def test_plot_loss_curve_bad_input(tmp_path) -> None:
 # draw_detections
 # ---------------------------------------------------------------------------------------------
 def test_draw_detections_pixels_on_the_edge_only() -> None:
-    img = _grey(60, 100)
+    img = _grey(70, 100)
     before = img.clone()
-    x1, y1, x2, y2 = 20, 10, 80, 45
+    x1, y1, x2, y2 = 20, 20, 80, 55
     out = draw_detections(img, torch.tensor([[x1, y1, x2, y2]], dtype=torch.float32), torch.tensor([0]),
                           torch.tensor([0.9]), class_names=["a"], color=(255, 0, 0), width=2)
-    assert isinstance(out, Image.Image) and out.size == (100, 60) and out.mode == "RGB"
+    assert isinstance(out, Image.Image) and out.size == (100, 70) and out.mode == "RGB"
     a = np.asarray(out)  # [H, W, 3]
     # the four edges carry the box colour (away from the label in the top-left corner)
     for x, y in [(x1, 30), (x1 + 1, 30), (x2, 30), (x2 - 1, 30), (60, y1), (60, y2), (60, y2 - 1)]:
         assert tuple(a[y, x]) == (255, 0, 0), (x, y)
-    # the box interior away from the label, and everything more than 2 px outside, is untouched
-    assert (a[y1 + 20 : y2 - 3, x1 + 3 : x2 - 3] == GREY).all()
+    # the box interior, and everything more than 2 px outside but the label above its top-left
+    # corner (on the box colour), is untouched
+    assert (a[y1 + 3 : y2 - 3, x1 + 3 : x2 - 3] == GREY).all()
+    assert (a[y1 - 6, x1 : x1 + 4] == (255, 0, 0)).all(axis=-1).any()  # the label's background
     outside = np.ones(a.shape[:2], dtype=bool)
     outside[y1 - 2 : y2 + 3, x1 - 2 : x2 + 3] = False
+    outside[: y1, x1 - 2 : x1 + 40] = False  # the label: above the box, from its left edge
     assert (a[outside] == GREY).all()
     assert torch.equal(img, before)  # input not modified
 
@@ -194,3 +197,16 @@ def test_plot_attention_overlay_constant_map_and_bad_shape(tmp_path) -> None:
     assert _png(out).size == (20, 10)
     with pytest.raises(ValueError, match=r"\[h, w\]"):
         plot_attention_overlay(_grey(8, 8), torch.ones(2, 2, 2), (0, 0), tmp_path / "b.png")
+
+
+def test_the_best_detection_is_drawn_last_and_labels_grow_with_the_image() -> None:
+    from hybridvision.plots import _palette
+
+    boxes = torch.tensor([[20.0, 30.0, 80.0, 70.0], [20.0, 30.0, 90.0, 80.0]])
+    for scores, top in (([0.9, 0.4], 0), ([0.4, 0.9], 1)):  # the same boxes, the scores swapped
+        a = np.asarray(draw_detections(_grey(100, 120), boxes, torch.tensor([0, 1]), torch.tensor(scores)))
+        assert tuple(a[30, 60]) == _palette(top) and tuple(a[21, 20]) == _palette(top)  # edge, label
+    small = np.asarray(draw_detections(_grey(100, 120), boxes[:1], [0], [0.9]))
+    big = np.asarray(draw_detections(_grey(1000, 1200), boxes[:1] * 10, [0], [0.9]))
+    label_rows = lambda a, x, top: int((a[:top, x] != GREY).any(axis=-1).sum())  # noqa: E731  above the box
+    assert label_rows(big, 200 + 6, 300) >= 1.5 * label_rows(small, 20 + 1, 30) > 0

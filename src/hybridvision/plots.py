@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageDraw
+from PIL import Image, ImageColor, ImageDraw, ImageFont
 from torchvision.transforms.v2.functional import pil_to_tensor, to_pil_image
 from torchvision.utils import draw_bounding_boxes
 
@@ -369,8 +369,29 @@ def draw_detections(
         name = class_names[lab] if class_names is not None and 0 <= lab < len(class_names) else str(lab)
         texts.append(name if scores_l is None else f"{name} {scores_l[i]:.2f}")
     colors = [color] * len(labels_l) if color is not None else [_palette(lab) for lab in labels_l]
-    out = draw_bounding_boxes(img, clipped, labels=texts, colors=colors, width=width, fill_labels=True)
-    return to_pil_image(out)
+    # Lowest score first, so the best detections are drawn last, on top of the others.
+    order = list(range(len(labels_l)))
+    if scores_l is not None:
+        order.sort(key=lambda i: scores_l[i])
+    line = max(width, round(min(h, w) / 300))
+    boxed = draw_bounding_boxes(img, clipped[order], colors=[colors[i] for i in order], width=line)
+    pil = to_pil_image(boxed)
+    draw = ImageDraw.Draw(pil)
+    font = ImageFont.load_default(size=max(10, round(min(h, w) / 45)))  # text sized to the image
+    for i in order:
+        x, y = float(clipped[i, 0]), float(clipped[i, 1])
+        _, t, _, b = draw.textbbox((0, 0), texts[i], font=font)  # the glyphs span rows t..b
+        ty = y - b - 2 if y - b - 2 + t >= 1 else y + 1 - t  # above the box, else inside its top
+        left, top, right, bottom = draw.textbbox((x + 1, ty), texts[i], font=font)
+        draw.rectangle((left - 1, top - 1, right + 1, bottom + 1), fill=colors[i])
+        draw.text((x + 1, ty), texts[i], fill=_label_ink(colors[i]), font=font)
+    return pil
+
+
+def _label_ink(colour: Color) -> str:
+    """Black or white, whichever reads better on ``colour``."""
+    rgb = ImageColor.getrgb(colour) if isinstance(colour, str) else tuple(colour)[:3]
+    return "black" if 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2] > 140 else "white"
 
 
 def _detections_of(target: Mapping[str, Any], score_thresh: float | None) -> tuple[Any, Any, Any]:
