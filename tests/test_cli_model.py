@@ -64,6 +64,21 @@ def test_predict_folder_and_corrupt_image(cli, nl_run, tiny_amounts, tmp_path):
     assert len(pngs) == 2 and Image.open(pngs[0]).size == Image.open(next(src.iterdir())).size
     recs = json.loads((tmp_path / "pred/predictions.json").read_text())
     assert recs and set(recs[0]) == {"image_id", "category_id", "bbox", "score"}  # true COCO results
+    # sliced inference on a 2×2 mosaic of val images at full resolution, more detections allowed
+    tiles = [Image.open(p) for p in sorted(src.iterdir())]
+    w, h = tiles[0].size
+    mosaic = Image.new("RGB", (2 * w, 2 * h))
+    for k, t in enumerate(tiles * 2):
+        mosaic.paste(t, ((k % 2) * w, (k // 2) * h))
+    (tmp_path / "big").mkdir()
+    mosaic.save(tmp_path / "big" / "mosaic.png")
+    code, _, err = cli("predict", tmp_path / "big", "--weights", nl_run / "checkpoints/last.safetensors",
+                       "--out", tmp_path / "tiled", "--tile", "--conf", "0.0", "--max-det", "300", "--iou", "0.5",
+                       "--device", "cpu")
+    assert code == 0, err
+    recs = json.loads((tmp_path / "tiled/predictions.json").read_text())
+    assert recs and all(r["bbox"][0] + r["bbox"][2] <= 2 * w + 1e-3 for r in recs)
+    assert Image.open(tmp_path / "tiled" / "mosaic.png.png").size == (2 * w, 2 * h)
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"\x89PNG not really")
     code, _, err = cli("predict", bad, "--weights",

@@ -186,6 +186,15 @@ def test_predict_conf_outside_0_1(cli, tmp_path, conf):
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "pred").exists()
 
 
+@pytest.mark.parametrize("args, expected", [(["--iou", "0"], "--iou"), (["--iou", "1.5"], "--iou"),
+                                            (["--max-det", "0"], "--max-det"), (["--image-size", "8"], "--image-size"),
+                                            (["--tile-overlap", "1"], "--tile-overlap")])
+def test_predict_options_are_validated(cli, tmp_path, args, expected):
+    code, _, err = cli("predict", tmp_path, "--weights", tmp_path / "w.safetensors", *args, "--out", tmp_path / "p")
+    assert code == 2 and err.startswith(f"error: {expected}") and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "p").exists()
+
+
 def _leaf_commands(cmd, path=()):
     subs = getattr(cmd, "commands", None)
     if subs:

@@ -28,6 +28,7 @@ from hybridvision.engine.checkpoint import load_weights, read_sidecar
 from hybridvision.engine.inference import scale_detections
 from hybridvision.engine.progress import console
 from hybridvision.engine.tasks import DetectionTask, make_task
+from hybridvision.engine.tiling import predict_tiled
 from hybridvision.engine.trainer import resolve_device
 from hybridvision.errors import UserInputError
 from hybridvision.evaluation.analysis import evaluate_with_analysis
@@ -273,8 +274,15 @@ def _predict_folder(folder: Path) -> bool:
 @torch.inference_mode()
 def predict(source: str | Path, *, weights: str | Path, out: str | Path = "runs/predict",
             device: str = "auto", score_threshold: float = 0.3, image_size: int | None = None,
-            gt: str | Path | None = None, exist_ok: bool = False) -> list[dict[str, Any]]:
+            gt: str | Path | None = None, exist_ok: bool = False, iou: float | None = None,
+            max_det: int | None = None, tile: bool = False, tile_overlap: float = 0.25) -> list[dict[str, Any]]:
     """Detect objects in an image or every image of a folder (sorted by file name).
+
+    ``image_size``: the longer side the image is resized to (default: the training size);
+    ``iou`` and ``max_det``: the NMS threshold and the detections kept per image (default: the
+    model's). ``tile``: sliced inference (:func:`~hybridvision.engine.tiling.predict_tiled`) —
+    the image at full resolution in overlapping windows of ``image_size`` (``tile_overlap`` of a
+    window), for images much larger than the objects the model was trained on.
 
     Writes into ``out`` (a new folder, or one hybridvision made; never the source or a folder
     holding it; ``exist_ok`` allows someone else's non-empty folder):
@@ -303,6 +311,10 @@ def predict(source: str | Path, *, weights: str | Path, out: str | Path = "runs/
         raise UserInputError(f"{weights}: a {info.get('task')} model; predict draws detections")
     if hasattr(model, "score_thresh"):  # let --conf go below the decoder's candidate threshold
         model.score_thresh = min(float(model.score_thresh), score_threshold)
+    if iou is not None:
+        model.nms_thresh = float(iou)
+    if max_det is not None:
+        model.detections_per_img = int(max_det)
     size = int(image_size or info.get("image_size") or 512)
     names = info.get("class_names") or [str(i) for i in range(info.get("num_classes", 0))]
     cat_ids = info.get("label_to_cat_id") or list(range(1, len(names) + 1))
@@ -314,9 +326,15 @@ def predict(source: str | Path, *, weights: str | Path, out: str | Path = "runs/
     for path, image_id in zip(files, image_ids):
         img = load_image(path)
         h0, w0 = img.shape[-2:]
-        batch, (h, w) = prepare_image(img, size)
-        dets = model.decode(model(batch.to(dev), [(h, w)]), [(h, w)])[0]
-        dets = scale_detections({k: v.cpu() for k, v in dets.items()}, w0 / w, h0 / h)
+        if tile:
+            with torch.no_grad():
+                dets = predict_tiled(model, img.to(dev), size, overlap=tile_overlap)
+            dets = {k: v.cpu() for k, v in dets.items()}
+        else:
+            batch, (h, w) = prepare_image(img, size)
+            with torch.no_grad():
+                dets = model.decode(model(batch.to(dev), [(h, w)]), [(h, w)])[0]
+            dets = scale_detections({k: v.cpu() for k, v in dets.items()}, w0 / w, h0 / h)
         keep = dets["scores"] >= score_threshold
         dets = {k: v[keep] for k, v in dets.items()}
         save_image(draw_detections(img, dets["boxes"], dets["labels"], dets["scores"], names),

@@ -228,6 +228,15 @@ def predict_cmd(
     weights: Path = typer.Option(..., "--weights", "-w", help="a .safetensors checkpoint"),
     out: Path = typer.Option(Path("runs/predict"), "--out", "-o", help="output folder"),
     conf: float = typer.Option(0.3, "--conf", help="minimum score to keep a detection"),
+    image_size: int | None = typer.Option(None, "--image-size", help="longer side the image is resized to; "
+                                          "with --tile, the window side \\[default: the training size]"),
+    iou: float | None = typer.Option(None, "--iou", help="NMS IoU threshold \\[default: the model's]"),
+    max_det: int | None = typer.Option(None, "--max-det", help="detections kept per image \\[default: the "
+                                       "model's, usually 100]"),
+    tile: bool = typer.Option(False, "--tile", help="sliced inference: the image at full resolution in "
+                              "overlapping windows of --image-size, merged by NMS (large images, small objects)"),
+    tile_overlap: float = typer.Option(0.25, "--tile-overlap", help="overlap of neighbouring windows, a "
+                                       "fraction of a window"),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     gt: Path | None = typer.Option(None, "--gt", help="COCO file of these images: use its image ids "
                                    "\\[default: ids 1..N in sorted file order]"),
@@ -238,8 +247,17 @@ def predict_cmd(
     labels/<image>.json in --out."""
     if not (math.isfinite(conf) and 0.0 <= conf <= 1.0):
         raise UserInputError(f"--conf {conf:g}: not a score threshold; use a number in [0, 1], e.g. --conf 0.3")
+    if iou is not None and not (math.isfinite(iou) and 0.0 < iou <= 1.0):
+        raise UserInputError(f"--iou {iou:g}: not an IoU threshold; use a number in (0, 1], e.g. --iou 0.6")
+    if max_det is not None and max_det < 1:
+        raise UserInputError(f"--max-det {max_det}: keep at least 1 detection per image, e.g. --max-det 300")
+    if image_size is not None and not 32 <= image_size <= 8192:
+        raise UserInputError(f"--image-size {image_size}: use a side in [32, 8192] pixels")
+    if not (math.isfinite(tile_overlap) and 0.0 <= tile_overlap < 1.0):
+        raise UserInputError(f"--tile-overlap {tile_overlap:g}: use a fraction in [0, 1), e.g. 0.25")
     records = predict(source, weights=weights, out=out, device=device, score_threshold=conf, gt=gt,
-                      exist_ok=exist_ok)
+                      exist_ok=exist_ok, image_size=image_size, iou=iou, max_det=max_det, tile=tile,
+                      tile_overlap=tile_overlap)
     console.print(f"{len(records)} detections → {out}/predictions.json and annotated PNGs")
 
 
