@@ -275,7 +275,7 @@ def _predict_folder(folder: Path) -> bool:
 def predict(source: str | Path, *, weights: str | Path, out: str | Path = "runs/predict",
             device: str = "auto", score_threshold: float = 0.3, image_size: int | None = None,
             gt: str | Path | None = None, exist_ok: bool = False, iou: float | None = None,
-            max_det: int | None = None, tile: bool = False, tile_overlap: float = 0.25) -> list[dict[str, Any]]:
+            max_det: int | None = None, tile: bool = False, tile_overlap: float = 0.5) -> list[dict[str, Any]]:
     """Detect objects in an image or every image of a folder (sorted by file name).
 
     ``image_size``: the longer side the image is resized to (default: the training size);

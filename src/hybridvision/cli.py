@@ -235,7 +235,7 @@ def predict_cmd(
                                        "model's, usually 100]"),
     tile: bool = typer.Option(False, "--tile", help="sliced inference: the image at full resolution in "
                               "overlapping windows of --image-size, merged by NMS (large images, small objects)"),
-    tile_overlap: float = typer.Option(0.25, "--tile-overlap", help="overlap of neighbouring windows, a "
+    tile_overlap: float = typer.Option(0.5, "--tile-overlap", help="overlap of neighbouring windows, a "
                                        "fraction of a window"),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     gt: Path | None = typer.Option(None, "--gt", help="COCO file of these images: use its image ids "
