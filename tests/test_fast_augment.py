@@ -33,6 +33,11 @@ def reference(image, boxes, p, size, crop=True):
         bb = F.crop(bb, p["top"] + dy, p["left"] + dx, size, size)
     if p["flip"]:
         img, bb = F.horizontal_flip(img), F.horizontal_flip(bb)
+    if p.get("vflip"):
+        img, bb = F.vertical_flip(img), F.vertical_flip(bb)
+    if p.get("turns"):
+        angle = 90 * p["turns"]  # torchvision: positive angles turn counter-clockwise
+        img, bb = F.rotate(img, angle, expand=True), F.rotate(bb, angle, expand=True)
     bb = F.clamp_bounding_boxes(bb)
     return img.as_subclass(torch.Tensor), bb.as_subclass(torch.Tensor)
 
@@ -52,6 +57,32 @@ def test_scale_crop_flip_equals_v2_kernels(shape, seed):
     assert got_img.shape == (3, 128, 128)
     assert torch.equal(got_img, ref_img)
     torch.testing.assert_close(got_boxes, ref_boxes, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("turns", [0, 1, 2, 3])
+@pytest.mark.parametrize("vflip", [False, True])
+def test_vertical_flip_and_quarter_turns_equal_v2_kernels(turns, vflip):
+    torch.manual_seed(turns)
+    image = torch.randint(0, 256, (3, 90, 120), dtype=torch.uint8)
+    xy = torch.rand(5, 2) * torch.tensor([100, 70])
+    boxes = torch.cat([xy, xy + 5 + torch.rand(5, 2) * 15], dim=1)
+    t = ScaleCropFlip(96, (0.8, 1.2), crop=True, hflip=0.5, vflip=0.5, rot90=0.5)
+    p = {**t.draw(90, 120), "vflip": vflip, "turns": turns}
+    got_img, got_boxes = t.apply(image, boxes, p)
+    ref_img, ref_boxes = reference(image, boxes, p, 96)
+    assert torch.equal(got_img, ref_img)
+    torch.testing.assert_close(got_boxes, ref_boxes, atol=1e-4, rtol=0)
+
+
+def test_turns_and_vertical_flips_are_drawn_at_their_rates():
+    torch.manual_seed(0)
+    t = ScaleCropFlip(64, None, crop=True, hflip=0.0, vflip=0.25, rot90=0.5)
+    ps = [t.draw(64, 64) for _ in range(2000)]
+    assert abs(sum(p["vflip"] for p in ps) / 2000 - 0.25) < 0.04
+    turned = [p["turns"] for p in ps if p["turns"]]
+    assert abs(len(turned) / 2000 - 0.5) < 0.04 and set(turned) == {1, 2, 3}
+    plain = ScaleCropFlip(64, None, crop=True, hflip=0.0).draw(64, 64)
+    assert "vflip" not in plain and "turns" not in plain  # the default draw is unchanged
 
 
 def test_draw_follows_scale_jitter_and_random_crop():
@@ -145,3 +176,15 @@ def test_padded_or_mixed_batches_jitter_only_image_pixels():
     torch.manual_seed(0)
     images, _, _ = collate_detection_train([(a, tgt), (a.clone(), tgt)])  # same size, padded to 64
     assert images.shape[-2:] == (64, 64) and images[:, :, 40:, :].abs().sum() == 0
+
+
+def test_train_help_lists_every_augment_option_with_its_default(cli):
+    from hybridvision.data.classification_transforms import AUGMENT_OPTIONS as CLS
+    from hybridvision.data.transforms import AUGMENT_OPTIONS as DET
+
+    code, out, _ = cli("train", "--help")
+    text = " ".join(out.split())
+    assert code == 0
+    for key in [*DET, *CLS]:
+        assert f"augment.{key}:" in text
+    assert "augment.vflip: a probability in [0, 1] (default 0.0 / 0.0)" in text

@@ -29,7 +29,11 @@ from hybridvision.data.builtin.amounts import make_amounts
 from hybridvision.data.builtin.bimodal import make_bimodal
 from hybridvision.data.builtin.sketches import make_sketches
 from hybridvision.data.converters import modanet_to_coco, montos_to_coco
+from hybridvision.data.classification_transforms import AUGMENT_OPTIONS as CLASSIFICATION_AUGMENT
+from hybridvision.data.classification_transforms import augment_defaults
 from hybridvision.data.importers import csv_to_coco, voc_to_coco, yolo_to_coco
+from hybridvision.data.transforms import AUGMENT_OPTIONS as DETECTION_AUGMENT
+from hybridvision.data.transforms import TRANSFORM_PRESETS
 from hybridvision.data.validate import check_coco
 from hybridvision.demo import DEMO_CONFIG, run_demo
 from hybridvision.engine.progress import format_evaluation, format_per_class, format_train_evaluations
@@ -175,6 +179,20 @@ def train_cmd(
 # Every key=value setting with its default, at the end of `train --help`.
 train_cmd.__doc__ += "\n    Settings (key=value) and their defaults:\n\n" + "".join(
     f"    {k}={v}\n" for k, v in TrainConfig().to_dict().items())
+CLASSIFICATION_DEFAULTS = augment_defaults()
+
+
+def _rich(text: object) -> str:
+    return str(text).replace("[", "\\[")  # rich markup would swallow "[min, max]"
+
+
+train_cmd.__doc__ += (
+    "\n    augment.KEY=VALUE options of detection runs (defaults: builtin:amounts / coco: data):\n\n" + "".join(
+        f"    augment.{k}: {_rich(what)} (default {_rich(TRANSFORM_PRESETS['amounts'].get(k))} / "
+        f"{_rich(TRANSFORM_PRESETS['coco'].get(k))})\n" for k, what in DETECTION_AUGMENT.items())
+    + "\n    augment.KEY=VALUE options of classification runs:\n\n"
+    + "".join(f"    augment.{k}: {_rich(what)} (default {_rich(CLASSIFICATION_DEFAULTS.get(k))})\n"
+              for k, what in CLASSIFICATION_AUGMENT.items()))
 
 
 # ----------------------------------------------------------------------------------------- eval

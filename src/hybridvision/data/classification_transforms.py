@@ -18,6 +18,7 @@ Output: float32 ``[in_chans, size, size]``; a 1-channel sketch is repeated to 3 
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -50,6 +51,12 @@ AUGMENT_OPTIONS: dict[str, str] = {
     "mean": "a list of 1 or in_chans numbers",
     "std": "a list of 1 or in_chans numbers > 0",
 }
+
+
+def augment_defaults() -> dict[str, Any]:
+    """The default of every :data:`AUGMENT_OPTIONS` key (``build_classification_transforms``'s)."""
+    params = inspect.signature(build_classification_transforms).parameters
+    return {k: params[k].default for k in AUGMENT_OPTIONS if k in params}
 
 
 def _pair_ok(v: Any, hi: float = math.inf) -> bool:

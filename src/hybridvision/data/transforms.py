@@ -63,14 +63,18 @@ Target = dict[str, Any]
 # Per-dataset defaults. amounts: no flip (digits are not mirror-symmetric) and a milder scale range
 # than COCO's, because its smallest digits are already ~10 px tall at 128².
 TRANSFORM_PRESETS: dict[str, dict[str, Any]] = {
-    "amounts": {"hflip": 0.0, "scale_jitter": (0.75, 1.25), "crop": True, "color_jitter": "light"},
-    "coco": {"hflip": 0.5, "scale_jitter": (0.6, 1.3), "crop": True, "color_jitter": True},
+    "amounts": {"hflip": 0.0, "vflip": 0.0, "rot90": 0.0, "scale_jitter": (0.75, 1.25), "crop": True,
+                "color_jitter": "light"},
+    "coco": {"hflip": 0.5, "vflip": 0.0, "rot90": 0.0, "scale_jitter": (0.6, 1.3), "crop": True,
+             "color_jitter": True},
 }
 
 
 # The ``augment`` options of a detection run (``augment.hflip=0.5`` …): what each accepts.
 AUGMENT_OPTIONS: dict[str, str] = {
     "hflip": "a probability in [0, 1]",
+    "vflip": "a probability in [0, 1]",
+    "rot90": "a probability in [0, 1] (of a random quarter, half or three-quarter turn)",
     "scale_jitter": "null or [min, max] with 0 < min <= max",
     "crop": "true or false",
     "color_jitter": "true, false or light",
@@ -94,7 +98,7 @@ def check_options(augment: dict[str, Any], options: dict[str, str],
 
 
 def _augment_value_ok(key: str, v: Any) -> bool:
-    if key == "hflip":
+    if key in ("hflip", "vflip", "rot90"):
         return is_number(v) and 0 <= v <= 1
     if key == "scale_jitter":
         return v is None or (isinstance(v, (list, tuple)) and len(v) == 2 and all(map(is_number, v))
@@ -150,8 +154,9 @@ class ScaleCropFlip:
     """
 
     def __init__(self, size: int, scale_range: tuple[float, float] | None, crop: bool, hflip: float,
-                 color: Callable[[Tensor], Tensor] | None = None) -> None:
+                 color: Callable[[Tensor], Tensor] | None = None, vflip: float = 0.0, rot90: float = 0.0) -> None:
         self.size, self.scale_range, self.crop, self.hflip, self.color = int(size), scale_range, crop, hflip, color
+        self.vflip, self.rot90 = float(vflip), float(rot90)
 
     def draw(self, h: int, w: int) -> dict[str, Any]:
         """Random parameters for an ``h × w`` image: scaled size, crop offsets, flip."""
@@ -167,7 +172,12 @@ class ScaleCropFlip:
             left = int(torch.randint(0, pw - self.size + 1, ())) if pw > self.size else 0
             top, left = top - max(0, self.size - nh), left - max(0, self.size - nw)
         flip = self.hflip > 0 and float(torch.rand(())) < self.hflip
-        return {"height": nh, "width": nw, "top": top, "left": left, "flip": flip}
+        p = {"height": nh, "width": nw, "top": top, "left": left, "flip": flip}
+        if self.vflip > 0:  # drawn only when enabled: the hflip-only random stream stays as it was
+            p["vflip"] = float(torch.rand(())) < self.vflip
+        if self.rot90 > 0:
+            p["turns"] = int(torch.randint(1, 4, ())) if float(torch.rand(())) < self.rot90 else 0
+        return p
 
     def apply(self, image: Tensor, boxes: Tensor, p: dict[str, Any]) -> tuple[Tensor, Tensor]:
         """``image [C, H, W]`` and ``boxes [N, 4]`` (xyxy) under the parameters ``p`` of :meth:`draw`;
@@ -188,6 +198,13 @@ class ScaleCropFlip:
         if p["flip"]:
             image = image.flip(-1)
             boxes = torch.stack([ow - boxes[:, 2], boxes[:, 1], ow - boxes[:, 0], boxes[:, 3]], dim=1)
+        if p.get("vflip"):
+            image = image.flip(-2)
+            boxes = torch.stack([boxes[:, 0], oh - boxes[:, 3], boxes[:, 2], oh - boxes[:, 1]], dim=1)
+        for _ in range(p.get("turns", 0)):  # a quarter turn counter-clockwise (torch.rot90, k=1)
+            image = torch.rot90(image, 1, dims=(-2, -1))
+            boxes = torch.stack([boxes[:, 1], ow - boxes[:, 2], boxes[:, 3], ow - boxes[:, 0]], dim=1)
+            oh, ow = ow, oh
         boxes = torch.stack([boxes[:, 0].clamp(0, ow), boxes[:, 1].clamp(0, oh),
                              boxes[:, 2].clamp(0, ow), boxes[:, 3].clamp(0, oh)], dim=1)
         return image, boxes
@@ -208,7 +225,7 @@ class ScaleCropFlip:
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(size={self.size}, scale_range={self.scale_range}, crop={self.crop}, "
-                f"hflip={self.hflip}, color={self.color})")
+                f"hflip={self.hflip}, vflip={self.vflip}, rot90={self.rot90}, color={self.color})")
 
 
 def _longer_side_to(h: int, w: int, size: int) -> tuple[int, int]:
@@ -286,6 +303,8 @@ def build_detection_transforms(
     crop: bool = True,
     color_jitter: bool | str = True,
     fast: bool = True,
+    vflip: float = 0.0,
+    rot90: float = 0.0,
 ) -> DetectionTransforms | ScaleCropFlip:
     """Build the train or eval transform (see the module docstring for the size convention).
 
@@ -293,6 +312,9 @@ def build_detection_transforms(
         train: training pipeline (random) or eval pipeline (deterministic resize only).
         size: input size: the longer side after resizing (and the crop side in training).
         hflip: horizontal flip probability (train only). 0 by default: wrong for digits/text.
+        vflip: vertical flip probability (train only; aerial and microscope images).
+        rot90: probability of a random quarter, half or three-quarter turn (train only; with
+            ``crop`` the image is square, so boxes stay upright rectangles).
         scale_jitter: ``(min, max)`` random scale of the longer side relative to ``size``
             (train only); None resizes to ``size`` exactly.
         crop: random ``size × size`` crop (zero pad where smaller) after scaling (train only).
@@ -315,7 +337,7 @@ def build_detection_transforms(
         color = (v2.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.02)
                  if color_jitter is True else None)  # "light" runs on the batch (collate_detection_train)
         return ScaleCropFlip(size, None if scale_jitter is None else (float(scale_jitter[0]), float(scale_jitter[1])),
-                             crop, float(hflip), color)
+                             crop, float(hflip), color, vflip=float(vflip), rot90=float(rot90))
     steps: list[v2.Transform] = []
     if scale_jitter is not None:
         lo, hi = scale_jitter
@@ -328,6 +350,11 @@ def build_detection_transforms(
         steps.append(v2.RandomCrop((size, size), pad_if_needed=True, fill=0))
     if hflip > 0:
         steps.append(v2.RandomHorizontalFlip(p=float(hflip)))
+    if vflip > 0:
+        steps.append(v2.RandomVerticalFlip(p=float(vflip)))
+    if rot90 > 0:
+        turns = [v2.RandomRotation((a, a), expand=True) for a in (90, 180, 270)]
+        steps.append(v2.RandomApply([v2.RandomChoice(turns)], p=float(rot90)))
     if color_jitter == "light":
         # Brightness/contrast only: hue jitter costs ~4 ms per image on a CPU core and means
         # nothing for near-grey images such as the built-in digits.
