@@ -103,9 +103,13 @@ def test_unknown_model_is_one_line(cli, tmp_path):
     assert code != 0 and "unknown model" in err and len(err.strip().splitlines()) == 1
 
 
-def test_models_lists_registry(cli):
+def test_models_lists_registry(cli, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
     code, out, _ = cli("models", "fcos*")
     assert code == 0 and "fcos_r50_fpn" in out and "fcos_demo" in out
+    # what each one is: parameters, input and its builder's first sentence
+    assert "0.98M" in out  # fcos_small and fcos_demo
+    assert "Tiny CPU FCOS" in out and "Small FCOS" in out and "sides ×32" in out
 
 
 def test_eval_gt_dt_writes_12_metrics(cli, tmp_path):

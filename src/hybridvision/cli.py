@@ -12,9 +12,11 @@ as ``import hybridvision``. No package module imports this one.
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -42,7 +44,7 @@ from hybridvision.errors import UserInputError
 from hybridvision.evaluation.compare import bench_task, build_bench_target, compare_models
 from hybridvision.explain import explain
 from hybridvision.export import check_opset, check_size, default_size, export_onnx
-from hybridvision.factory import create_model, create_task, list_models, model_task
+from hybridvision.factory import create_model, create_task, list_models, model_builder, model_task
 from hybridvision.evaluation.analysis import STATS_FILES, dataset_stats, write_dataset_stats
 from hybridvision.fileio import atomic_write_text, check_output_path, make_output_dir, read_json
 from hybridvision.plots import save_dataset_stats_plots
@@ -75,22 +77,33 @@ err_console = Console(stderr=True, emoji=False)
 def models_cmd(
     pattern: str = typer.Argument("*", help="shell-style filter, e.g. 'nl_fcos*'"),
     task: str | None = typer.Option(None, help="detection | classification \\[default: every task]"),
-    params: bool = typer.Option(False, "--params", help="also count parameters (slower)"),
+    params: bool = typer.Option(False, "--params", help="(kept for scripts; parameters are always counted)"),
 ):
-    """List the registered models."""
+    """List the registered models: task, parameters, input and what each one is (its builder's
+    docstring)."""
     if task is not None and task not in registered_tasks():
         raise UserInputError(f"--task {task}: use one of {', '.join(registered_tasks())}")
     names = list_models(pattern, task=task)
     if not names:
         where = f" among the {task} models" if task else ""
         raise UserInputError(f"no model matches {pattern!r}{where}; run `hybridvision models` for all")
-    table = Table("model", "task", *(["params"] if params else []))
+    table = Table("model", "task", "params", "input", Column("description", overflow="fold"))
     for n in names:
-        row = [n, model_task(n)]
-        if params:
-            row.append(f"{sum(p.numel() for p in create_model(n).parameters()) / 1e6:.2f}M")
-        table.add_row(*row)
+        with torch.device("meta"):  # built without memory: counting is instant
+            model = create_model(n)
+        count = sum(p.numel() for p in model.parameters())
+        multiple = getattr(model, "size_divisible", None)
+        shape = f"{getattr(model, 'in_chans', 1 if model_task(n) == 'sbir' else 3)} ch" + (
+            f", sides ×{multiple}" if multiple else "")
+        table.add_row(n, model_task(n), f"{count / 1e6:.2f}M", shape, _first_sentence(model_builder(n)))
     console.print(table)
+
+
+def _first_sentence(fn) -> str:
+    """A builder docstring's first sentence, without reStructuredText roles and literals."""
+    doc = " ".join((inspect.getdoc(fn) or "").split("\n\n")[0].split())
+    doc = re.sub(r":\w+:`~?([^`]+)`", r"\1", doc).replace("``", "")
+    return re.split(r"(?<=\.)\s", doc, maxsplit=1)[0]
 
 
 # ---------------------------------------------------------------------------------------- train
