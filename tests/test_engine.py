@@ -159,3 +159,12 @@ def test_fcos_on_hybrid_backbone_learns():
         losses.append(float(loss.detach()))
     assert all(math.isfinite(v) for v in losses)
     assert losses[-1] < 0.6 * losses[0], losses
+
+
+def test_a_log_without_a_live_bar_carries_loss_speed_and_eta(tmp_path, capsys):
+    train(_cfg(tmp_path / "data", tmp_path / "run", epochs=1, data_kwargs=dict(n_train=96, n_val=8, image_size=64)))
+    lines = [line for line in capsys.readouterr().out.splitlines() if "steps/s" in line]
+    # 12 steps: a line at step 10 and at the epoch's end, each with the loss and an ETA
+    assert [line.split()[3] for line in lines] == ["10/12", "12/12"], lines
+    assert all(" loss " in line and "ETA" in line for line in lines)
+    assert lines[-1].endswith("ETA 0:00")

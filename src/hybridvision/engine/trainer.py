@@ -457,6 +457,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, weights: str | None = None,
     epoch_done = start_epoch
     # metrics.jsonl is the record; the logger mirrors it (resume: from the step after the checkpoint)
     logger = make_logger(cfg.logger, out, purge_step=step + 1 if resume else None) if main else NullLogger()
+    plain_log = not (cfg.progress and console.is_terminal)  # no live bar: log lines instead
+    log_every = max(10, steps_per_epoch // 4)
+    log_start = (step, time.time())
     with make_progress(cfg.progress) as progress, contextlib.closing(logger):
         end_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, start_epoch + stop_after)
         for epoch in range(start_epoch, end_epoch):
@@ -509,6 +512,13 @@ def train(cfg: TrainConfig, *, resume: bool = False, weights: str | None = None,
                     logger.log(rec, step, "train")
                     running, n_running = {}, 0
                 progress.update(bar, advance=1, info=f"loss {float(loss.detach()):.3f} lr {lr:.2g}")
+                if plain_log and main and (step % log_every == 0 or last_of_epoch):
+                    # No live bar (a file, a pipe, progress=false): a line with loss, speed, ETA.
+                    rate = (step - log_start[0]) / max(time.time() - log_start[1], 1e-9)
+                    eta = (total_steps - step) / max(rate, 1e-9)
+                    console.print(f"epoch {epoch + 1}/{cfg.epochs} step {step}/{total_steps} loss "
+                                  f"{float(loss.detach()):.4f} lr {lr:.3g} · {rate:.2f} steps/s · ETA "
+                                  f"{_clock(eta)}", highlight=False, markup=False)
             loop_seconds += time.perf_counter() - t_loop
 
             epoch_done = epoch + 1
@@ -568,6 +578,13 @@ def train(cfg: TrainConfig, *, resume: bool = False, weights: str | None = None,
             "best_evaluation": best_eval, "best_epoch": best_epoch, "best": best,
             "epochs": cfg.epochs, "steps": step, "seconds": seconds, "loop_seconds": loop_seconds,
             "finished": finished, "shared_init": shared_init}
+
+
+def _clock(seconds: float) -> str:
+    """``h:mm:ss`` (or ``m:ss``) of a duration."""
+    seconds = int(max(0, seconds))
+    h, rem = divmod(seconds, 3600)
+    return f"{h}:{rem // 60:02d}:{rem % 60:02d}" if h else f"{rem // 60}:{rem % 60:02d}"
 
 
 def _write_evaluation(folder: Path, task, evaluation: dict[str, Any], results: list[dict]) -> None:
