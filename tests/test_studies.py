@@ -136,8 +136,39 @@ def test_centernet_study_smoke_with_tta_columns(tmp_path):
     assert {c["reference"] for c in results["comparisons"]} == {"CenterNet-R18"}
 
 
+@pytest.fixture
+def imagenet_cache(tmp_path, monkeypatch):
+    """A torch hub cache holding (empty stand-ins of) torchvision's ResNet weight files."""
+    import torchvision
+
+    hub = tmp_path / "hub"
+    (hub / "checkpoints").mkdir(parents=True)
+    for name in ("resnet18", "resnet34", "resnet50", "resnet101"):
+        url = torchvision.models.get_model_weights(name).DEFAULT.url
+        (hub / "checkpoints" / url.rsplit("/", 1)[-1]).write_bytes(b"")
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(hub))
+    return hub
+
+
+def test_paper_presets_start_resnets_from_imagenet(tmp_path, monkeypatch, imagenet_cache):
+    """The detection studies' paper presets name torchvision's ImageNet weights for every ResNet
+    backbone (hourglasses train from scratch); without the file the plan stops in one line."""
+    from hybridvision.studies.base import get_study, plan
+
+    rows = {r.model: r.model_kwargs.get("backbone_weights")
+            for name in ("fcos-nonlocal", "centernet", "cornerfcos", "anchor-based", "cornernet-nonlocal")
+            for r in get_study(name).rows["paper"]}
+    assert rows["fcos_r50_fpn"] == "torchvision:resnet50" and rows["nl_fcos_r101_fpn"] == "torchvision:resnet101"
+    assert rows["centernet_r18"] == "torchvision:resnet18" and rows["cornerfcos_multi_normal"] == "torchvision:resnet50"
+    assert rows["cornernet_hg104"] is None and rows["nl_cornernet_64"] is None
+    assert all(r.model_kwargs.get("backbone_weights") is None for r in get_study("fcos-nonlocal").rows["cpu"])
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "empty"))
+    with pytest.raises(UserInputError, match=r"resnet50-.*\.pth .*download.pytorch.org"):
+        plan(get_study("fcos-nonlocal"), "paper", 1, None, tmp_path / "p")
+
+
 @pytest.mark.parametrize("name", ["cornernet-nonlocal", "cornerfcos", "amounts", "anchor-based"])
-def test_thesis_a_corner_studies_plan_every_preset(name, tmp_path):
+def test_thesis_a_corner_studies_plan_every_preset(name, tmp_path, imagenet_cache):
     """Every run of every preset is planned and its model built (on the meta device)."""
     from hybridvision.studies.base import get_study, plan
 

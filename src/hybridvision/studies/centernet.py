@@ -23,7 +23,7 @@ from hybridvision.evaluation.cost import measure_latency
 from hybridvision.layers.fusion import fuse_conv_bn
 from hybridvision.studies.fcos_nonlocal import COCO_COLUMNS, COST_COLUMNS, CPU_PRESET, measure_detector
 from hybridvision.studies.figures import detection_figures
-from hybridvision.studies.spec import Study, StudyRow, register_study
+from hybridvision.studies.spec import Study, StudyRow, imagenet_backbone, register_study
 
 TTA_COLUMNS = ["AP_flip", "AP_ms", "infer_ms_flip", "infer_ms_ms"]
 SPEED_ACCURACY = ["AP", "infer_ms", "AP_flip", "infer_ms_flip", "AP_ms", "infer_ms_ms"]
@@ -63,7 +63,7 @@ ROWS = [
 BASELINE = "CenterNet-R18"
 SMALL_ROWS = [StudyRow(label, model, {}, reference=None if label == BASELINE else BASELINE)
               for label, model, _, _ in ROWS]
-PAPER_ROWS = [StudyRow(label, model, dict(kw), reference=None if label == BASELINE else BASELINE)
+PAPER_ROWS = [StudyRow(label, model, imagenet_backbone(model, kw), reference=None if label == BASELINE else BASELINE)
               for label, _, model, kw in ROWS]
 
 STUDY = register_study(Study(

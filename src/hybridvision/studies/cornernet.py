@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from hybridvision.studies.fcos_nonlocal import COCO_COLUMNS, COST_COLUMNS, CPU_PRESET, measure_detector
 from hybridvision.studies.figures import detection_figures
-from hybridvision.studies.spec import Study, StudyRow, register_study
+from hybridvision.studies.spec import Study, StudyRow, imagenet_backbone, register_study
 
 # fcos-nonlocal's CPU settings at 16 epochs instead of 24: a corner detector's training step costs
 # 1.3–3.6× FCOS's on a CPU (NL-CornerNet at 32² maps the most), and each study must finish its 3
@@ -32,7 +32,7 @@ LABELS = {"infer_ms": "ms/img", "infer_mem_mb": "infer MiB", "train_ms": "train-
 def _rows(spec: list[tuple[str, str, str, dict, str | None]]) -> dict[str, list[StudyRow]]:
     """(label, CPU model, paper model, options, reference label) → the rows of each preset."""
     small = [StudyRow(label, cpu, dict(kw), reference=ref) for label, cpu, _, kw, ref in spec]
-    paper = [StudyRow(label, big, dict(kw), reference=ref) for label, _, big, kw, ref in spec]
+    paper = [StudyRow(label, big, imagenet_backbone(big, kw), reference=ref) for label, _, big, kw, ref in spec]
     return {"smoke": small, "cpu": small, "paper": paper}
 
 

@@ -19,7 +19,7 @@ from hybridvision.config import TrainConfig
 from hybridvision.evaluation.cost import count_flops, count_params, measure_latency, measure_peak_memory
 from hybridvision.layers.fusion import fuse_conv_bn
 from hybridvision.studies.figures import detection_figures
-from hybridvision.studies.spec import Study, StudyRow, register_study
+from hybridvision.studies.spec import Study, StudyRow, imagenet_backbone, register_study
 
 COCO_COLUMNS = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
 COST_COLUMNS = ["infer_ms", "infer_mem_mb", "train_ms", "train_mem_mb", "params_m", "gflops"]
@@ -82,7 +82,7 @@ ROWS = [
 ]
 SMALL_ROWS = [StudyRow(label, model, dict(kw), reference=None if label == "FCOS" else "FCOS")
               for label, model, _, _, kw in ROWS]
-PAPER_ROWS = [StudyRow(label, model, dict(kw), reference=None if label == "FCOS" else "FCOS")
+PAPER_ROWS = [StudyRow(label, model, imagenet_backbone(model, kw), reference=None if label == "FCOS" else "FCOS")
               for _, _, label, model, kw in ROWS]
 
 # 2 CPU cores, built-in amounts (2,000 training images at 128²): FCOS converges (the last quarter

@@ -12,7 +12,25 @@ from dataclasses import dataclass, field
 from typing import Any
 from collections.abc import Callable
 
-__all__ = ["StudyRow", "Study", "STUDIES", "register_study", "PRESET_PURPOSES", "PRESET_ALIASES"]
+__all__ = ["StudyRow", "Study", "STUDIES", "register_study", "PRESET_PURPOSES", "PRESET_ALIASES", "imagenet_backbone"]
+
+# The ImageNet weights a paper preset's ResNet backbone starts from, by depth (torchvision's files
+# in the torch hub cache; hybridvision.backbones.pretrained says which file goes where).
+IMAGENET_RESNETS = {18: "torchvision:resnet18", 34: "torchvision:resnet34", 50: "torchvision:resnet50",
+                    101: "torchvision:resnet101"}
+
+
+def imagenet_backbone(model: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` plus ``backbone_weights`` for a paper preset's ResNet-based ``model`` (its
+    ``depth`` option, else the depth its name says; CornerFCOS: ResNet-50) — the seeds started
+    every ResNet from ImageNet — and unchanged for the others (hourglasses train from scratch)."""
+    depth = kwargs.get("depth")
+    if depth is None:
+        depth = (101 if "r101" in model else 18 if "r18" in model else
+                 50 if "r50" in model or model.startswith("cornerfcos") else None)
+    if depth not in IMAGENET_RESNETS:
+        return dict(kwargs)
+    return {"backbone_weights": IMAGENET_RESNETS[depth], **kwargs}
 
 
 @dataclass
