@@ -44,7 +44,7 @@ BAD_OVERRIDES = [
     ("grad_clip=-1", "grad_clip=-1"),
     ("optimizer=adam", "sgd or adamw"),
     ("schedule=linear", "cosine or step"),
-    ("task=segmentation", "auto, detection or classification"),
+    ("task=segmentation", "auto, detection, classification or sbir"),
     ("milestones=[0.5,1.5]", "(0, 1)"),
     ("milestones=0.5", "milestones=0.5"),
     ("model_kwargs=3", "model_kwargs=3"),
