@@ -285,7 +285,7 @@ def predict_cmd(
     if image_size is not None and not 32 <= image_size <= 8192:
         raise UserInputError(f"--image-size {image_size}: use a side in [32, 8192] pixels")
     if not (math.isfinite(tile_overlap) and 0.0 <= tile_overlap < 1.0):
-        raise UserInputError(f"--tile-overlap {tile_overlap:g}: use a fraction in [0, 1), e.g. 0.25")
+        raise UserInputError(f"--tile-overlap {tile_overlap:g}: use a fraction in [0, 1), e.g. 0.5")
     records = predict(source, weights=weights, out=out, device=device, score_threshold=conf, gt=gt,
                       exist_ok=exist_ok, image_size=image_size, iou=iou, max_det=max_det, tile=tile,
                       tile_overlap=tile_overlap)
