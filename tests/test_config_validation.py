@@ -94,7 +94,8 @@ def test_mistyped_option_is_one_line(cli, tmp_path):
 
 def test_bad_augment_option_names_the_valid_ones(cli, tmp_path):
     code, _, err = cli("train", "augment.flip=0.5", "--out", tmp_path / "run", f"data_root={tmp_path / 'd'}")
-    assert code == 2 and "augment.flip: unknown option; valid: hflip, scale_jitter, crop, color_jitter" in err
+    valid = "hflip, vflip, rot90, scale_jitter, crop, color_jitter"
+    assert code == 2 and f"augment.flip: unknown option; valid: {valid}" in err
     code, _, err = cli("train", "augment.hflip=2", "--out", tmp_path / "run", f"data_root={tmp_path / 'd'}")
     assert code == 2 and "augment.hflip=2" in err and "[0, 1]" in err
     code, _, err = cli("train", "--model", "resnet26", "--data", "builtin:sketches", "augment.in_chans=1",

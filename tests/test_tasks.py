@@ -52,8 +52,8 @@ def test_a_registered_task_is_what_bench_and_export_ask(monkeypatch) -> None:
     assert default_size("toy", {}) == 40 and default_size("toy", {"image_size": 96}) == 96
 
 
-def test_the_two_built_in_tasks() -> None:
-    assert registry.registered_tasks() == ["classification", "detection"]
+def test_the_built_in_tasks() -> None:
+    assert registry.registered_tasks() == ["classification", "detection", "sbir"]
     det, cls = create_task("detection"), create_task("classification")
     assert (det.default_image_size, cls.default_image_size) == (512, 224)
     assert det.metrics_file == "coco_metrics.json" and cls.metrics_file == "metrics.json"

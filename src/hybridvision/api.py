@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as TF
+from torchvision.transforms.v2.functional import to_pil_image
 
 from hybridvision.config import TrainConfig
 from hybridvision.data.classification_transforms import build_classification_transforms
@@ -417,9 +417,8 @@ def retrieve(query: str | Path, *, weights: str | Path, gallery: str | Path, k: 
         known = q_class in classes
         tiles = []
         for r in results:
-            with Image.open(gallery / r["file"]) as im:
-                tiles.append((im.convert("RGB"), Path(r["file"]).parent.name or Path(r["file"]).name, r["score"],
-                              (Path(r["file"]).parent.name == q_class) if known else None))
-        with Image.open(query) as qi:
-            save_image(draw_retrieval_grid(qi.convert("RGB"), tiles), out)
+            tiles.append((to_pil_image(load_image_uint8(gallery / r["file"])),
+                          Path(r["file"]).parent.name or Path(r["file"]).name, r["score"],
+                          (Path(r["file"]).parent.name == q_class) if known else None))
+        save_image(draw_retrieval_grid(to_pil_image(load_image_uint8(query)), tiles), out)
     return {"query": str(query), "results": results, "cached": index.cached, "gallery_size": len(index.files)}

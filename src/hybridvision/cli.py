@@ -158,7 +158,8 @@ def train_cmd(
     backbone_weights: str | None = typer.Option(
         None, "--backbone-weights", help="pretrained ResNet weights for the backbone: a .safetensors or .pth "
         "file, or torchvision:NAME from the torch hub cache (sets model_kwargs.backbone_weights; stem, layer1 "
-        "and BatchNorm then frozen unless model_kwargs.freeze_stages / frozen_bn say otherwise)"),
+        "and BatchNorm then frozen unless model_kwargs.freeze_stages / frozen_bn say otherwise) "
+        "\\[default: none: the model's own initialisation]"),
     exist_ok: bool = typer.Option(False, "--exist-ok", help="overwrite an existing run folder, or write into "
                                   "a non-empty folder that is not one"),
 ):
@@ -299,7 +300,8 @@ def retrieve_cmd(
                                  "(sbir_*) or a classifier (unimodal)"),
     gallery: Path = typer.Option(..., "--gallery", "-g", help="a folder of images (class folders or flat)"),
     k: int = typer.Option(10, "-k", help="results to show"),
-    out: Path | None = typer.Option(None, "--out", "-o", help="write the query and its top k as a PNG grid"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="write the query and its top k as a PNG grid "
+                                    "\\[default: none: print the ranking only]"),
     cache: Path | None = typer.Option(None, "--cache", help="where gallery indexes are kept "
                                       "\\[default: ~/.cache/hybridvision/gallery]"),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
