@@ -44,12 +44,20 @@ DEMO_CONFIG = TrainConfig(
 )
 
 
+DEMO_DATA = ("builtin:amounts", "builtin:mnist-amounts")
+
+
 def run_demo(out: str | Path = "runs/demo", data_root: str | Path = "data", epochs: int | None = None,
-             device: str = "auto", model: str | None = None) -> dict:
-    """The demo: built-in data, train ``model`` (default ``fcos_demo``; any detector, e.g. the
-    CPU presets ``centernet_small`` or ``retinanet_small``) with the demo's settings, evaluate."""
+             device: str = "auto", model: str | None = None, data: str = "builtin:amounts") -> dict:
+    """The demo: built-in data (``builtin:amounts``, or ``builtin:mnist-amounts``: real MNIST
+    handwriting, the optional ``mnist`` extra), train ``model`` (default ``fcos_demo``; any
+    detector, e.g. the CPU presets ``centernet_small`` or ``retinanet_small``) with the demo's
+    settings, evaluate."""
+    if data not in DEMO_DATA:
+        raise UserInputError(f"--data {data}: the demo trains on built-in data; use one of {', '.join(DEMO_DATA)} "
+                             "(for your own data: hybridvision train)")
     cfg = TrainConfig.from_dict({**DEMO_CONFIG.to_dict(), "out": str(out), "data_root": str(data_root),
-                                 "device": device})
+                                 "device": device, "data": data})
     if model is not None:
         if model_task(model) != "detection":  # an unknown name gets the registry's suggestions
             raise UserInputError(f"--model {model}: the demo trains a detector; {model} is a "
