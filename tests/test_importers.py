@@ -72,6 +72,11 @@ def test_voc_round_trip_and_difficult(tmp_path):
                                                        "</object></annotation>")
     with pytest.raises(DataError, match=r"img1.xml object 1: <bndbox> needs numeric"):
         voc_to_coco(tmp_path / "Annotations", tmp_path / "JPEGImages", tmp_path / "ann3.json")
+    (tmp_path / "Annotations" / "img1.xml").write_text(
+        "<annotation><filename>img1.png</filename><object><name>car</name><difficult>maybe</difficult>"
+        "<bndbox><xmin>5</xmin><ymin>5</ymin><xmax>9</xmax><ymax>9</ymax></bndbox></object></annotation>")
+    with pytest.raises(DataError, match=r"<difficult> is 'maybe'; use 0 or 1"):
+        voc_to_coco(tmp_path / "Annotations", tmp_path / "JPEGImages", tmp_path / "ann4.json")
     with pytest.raises(UserInputError):  # never over an input
         voc_to_coco(tmp_path / "Annotations", tmp_path / "JPEGImages", tmp_path / "Annotations" / "img0.xml")
 

@@ -119,3 +119,12 @@ def test_train_flag_refuses_a_missing_or_unfitting_file_in_one_line(cli, tmp_pat
                        "--out", tmp_path / "run2", "-b", "4", "max_steps=1", "epochs=1", "data_kwargs.n_train=8",
                        "data_kwargs.n_val=4", f"data_root={tmp_path / 'data'}")
     assert code == 2 and "fits this backbone" in err
+
+
+def test_frozen_batchnorm_spares_attention_blocks_and_what_the_file_lacks(resnet50):
+    model = create_model("fcos_small", num_classes=3, backbone_attn="nonlocal", backbone_attn_at=[(3, 0)],
+                         frozen_bn=True)
+    attn_bns = [m for n, m in model.backbone.named_modules() if "attn" in n and isinstance(m, torch.nn.BatchNorm2d)]
+    assert attn_bns and not any(isinstance(m, FrozenBatchNorm2d) for n, m in model.backbone.named_modules()
+                                if "attn" in n)
+    assert isinstance(model.backbone.bn1, FrozenBatchNorm2d)

@@ -59,3 +59,21 @@ def test_tiled_prediction_recovers_every_square_without_fragments():
     dets = predict_tiled(SquareFinder(), image, tile=128, overlap=0.25)
     got = sorted(tuple(int(v) for v in b) for b in dets["boxes"].tolist())
     assert got == sorted(truth)  # every square once, whole, in image pixels
+
+
+class TwoBoxes(SquareFinder):
+    """Two boxes overlapping by IoU 1/3 per window, scores 0.9 and 0.8; a Soft-NMS model."""
+
+    nms_method, detections_per_img = "soft_gaussian", 2
+
+    def decode(self, batch, sizes):
+        boxes = torch.tensor([[10.0, 10.0, 40.0, 40.0], [25.0, 10.0, 55.0, 40.0]])
+        return [{"boxes": boxes, "scores": torch.tensor([0.9, 0.8]), "labels": torch.zeros(2, dtype=torch.long)}
+                for _ in sizes]
+
+
+def test_the_merge_neither_decays_scores_twice_nor_caps_the_image_at_one_window():
+    one = predict_tiled(TwoBoxes(), torch.zeros(3, 64, 64), tile=128)
+    assert one["scores"].tolist() == pytest.approx([0.9, 0.8])  # as the window decoded them
+    many = predict_tiled(TwoBoxes(), torch.zeros(3, 256, 256), tile=64, overlap=0.0)
+    assert len(many["boxes"]) == 2 * 16 > TwoBoxes.detections_per_img  # 16 windows, 2 boxes each

@@ -60,7 +60,9 @@ def test_stage_two_freezing_keeps_the_early_stages_bit_identical():
     assert any(not torch.equal(shared[k], v) for k, v in model.shared.state_dict().items())
     model.freeze_unshared(False)
     model.train()
-    assert model.sketch_early.training and all(p.requires_grad for p in model.parameters())
+    assert model.sketch_early.training
+    assert all(p.requires_grad for n, p in model.named_parameters() if not n.startswith("sketch_stage1."))
+    assert not any(p.requires_grad for p in model.sketch_stage1.parameters())  # stage 1 is over
 
 
 def test_stage_one_trains_each_branch_alone():

@@ -124,7 +124,7 @@ def load_backbone_weights(backbone: nn.Module, spec: str | os.PathLike) -> dict[
     backbone.load_state_dict(take, strict=False)
     missing = sorted(k for k in target if k not in take and not k.endswith("num_batches_tracked"))
     return {"file": str(path), "loaded": len(take), "missing": missing, "unexpected": sorted(unexpected),
-            "skipped": skipped}
+            "skipped": skipped, "loaded_names": sorted(take)}
 
 
 def _stages(backbone: nn.Module) -> list[list[nn.Module]]:
@@ -133,8 +133,11 @@ def _stages(backbone: nn.Module) -> list[list[nn.Module]]:
     return [stem, *([getattr(backbone, f"layer{i}")] for i in range(1, 5) if hasattr(backbone, f"layer{i}"))]
 
 
-def _freeze_bn(module: nn.Module) -> nn.Module:
-    if isinstance(module, nn.BatchNorm2d):
+def _freeze_bn(module: nn.Module, keep: set[str] | None = None, prefix: str = "") -> nn.Module:
+    """``module`` with its BatchNorm layers as ``FrozenBatchNorm2d``: those named in ``keep``
+    (qualified names), or when ``keep`` is None every one outside an attention block (``attn*``:
+    their own initialisation, e.g. a zero γ, must stay trainable)."""
+    if isinstance(module, nn.BatchNorm2d) and (prefix in keep if keep is not None else True):
         frozen = FrozenBatchNorm2d(module.num_features, eps=module.eps)
         with torch.no_grad():
             frozen.weight.copy_(module.weight)
@@ -143,13 +146,17 @@ def _freeze_bn(module: nn.Module) -> nn.Module:
             frozen.running_var.copy_(module.running_var)
         return frozen
     for name, child in module.named_children():
-        setattr(module, name, _freeze_bn(child))
+        if keep is None and name.startswith("attn"):
+            continue
+        setattr(module, name, _freeze_bn(child, keep, f"{prefix}.{name}" if prefix else name))
     return module
 
 
-def freeze_backbone(backbone: nn.Module, stages: int = 0, frozen_bn: bool = False) -> None:
-    """Stop the stem and the first residual stages learning (``stages``: 0–5) and/or replace every
-    BatchNorm of the backbone by ``FrozenBatchNorm2d``."""
+def freeze_backbone(backbone: nn.Module, stages: int = 0, frozen_bn: bool = False,
+                    loaded: set[str] | None = None) -> None:
+    """Stop the stem and the first residual stages learning (``stages``: 0–5) and/or replace the
+    backbone's BatchNorm layers by ``FrozenBatchNorm2d``: those whose weights were ``loaded``
+    (tensor names) from a pretrained file, or without a file every one outside attention blocks."""
     parts = _stages(backbone)
     if not 0 <= stages <= len(parts):
         raise UserInputError(f"freeze_stages={stages}: use 0 (none) … {len(parts)} (stem and every stage)")
@@ -158,7 +165,8 @@ def freeze_backbone(backbone: nn.Module, stages: int = 0, frozen_bn: bool = Fals
             for p in module.parameters():
                 p.requires_grad_(False)
     if frozen_bn:
-        _freeze_bn(backbone)
+        keep = None if loaded is None else {k.rsplit(".", 1)[0] for k in loaded if k.endswith(".running_mean")}
+        _freeze_bn(backbone, keep)
 
 
 def apply_backbone_options(model: nn.Module, options: dict[str, Any]) -> dict[str, Any] | None:
@@ -177,5 +185,6 @@ def apply_backbone_options(model: nn.Module, options: dict[str, Any]) -> dict[st
     if weights:
         on_meta = any(p.is_meta for p in backbone.parameters())
         report = {"file": str(resolve_weights(weights))} if on_meta else load_backbone_weights(backbone, weights)
-    freeze_backbone(backbone, freeze, frozen_bn)
+    loaded = set(report["loaded_names"]) if report and "loaded_names" in report else None
+    freeze_backbone(backbone, freeze, frozen_bn, loaded)
     return report

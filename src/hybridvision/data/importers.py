@@ -10,9 +10,11 @@ continuous coordinates (the image spans ``[0, W] × [0, H]``).
 * **VOC** (Everingham et al., IJCV 2010): one ``.xml`` per image; ``<object>`` with ``<name>``,
   ``<difficult>`` and ``<bndbox>`` ``xmin ymin xmax ymax`` as 1-based pixel indices, inclusive.
   Converted as Detectron2 reads VOC: ``x = xmin − 1``, ``y = ymin − 1``, ``w = xmax − xmin + 1``,
-  ``h = ymax − ymin + 1``. Difficult objects become ``iscrowd: 1`` (the COCO evaluation ignores
-  them, as VOC's does); ``--drop-difficult`` leaves them out. Image sizes from ``<size>`` (checked
-  against the image file when both are there).
+  ``h = ymax − ymin + 1``. Difficult objects become ``iscrowd: 1``: neither missed nor matched by
+  the COCO evaluation — close to VOC's rule but not equal, as COCO also ignores any detection
+  lying mostly inside a crowd box, where VOC ignores only those overlapping the difficult box by
+  IoU ≥ 0.5; ``--drop-difficult`` leaves them out. Image sizes from ``<size>`` (checked against
+  the image file when both are there).
 * **YOLO** (Ultralytics): ``labels/…/<stem>.txt`` beside ``images/…/<stem>.<ext>``, one line
   ``class cx cy w h`` per object, normalised to [0, 1]; class names from ``data.yaml``'s
   ``names`` (a list, or a mapping from index to name). An image without a label file has no
@@ -154,7 +156,11 @@ def voc_to_coco(annotations_dir: str | os.PathLike, images_dir: str | os.PathLik
             if not label:
                 errors.append(f"{where}: no <name>; add the class name")
                 continue
-            difficult = int(float(_text(obj, "difficult") or 0))
+            flag = (_text(obj, "difficult") or "0").lower()
+            if flag not in ("0", "1", "0.0", "1.0", "false", "true"):
+                errors.append(f"{where}: <difficult> is {flag!r}; use 0 or 1")
+                continue
+            difficult = int(flag in ("1", "1.0", "true"))
             x0, y0, x1, y1 = xmin - 1, ymin - 1, xmax, ymax  # 1-based inclusive indices → pixel corners
             if _check_box(x0, y0, x1, y1, width, height, where, errors):
                 objects.append((label, x0, y0, x1, y1, difficult))

@@ -29,6 +29,7 @@ from typing import Any
 from collections.abc import Callable
 
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset, default_collate
@@ -85,6 +86,9 @@ def resolve_detection_data(spec: str, data_root: str = "data", **data_kwargs) ->
         if rest not in ("amounts", "mnist-amounts"):
             raise UserInputError(f"--data {spec}: unknown built-in detection dataset; use builtin:amounts or "
                                  "builtin:mnist-amounts")
+        if "source" in data_kwargs:
+            raise UserInputError(f"data_kwargs.source: --data {spec} sets the digits itself; use builtin:amounts "
+                                 "(scikit-learn's) or builtin:mnist-amounts (MNIST's) instead")
         root = Path(data_root) / rest
         ensure_amounts(root, **data_kwargs, **({"source": "mnist"} if rest == "mnist-amounts" else {}))
         return dict(train_ann=root / "train" / "annotations.json", train_images=root / "train" / "images",
@@ -439,6 +443,9 @@ class SBIRTask:
         return {k: kw[k] for k in self._OPTIONS if k in kw}, {k: kw[k] for k in self._BUILTIN if k in kw}
 
     def build_data(self, cfg: TrainConfig) -> DataBundle:
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            raise UserInputError("SBIR trains on one process (stage 1 runs each branch outside the model's "
+                                 "forward, which DistributedDataParallel does not see); run it without torchrun")
         options, builtin = self._options(cfg)
         val_fraction = float(options.get("val_fraction", 0.2))
         if not 0 < val_fraction < 1:

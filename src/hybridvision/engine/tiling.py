@@ -13,7 +13,8 @@ up to the middle of each overlap; the cores tile the image), and keeps only the 
 centre lies in its core. An object is thus reported by one window — the one it sits most
 centrally in, which sees it whole when it is smaller than the overlap — and the fragments of it
 that other windows cut at their edges (centred near those edges, outside their cores) are
-dropped; NMS then merges what remains, as the detector's decoding would.
+dropped; hard NMS then merges what remains across windows (each window's decoding already ran
+the detector's own NMS or Soft-NMS), keeping up to the model's per-image limit per window.
 """
 
 from __future__ import annotations
@@ -69,8 +70,8 @@ def predict_tiled(model: nn.Module, image: torch.Tensor, tile: int, *, overlap: 
                   max_detections: int | None = None) -> dict[str, torch.Tensor]:
     """Detections of ``model`` (eval mode, on the image's device) on one ``[3, H, W]`` image in
     [0, 1], by windows (module docstring) → ``{"boxes" [D, 4] xyxy image pixels, "scores",
-    "labels"}``, best first. ``iou_threshold`` and ``max_detections`` default to the model's
-    ``nms_thresh`` and ``detections_per_img``."""
+    "labels"}``, best first. ``iou_threshold`` defaults to the model's ``nms_thresh``;
+    ``max_detections`` to its ``detections_per_img`` times the number of windows."""
     if image.dim() != 3:
         raise ValueError(f"image must be [3, H, W], got {tuple(image.shape)}")
     _check(tile, overlap)
@@ -94,9 +95,12 @@ def predict_tiled(model: nn.Module, image: torch.Tensor, tile: int, *, overlap: 
             labels.append(d["labels"][own])
     all_boxes, all_scores, all_labels = torch.cat(boxes), torch.cat(scores), torch.cat(labels)
     iou = float(iou_threshold if iou_threshold is not None else getattr(model, "nms_thresh", None) or 0.6)
-    limit = int(max_detections if max_detections is not None else getattr(model, "detections_per_img", 100))
-    method = getattr(model, "nms_method", "hard")
+    # Each window kept up to the model's per-image limit: the whole image may hold that many per window.
+    per_window = int(getattr(model, "detections_per_img", 100))
+    limit = int(max_detections) if max_detections is not None else per_window * len(windows)
     classes = int(getattr(model, "num_classes", 0)) or (1 + int(all_labels.max()) if len(all_labels) else 1)
+    # Hard NMS across windows: each window's decoding already ran the model's own NMS (a second
+    # Soft-NMS would decay the scores it kept once more).
     merged = nms_per_image(all_boxes, all_scores, all_labels, torch.zeros_like(all_labels), batch_size=1,
-                           num_classes=classes, iou_threshold=iou, max_per_image=limit, method=method)
+                           num_classes=classes, iou_threshold=iou, max_per_image=limit, method="hard")
     return merged[0]

@@ -103,6 +103,8 @@ class TwoBranchSBIR(nn.Module):
                                            EmbeddingHead(int(photo.num_features), num_classes, hidden, embed_dim))
         self.stage = stage
         self._frozen = False
+        if stage >= 2:  # the stage-1 sketch classifier is done: no gradient, no optimizer state
+            self.sketch_stage1.requires_grad_(False)
         if stage == 2:
             self.freeze_unshared(True)
 
