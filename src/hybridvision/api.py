@@ -15,13 +15,12 @@ from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
-from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as TF
 from torchvision.transforms.v2.functional import to_pil_image
 
 from hybridvision.config import TrainConfig
 from hybridvision.data.classification_transforms import build_classification_transforms
-from hybridvision.data.sketches import load_sketch_image
+from hybridvision.data.sbir import load_modality_image
 from hybridvision.detectors.base import batch_images
 from hybridvision.detectors.tta import TTA_MODES
 from hybridvision.engine.checkpoint import load_weights, read_sidecar
@@ -365,8 +364,7 @@ def _retrieval_embedder(model: torch.nn.Module, task: str, size: int, modality: 
     tf = build_classification_transforms(False, size, sketch=not photo, in_chans=in_chans)
 
     def load(p: Path) -> torch.Tensor:
-        raw = load_image_uint8(p) if photo else torch.from_numpy(load_sketch_image(p))[None]
-        return tf(tv_tensors.Image(raw)).as_subclass(torch.Tensor)
+        return tf(load_modality_image(p, "photo" if photo else "sketch")).as_subclass(torch.Tensor)
 
     @torch.no_grad()
     def embed(paths: list[Path]) -> torch.Tensor:

@@ -65,9 +65,16 @@ def _image_index(images_dir: Path) -> dict[str, list[Path]]:
     return found
 
 
-def _coco(images: list[dict], annotations: list[dict], names: Sequence[str], description: str) -> dict[str, Any]:
-    return {"info": {"description": description}, "images": images, "annotations": annotations,
+def _write_coco(out_json: str | os.PathLike, errors: list[str], what: str, images: list[dict],
+                annotations: list[dict], names: Sequence[str], description: str, no_images: str) -> dict[str, Any]:
+    """Every collected problem as one :class:`DataError`, or the COCO dict written atomically."""
+    _raise_if(errors, what)
+    if not images:
+        raise DataError(no_images)
+    coco = {"info": {"description": description}, "images": images, "annotations": annotations,
             "categories": [{"id": i + 1, "name": n, "supercategory": "object"} for i, n in enumerate(names)]}
+    atomic_write_json(out_json, coco)
+    return coco
 
 
 def _check_box(x0: float, y0: float, x1: float, y1: float, width: int, height: int, where: str,
@@ -181,9 +188,8 @@ def voc_to_coco(annotations_dir: str | os.PathLike, images_dir: str | os.PathLik
                 continue
             annotations.append(_annotation(len(annotations) + 1, image_id, cat[label], x0, y0, x1, y1,
                                            width, height, crowd=int(bool(difficult))))
-    coco = _coco(images, annotations, names, f"converted from VOC annotations in {ann_dir}")
-    atomic_write_json(out_json, coco)
-    return coco
+    return _write_coco(out_json, [], f"VOC {ann_dir}", images, annotations, names,
+                       f"converted from VOC annotations in {ann_dir}", f"{ann_dir}: no annotated images")
 
 
 # --------------------------------------------------------------------------------------- YOLO
@@ -267,12 +273,9 @@ def yolo_to_coco(labels_dir: str | os.PathLike, images_dir: str | os.PathLike, d
             if _check_box(x0, y0, x1, y1, width, height, where, errors):
                 annotations.append(_annotation(len(annotations) + 1, image_id, cls + 1, x0, y0, x1, y1,
                                                width, height))
-    _raise_if(errors, f"YOLO {lab_dir}")
-    if not images:
-        raise DataError(f"{img_dir}: no images ({', '.join(IMAGE_EXTENSIONS)}); pass the images folder")
-    coco = _coco(images, annotations, names, f"converted from YOLO labels in {lab_dir}")
-    atomic_write_json(out_json, coco)
-    return coco
+    return _write_coco(out_json, errors, f"YOLO {lab_dir}", images, annotations, names,
+                       f"converted from YOLO labels in {lab_dir}",
+                       f"{img_dir}: no images ({', '.join(IMAGE_EXTENSIONS)}); pass the images folder")
 
 
 # ---------------------------------------------------------------------------------------- CSV
@@ -335,9 +338,6 @@ def csv_to_coco(csv_file: str | os.PathLike, images_dir: str | os.PathLike, out_
             if _check_box(x0, y0, x1, y1, width, height, where, errors):
                 annotations.append(_annotation(len(annotations) + 1, image_id, cat[label], x0, y0, x1, y1,
                                                width, height))
-    _raise_if(errors, f"CSV {src}")
-    if not images:
-        raise DataError(f"{src}: no rows; add one row per box (image,xmin,ymin,xmax,ymax,label)")
-    coco = _coco(images, annotations, names, f"converted from CSV {src.name}")
-    atomic_write_json(out_json, coco)
-    return coco
+    return _write_coco(out_json, errors, f"CSV {src}", images, annotations, names,
+                       f"converted from CSV {src.name}",
+                       f"{src}: no rows; add one row per box (image,xmin,ymin,xmax,ymax,label)")

@@ -37,7 +37,8 @@ from hybridvision.data.sketches import find_image_folder, load_sketch_image
 from hybridvision.errors import DataError, UserInputError
 from hybridvision.imageio import load_image_uint8
 
-__all__ = ["BimodalData", "read_bimodal", "resolve_bimodal", "ImageItems", "PairEpoch", "TripletEpoch",
+__all__ = ["BimodalData", "read_bimodal", "resolve_bimodal", "load_modality_image", "ImageItems", "PairEpoch",
+           "TripletEpoch",
            "RetrievalItems", "collate_by_modality", "split_items"]
 
 Items = list[tuple[str, int]]  # (image path, label)
@@ -119,7 +120,8 @@ def resolve_bimodal(spec: str, root: str | os.PathLike = "data", **builtin_kwarg
                          "folders:SKETCH_DIR,PHOTO_DIR[,UNSEEN.txt]")
 
 
-def _load(path: str, modality: str) -> tv_tensors.Image:
+def load_modality_image(path: str | os.PathLike, modality: str) -> tv_tensors.Image:
+    """A sketch as grey uint8 ``[1, H, W]`` (transparency → paper), a photo as RGB ``[3, H, W]``."""
     if modality == "sketch":
         return tv_tensors.Image(torch.from_numpy(load_sketch_image(path))[None])  # [1, H, W] uint8
     return tv_tensors.Image(load_image_uint8(path))  # [3, H, W] uint8
@@ -144,7 +146,7 @@ class ImageItems(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         path, label = self.items[i]
-        return _apply(self.transform, _load(path, self.modality)), label
+        return _apply(self.transform, load_modality_image(path, self.modality)), label
 
 
 def _by_class(items: Items, num_classes: int) -> list[np.ndarray]:

@@ -531,14 +531,14 @@ class SBIRTask:
         for groups in loader:
             for modality, (images, y) in groups.items():
                 x = images.to(device)
-                emb, logits = net(x, modality)
+                early = net.early(modality)(x)  # once, for the shared path and stage 1's own
+                emb, logits = net.head(net.shared(early))
                 out = parts.setdefault(modality, {"emb": [], "logits": [], "uni": [], "labels": []})
                 out["emb"].append(F.normalize(emb.float(), dim=1).cpu())
-                if net.stage == 1:
-                    logits = net.stage1_logits(x, modality)
-                    if modality == "sketch":
-                        late = net.sketch_stage1[:-1](net.sketch_early(x))  # [B, C, h, w]
-                        out["uni"].append(F.normalize(late.mean(dim=(2, 3)).float(), dim=1).cpu())
+                if net.stage == 1 and modality == "sketch":  # the sketch classifier's own later stages
+                    late = net.sketch_stage1[:-1](early)  # [B, C, h, w]
+                    logits = net.sketch_stage1[-1](late)[1]
+                    out["uni"].append(F.normalize(late.mean(dim=(2, 3)).float(), dim=1).cpu())
                 elif modality == "sketch":
                     out["uni"].append(out["emb"][-1])
                 out["logits"].append(logits.float().cpu())

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
+from safetensors import SafetensorError, safe_open
 
 from hybridvision.errors import DataError, UserInputError
 from hybridvision.fileio import atomic_save_tensors
@@ -79,13 +79,11 @@ class GalleryIndex:
         path = cache / f"index-{fp[:32]}.safetensors"
         if path.is_file():
             try:
-                tensors = load_file(path)
-                with open(path, "rb") as f:  # the header's metadata: the file list it was built from
-                    n = int.from_bytes(f.read(8), "little")
-                    meta = json.loads(f.read(n)).get("__metadata__", {})
-                if meta.get("fingerprint") == fp and json.loads(meta.get("files", "[]")) == rel:
-                    return cls(tensors["embeddings"], rel, fp, cached=True)
-            except (OSError, ValueError, KeyError, RuntimeError):
+                with safe_open(str(path), framework="pt") as f:  # metadata: the files it was built from
+                    meta = f.metadata() or {}
+                    if meta.get("fingerprint") == fp and json.loads(meta.get("files", "[]")) == rel:
+                        return cls(f.get_tensor("embeddings"), rel, fp, cached=True)
+            except (OSError, ValueError, KeyError, RuntimeError, SafetensorError):
                 pass  # a damaged cache file is rebuilt below
         chunks = [embed(files[i:i + batch_size]) for i in range(0, len(files), batch_size)]
         emb = torch.cat(chunks).float().contiguous()  # [N, E]
