@@ -55,6 +55,7 @@ __all__ = [
     "build_detection_transforms",
     "build_preset_transforms",
     "preset_train_collate",
+    "mosaic_probability",
     "check_augment",
 ]
 
@@ -64,9 +65,9 @@ Target = dict[str, Any]
 # than COCO's, because its smallest digits are already ~10 px tall at 128².
 TRANSFORM_PRESETS: dict[str, dict[str, Any]] = {
     "amounts": {"hflip": 0.0, "vflip": 0.0, "rot90": 0.0, "scale_jitter": (0.75, 1.25), "crop": True,
-                "color_jitter": "light"},
+                "color_jitter": "light", "mosaic": 0.0},
     "coco": {"hflip": 0.5, "vflip": 0.0, "rot90": 0.0, "scale_jitter": (0.6, 1.3), "crop": True,
-             "color_jitter": True},
+             "color_jitter": True, "mosaic": 0.0},
 }
 
 
@@ -78,6 +79,7 @@ AUGMENT_OPTIONS: dict[str, str] = {
     "scale_jitter": "null or [min, max] with 0 < min <= max",
     "crop": "true or false",
     "color_jitter": "true, false or light",
+    "mosaic": "a probability in [0, 1] of a four-image mosaic (YOLOv4; needs crop=true)",
 }
 
 
@@ -98,7 +100,7 @@ def check_options(augment: dict[str, Any], options: dict[str, str],
 
 
 def _augment_value_ok(key: str, v: Any) -> bool:
-    if key in ("hflip", "vflip", "rot90"):
+    if key in ("hflip", "vflip", "rot90", "mosaic"):
         return is_number(v) and 0 <= v <= 1
     if key == "scale_jitter":
         return v is None or (isinstance(v, (list, tuple)) and len(v) == 2 and all(map(is_number, v))
@@ -375,7 +377,16 @@ def build_preset_transforms(preset: str, train: bool, size: int,
     check_augment(overrides)
     if preset not in TRANSFORM_PRESETS:
         raise UserInputError(f"unknown transform preset '{preset}'; use one of {sorted(TRANSFORM_PRESETS)}")
-    return build_detection_transforms(train, size, **{**TRANSFORM_PRESETS[preset], **overrides})
+    options = {**TRANSFORM_PRESETS[preset], **overrides}
+    if options.pop("mosaic", 0) and not options.get("crop"):
+        raise UserInputError("augment.mosaic needs augment.crop=true: a mosaic joins four square crops")
+    return build_detection_transforms(train, size, **options)
+
+
+def mosaic_probability(preset: str, **overrides: Any) -> float:
+    """The ``augment.mosaic`` probability of a run (the preset's default unless overridden); the
+    dataset wrapper :class:`~hybridvision.data.mosaic.MosaicDataset` applies it."""
+    return float({**TRANSFORM_PRESETS[preset], **overrides}.get("mosaic", 0.0))
 
 
 def preset_train_collate(preset: str, **overrides: Any) -> Callable[..., Any]:

@@ -43,7 +43,8 @@ from hybridvision.data.coco import CocoDetection, collate_detection
 from hybridvision.data.sbir import (ImageItems, PairEpoch, RetrievalItems, TripletEpoch, collate_by_modality,
                                     resolve_bimodal, split_items)
 from hybridvision.data.sketches import build_sketch_dataset
-from hybridvision.data.transforms import build_preset_transforms, preset_train_collate
+from hybridvision.data.mosaic import MosaicDataset
+from hybridvision.data.transforms import build_preset_transforms, mosaic_probability, preset_train_collate
 from hybridvision.engine.inference import predict_batches
 from hybridvision.engine.progress import console
 from hybridvision.errors import UserInputError
@@ -174,6 +175,8 @@ class DetectionTask:
         if len(val) == 0:
             raise UserInputError(f"--data {cfg.data}: the validation split has no images, so nothing can "
                                  "be evaluated; give a val pair with images, or a training file with more")
+        if mosaic_probability(preset, **cfg.augment) > 0:
+            train = MosaicDataset(train, mosaic_probability(preset, **cfg.augment))
         if cfg.val_limit and len(val) > cfg.val_limit:
             val = Subset(val, list(range(cfg.val_limit)))
             kept = set(_dataset_image_ids(val))
@@ -252,7 +255,9 @@ class DetectionTask:
 
 
 def _base_and_indices(ds) -> tuple[Any, list[int]]:
-    """The dataset under (nested) Subsets and the base indices of ``ds``'s items."""
+    """The dataset under (nested) Subsets (and a mosaic wrapper) and the base indices of ``ds``'s items."""
+    if isinstance(ds, MosaicDataset):
+        ds = ds.dataset
     indices = list(range(len(ds)))
     while isinstance(ds, Subset):
         indices = [int(ds.indices[i]) for i in indices]
