@@ -86,3 +86,21 @@ def test_augment_mosaic_option_checked_and_needs_crop():
         build_preset_transforms("amounts", True, 64, mosaic=2)
     with pytest.raises(UserInputError, match="crop=true"):
         build_preset_transforms("amounts", True, 64, mosaic=0.5, crop=False)
+
+
+def test_detection_run_wraps_its_training_set(tiny_amounts):
+    from hybridvision.config import TrainConfig
+    from hybridvision.engine.tasks import make_task, small_box_warning
+
+    data = dict(data="builtin:amounts", data_root=str(tiny_amounts),
+                data_kwargs=dict(n_train=32, n_val=8, image_size=64))
+    cfg = TrainConfig(model="fcos_demo", image_size=64, augment={"mosaic": 1.0}, **data)
+    bundle = make_task(cfg).build_data(cfg)
+    assert isinstance(bundle.train, MosaicDataset) and len(bundle.train) == 32
+    torch.manual_seed(0)
+    image, target = bundle.train[0]
+    assert image.shape == (3, 64, 64) and target["boxes"].shape[1] == 4
+    assert len(target["boxes"]) == len(target["labels"])
+    small_box_warning(bundle.train, 64, 8.0)  # reads through the wrapper
+    plain = TrainConfig(model="fcos_demo", image_size=64, **data)
+    assert not isinstance(make_task(plain).build_data(plain).train, MosaicDataset)
