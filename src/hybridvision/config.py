@@ -34,7 +34,7 @@ __all__ = ["TrainConfig", "load_config", "apply_overrides", "save_config", "atom
 MAX_NESTING = 16  # levels of mappings/lists inside model_kwargs, augment, data_kwargs
 MAX_VALUES = 10_000  # values inside one of those mappings (YAML aliases can multiply them)
 MAPPING_KEYS = ("model_kwargs", "augment", "data_kwargs")
-# The kinds of data spec the tasks read (engine/tasks.py, data/sketches.py).
+# The kinds of data spec the tasks read (engine/tasks/, data/sketches.py).
 DATA_KINDS = ("builtin", "coco", "quickdraw", "tuberlin", "folders")
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 

@@ -57,7 +57,7 @@ def register_model(fn: Callable[..., Any] | None = None, *, task: str = "detecti
 
 
 def register_task(name: str):
-    """Register a task class (``engine/tasks.py``) under ``name``; ``cls.name`` is set to it."""
+    """Register a task class (``engine/tasks/``) under ``name``; ``cls.name`` is set to it."""
 
     def wrap(cls: type) -> type:
         if name in _TASKS:

@@ -2,7 +2,7 @@
 process, with torchvision's detectors and classifiers as peers (``torchvision:NAME``).
 
 What each model runs and how large its input is comes from its registered task
-(``engine/tasks.py``): the task is asked, not an if/else here.
+(``engine/tasks/``): the task is asked, not an if/else here.
 """
 
 from __future__ import annotations
