@@ -33,6 +33,28 @@ def test_mosaic_pixels_and_boxes_hand_case():
     assert target["image_id"] == 1 and len(target["iscrowd"]) == 2
 
 
+def test_mosaic_visible_share_boundary_and_crowd_flags():
+    """A box cut by the window keeps its label at >= MIN_VISIBLE of its area, with clipped
+    coordinates; below it, or under 1 px on a side, it is dropped; iscrowd follows the boxes."""
+    assert MIN_VISIBLE == 0.5
+    s = 32
+    # Window [16, 48)² of the canvas (centre (32, 32)); the top-left image's boxes are cut at x = 16.
+    tl = _part(0.1, [[12, 0, 20, 4],     # above the window (y < 16): dropped
+                     [6, 20, 26, 30],    # 10 of 20 px wide inside: 50 % → kept as [0, 4, 10, 14]
+                     [7, 20, 27, 30],    # 11 of 20: 55 % → kept as [0, 4, 11, 14]
+                     [5, 20, 25, 30],    # 9 of 20: 45 % → dropped
+                     [15.5, 20, 32, 21],  # 16 of 16.5 px × 1 px inside: kept as [0, 4, 16, 5]
+                     [20, 20, 20.5, 30]],  # 0.5 px wide → dropped
+               [1, 2, 3, 4, 5, 6])
+    tl[1]["iscrowd"] = torch.tensor([0, 1, 0, 1, 1, 0])
+    empty = _part(0.2, [], [])
+    image, target = mosaic([tl, empty, empty, empty], (s, s))
+    assert torch.equal(target["labels"], torch.tensor([2, 3, 5]))
+    assert torch.allclose(target["boxes"], torch.tensor([[0.0, 4, 10, 14], [0, 4, 11, 14], [0, 4, 16, 5]]))
+    assert torch.equal(target["iscrowd"], torch.tensor([1, 0, 1]))
+    assert target["labels"].dtype == torch.int64
+
+
 def test_mosaic_matches_torchvision_crop_and_visible_share():
     g = torch.Generator().manual_seed(0)
     s = 40
@@ -101,6 +123,28 @@ def test_detection_run_wraps_its_training_set(tiny_amounts):
     image, target = bundle.train[0]
     assert image.shape == (3, 64, 64) and target["boxes"].shape[1] == 4
     assert len(target["boxes"]) == len(target["labels"])
-    small_box_warning(bundle.train, 64, 8.0)  # reads through the wrapper
+    # The warning reads the annotations through the wrapper (a min_side every box is under).
+    warning = small_box_warning(bundle.train, 64, 64.0)
+    assert warning is not None and warning == small_box_warning(bundle.train.dataset, 64, 64.0)
     plain = TrainConfig(model="fcos_demo", image_size=64, **data)
     assert not isinstance(make_task(plain).build_data(plain).train, MosaicDataset)
+
+
+def test_mosaic_wraps_the_held_out_training_subset(tiny_amounts):
+    """One COCO pair (no val pair): the wrapper draws its partners from the training subset only."""
+    from torch.utils.data import Subset
+
+    from hybridvision.config import TrainConfig
+    from hybridvision.engine.tasks import make_task, small_box_warning
+
+    train = tiny_amounts / "amounts" / "train"
+    cfg = TrainConfig(model="fcos_demo", image_size=64, augment={"mosaic": 1.0},
+                      data=f"coco:{train / 'annotations.json'},{train / 'images'}")
+    bundle = make_task(cfg).build_data(cfg)
+    assert isinstance(bundle.train, MosaicDataset) and isinstance(bundle.train.dataset, Subset)
+    assert len(bundle.train) + len(bundle.val) == 32
+    torch.manual_seed(1)
+    image, target = bundle.train[3]
+    assert image.shape == (3, 64, 64) and len(target["boxes"]) == len(target["labels"])
+    warning = small_box_warning(bundle.train, 64, 64.0)
+    assert warning is not None and warning == small_box_warning(bundle.train.dataset, 64, 64.0)

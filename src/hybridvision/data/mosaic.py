@@ -5,10 +5,11 @@ cut from around their common corner.
 Each of the four images has already been through the run's per-image train transform, so it is
 ``S × S`` (``augment.crop=true``, the default). They fill the quadrants of a ``2S × 2S`` canvas
 (the sample's own image top-left, three random others); the ``S × S`` window is centred on a point
-drawn uniformly in ``[S/2, 3S/2]²``, so it always holds a part of every image and the seams
-between them. Boxes shift with their image and are clipped to the window; a box keeps its label
-only when at least :data:`MIN_VISIBLE` of its area is inside (a quarter of a digit is no longer
-that digit: it becomes background), and at least 1 px on each side.
+drawn uniformly from the integers strictly inside ``(S/2, 3S/2)²``, so it holds a part of every
+image and the seams between them. Boxes shift with their image and are clipped to it and to the
+window; a box keeps its label only when at least :data:`MIN_VISIBLE` of its area (as the
+per-image transform left it) is inside the window, and at least 1 px on each side — a quarter of
+a digit is no longer that digit, so it becomes background.
 
 Why: the model sees objects next to the edges of other images and cut by the window, as it does
 when :func:`~hybridvision.engine.tiling.predict_tiled` slides windows over a large image made of
@@ -36,13 +37,15 @@ def mosaic(parts: list[tuple[Tensor, Target]], centre: tuple[int, int]) -> tuple
     → one ``[C, S, S]`` image cut from their ``2S × 2S`` canvas, centred on ``centre = (cx, cy)``
     (canvas pixels, each in ``[S/2, 3S/2]``), and its target: boxes ``[N, 4]`` xyxy in the window,
     with ``labels`` (and ``iscrowd`` when all parts have it); ``image_id`` and ``orig_size`` are the
-    first part's."""
+    first part's (other per-box keys, such as masks, are not carried)."""
     if len(parts) != 4:
         raise ValueError(f"a mosaic takes 4 images, got {len(parts)}")
-    c, s = int(parts[0][0].shape[0]), int(parts[0][0].shape[-1])
+    first = parts[0][0]
+    c, s = int(first.shape[0]), int(first.shape[-1])
     for image, _ in parts:
-        if tuple(image.shape) != (c, s, s):
-            raise ValueError(f"mosaic parts must all be [{c}, {s}, {s}] (augment.crop=true), got {tuple(image.shape)}")
+        if tuple(image.shape) != (c, s, s) or image.dtype != first.dtype:
+            raise ValueError(f"mosaic parts must all be [{c}, {s}, {s}] {first.dtype} (augment.crop=true), "
+                             f"got {tuple(image.shape)} {image.dtype}")
     cx, cy = int(centre[0]), int(centre[1])
     if not (s // 2 <= cx <= s + s // 2 and s // 2 <= cy <= s + s // 2):
         raise ValueError(f"mosaic centre {centre} outside [{s // 2}, {s + s // 2}]²")
@@ -52,9 +55,9 @@ def mosaic(parts: list[tuple[Tensor, Target]], centre: tuple[int, int]) -> tuple
     for k, (image, target) in enumerate(parts):
         qx, qy = (k % 2) * s, (k // 2) * s
         canvas[:, qy:qy + s, qx:qx + s] = image
-        b = torch.as_tensor(target["boxes"], dtype=torch.float32).reshape(-1, 4)
+        b = torch.as_tensor(target["boxes"], dtype=torch.float32).reshape(-1, 4).clamp(0, s)  # in its image
         boxes.append(b + b.new_tensor([qx - x0, qy - y0, qx - x0, qy - y0]))  # [n, 4] window pixels
-        labels.append(torch.as_tensor(target["labels"]).reshape(-1))
+        labels.append(torch.as_tensor(target["labels"], dtype=torch.int64).reshape(-1))
         crowd.append(target.get("iscrowd"))
     image = canvas[:, y0:y0 + s, x0:x0 + s].clone()  # [C, S, S]
     b = torch.cat(boxes)
@@ -90,7 +93,7 @@ class MosaicDataset(Dataset):
         others = torch.randint(0, len(self), (3,)).tolist()
         parts = [first] + [self.dataset[j] for j in others]
         s = int(first[0].shape[-1])
-        cx, cy = (int(v) for v in torch.randint(s // 2, s + s // 2 + 1, (2,)))
+        cx, cy = (int(v) for v in torch.randint(s // 2 + 1, s + s // 2, (2,)))  # strictly inside: 4 images
         return mosaic(parts, (cx, cy))
 
     def __repr__(self) -> str:

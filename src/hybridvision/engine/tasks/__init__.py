@@ -1,4 +1,5 @@
-"""Tasks: what differs between detection and classification runs, behind one small interface.
+"""Tasks: what differs between detection, classification and retrieval runs, behind one small
+interface.
 
 Tasks are registered objects (``@register_task``); ``train``, ``eval``, the Python API, ``export``
 and ``bench`` ask a model's task instead of branching on its name. The trainer
@@ -11,7 +12,7 @@ and ``bench`` ask a model's task instead of branching on its name. The trainer
   for the input), ``input_channels(model)`` and ``inference(model, x)`` (one whole inference call
   on a batch, e.g. forward + decode).
 
-Both tasks read datasets through a data spec string:
+The tasks read datasets through a data spec string:
 
 - detection: ``builtin:amounts`` or ``coco:TRAIN_ANN,TRAIN_IMAGES[,VAL_ANN,VAL_IMAGES]``
   (without a val pair, a fixed 20 % of the training images, chosen by seed, is held out);
@@ -19,7 +20,8 @@ Both tasks read datasets through a data spec string:
 - retrieval: ``builtin:bimodal`` or ``folders:SKETCH_DIR,PHOTO_DIR[,UNSEEN.txt]``.
 
 One file per task: ``detection.py``, ``classification.py``, ``retrieval.py``; ``bundle.py`` holds
-what they hand the trainer (:class:`DataBundle`).
+what they hand the trainer (:class:`DataBundle`). A task registers when its file is imported, so
+a new one is imported here.
 """
 
 from __future__ import annotations

@@ -125,8 +125,9 @@ class DetectionTask:
         if len(val) == 0:
             raise UserInputError(f"--data {cfg.data}: the validation split has no images, so nothing can "
                                  "be evaluated; give a val pair with images, or a training file with more")
-        if mosaic_probability(preset, **cfg.augment) > 0:
-            train = MosaicDataset(train, mosaic_probability(preset, **cfg.augment))
+        mosaic = mosaic_probability(preset, **cfg.augment)
+        if mosaic > 0:
+            train = MosaicDataset(train, mosaic)
         if cfg.val_limit and len(val) > cfg.val_limit:
             val = Subset(val, list(range(cfg.val_limit)))
             kept = set(_dataset_image_ids(val))
