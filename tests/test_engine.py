@@ -168,3 +168,19 @@ def test_a_log_without_a_live_bar_carries_loss_speed_and_eta(tmp_path, capsys):
     assert [line.split()[3] for line in lines] == ["10/12", "12/12"], lines
     assert all(" loss " in line and "ETA" in line for line in lines)
     assert lines[-1].endswith("ETA 0:00")
+
+
+def test_each_rank_draws_its_own_augmentation(tiny_amounts):
+    """A distributed run's ranks get different augmentation streams (else every rank would crop
+    and mosaic the same way for the same batch slot); one process keeps the (seed, epoch) stream."""
+    from hybridvision.engine.tasks import make_task
+    from hybridvision.engine.trainer import augmentation_seed, epoch_loader
+
+    assert augmentation_seed(3, 5) == augmentation_seed(3, 5, rank=0) == 3 * 1_000_003 + 5
+    seeds = {augmentation_seed(3, e, r) for e in range(50) for r in range(8)}
+    assert len(seeds) == 400
+    cfg = _cfg(tiny_amounts, "unused")
+    bundle = make_task(cfg).build_data(cfg)
+    loaders = [epoch_loader(bundle, cfg, 2, world=2, rank=r) for r in (0, 1)]
+    assert loaders[0].generator.initial_seed() != loaders[1].generator.initial_seed()
+    assert list(loaders[0].sampler) != list(loaders[1].sampler)  # and each its own share of the images

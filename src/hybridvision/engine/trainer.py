@@ -265,9 +265,17 @@ def _truncate_jsonl_after(path: Path, step: int) -> None:
 
 
 # ---------------------------------------------------------------------------------- loaders
+def augmentation_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    """The seed of one epoch's random augmentation on one process: ``(seed, epoch)`` alone on rank 0
+    (one process), and a different stream on each other rank, so that the ranks of a distributed
+    run do not draw the same crops and mosaics for the same batch slot."""
+    return seed * 1_000_003 + epoch + rank * 104_729
+
+
 def epoch_loader(bundle: DataBundle, cfg: TrainConfig, epoch: int, world: int, rank: int):
-    """The training loader of one epoch; its order depends only on (seed, epoch)."""
-    g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+    """The training loader of one epoch; its order depends only on (seed, epoch), its workers'
+    augmentation also on the rank (:func:`augmentation_seed`)."""
+    g = torch.Generator().manual_seed(augmentation_seed(cfg.seed, epoch, rank))
     if world > 1:
         sampler = DistributedSampler(bundle.train, num_replicas=world, rank=rank, shuffle=True,
                                      seed=cfg.seed, drop_last=True)
@@ -465,7 +473,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, weights: str | None = None,
         for epoch in range(start_epoch, end_epoch):
             if cfg.max_steps and step >= cfg.max_steps:
                 break
-            torch.manual_seed(cfg.seed * 1_000_003 + epoch)  # augmentation RNG of this epoch
+            torch.manual_seed(augmentation_seed(cfg.seed, epoch, rank))  # augmentation RNG of this epoch
             if hasattr(bundle.train, "set_epoch"):  # data drawn per epoch (SBIR pairs, triplets)
                 bundle.train.set_epoch(epoch)
             loader = epoch_loader(bundle, cfg, epoch, world, rank)
