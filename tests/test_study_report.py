@@ -352,3 +352,14 @@ def test_a_difference_equal_in_every_seed():
     assert verdict(same, lower_is_better=True, unit_scale=1, unit="M params") == "identical"
     more = paired_difference([1.2, 1.2, 1.2], [1.0, 1.0, 1.0])
     assert verdict(more, lower_is_better=True, unit_scale=1, unit="M params") == "worse"
+
+
+def test_differences_read_in_the_metrics_own_unit():
+    """A cost named by its suffix (a retrieval study's ``query_ms``) reads in ms, not percentage
+    points; fractions read in points."""
+    from hybridvision.studies.stats import metric_unit
+
+    assert metric_unit("query_ms") == (1.0, "ms") and metric_unit("photo_ms") == (1.0, "ms")
+    assert metric_unit("infer_ms") == (1.0, "ms") and metric_unit("peak_mb") == (1.0, "MiB")
+    assert metric_unit("mAP") == (100.0, "points") and metric_unit("P@10") == (100.0, "points")
+    assert metric_unit("query_ms", {"query_ms": (1000.0, "µs")}) == (1000.0, "µs")

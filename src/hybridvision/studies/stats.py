@@ -35,18 +35,21 @@ WORSE = "worse"
 UNRESOLVED = "no difference resolved"  # the prefix of every verdict that is neither
 IDENTICAL = "identical"  # every seed's difference is exactly 0 (e.g. a parameter count)
 
-# (scale, unit) of a difference in words; a metric not named here is a fraction (percentage points).
+# (scale, unit) of a difference in words; a metric not named here reads by its suffix (``_ms``,
+# ``_s``, ``_mb``: :data:`UNIT_SUFFIXES`) or else is a fraction (percentage points).
 UNITS: dict[str, tuple[float, str]] = {
     "infer_ms": (1.0, "ms"), "train_ms": (1.0, "ms"), "train_s": (1.0, "s"), "train_loop_s": (1.0, "s"),
     "infer_mem_mb": (1.0, "MiB"), "train_mem_mb": (1.0, "MiB"), "params_m": (1.0, "M params"),
     "gflops": (1.0, "GFLOPs"), "gmacs": (1.0, "GMACs"),
 }
+UNIT_SUFFIXES: dict[str, tuple[float, str]] = {"_ms": (1.0, "ms"), "_s": (1.0, "s"), "_mb": (1.0, "MiB")}
 
 # How a cost reads in the answer: (words when the row costs more, when it costs less, the noun).
 _COST_WORDS = {
     "infer_ms": ("slower per image", "faster per image", "speed"),
     "train_ms": ("slower per training step", "faster per training step", "training speed"),
     "train_s": ("slower to train", "faster to train", "training time"),
+    "query_ms": ("slower per query", "faster per query", "speed"),
 }
 
 
@@ -144,7 +147,9 @@ def metric_unit(metric: str, units: Mapping[str, tuple[float, str]] | None = Non
     """``(scale, unit)`` of a metric's differences in words (fractions: ``(100, "points")``)."""
     if units and metric in units:
         return units[metric]
-    return UNITS.get(metric, (100.0, "points"))
+    if metric in UNITS:
+        return UNITS[metric]
+    return next((u for suffix, u in UNIT_SUFFIXES.items() if metric.endswith(suffix)), (100.0, "points"))
 
 
 def mean_std(values: Iterable[float | None]) -> tuple[float, float]:
