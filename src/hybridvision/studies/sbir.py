@@ -85,8 +85,9 @@ def train_sbir_run(cfg_dict: dict[str, Any], init_like: tuple[str, dict[str, Any
 
 def measure_sbir(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> dict[str, Any]:
     """Costs after training, one model at a time: ms per sketch query and per gallery photo
-    (embedding, batch 1, median of 100 calls after 10: a call takes milliseconds), parameters of the deployed network (without the stage-1
-    sketch classifier), and the chance level of the seen-class ranking (``mAP_random``)."""
+    (embedding, batch 1, median of 100 calls after 10: a call takes milliseconds), parameters of
+    the deployed network (without the stage-1 sketch classifier), and the chance level of the
+    seen-class ranking (``mAP_random``)."""
     model = model.to(device).eval()
     s = cfg.image_size
     sketch, photo = torch.rand(1, 1, s, s, device=device), torch.rand(1, 3, s, s, device=device)
