@@ -345,3 +345,36 @@ def test_sbir_study_trains_three_stages_per_run_on_user_folders(tmp_path):
     assert {(c["row"], c["reference"]) for c in results["comparisons"]} == {("HIB patch 2-2 (nl)", "ResNet26")}
     html = (tmp_path / "s" / "report.html").read_text()
     assert "Held-out sketch queries" in html and "not drawn" not in html
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_study_reads_each_data_spec_once_before_training(tmp_path, monkeypatch):
+    """Before any run trains, the study builds each distinct data spec's datasets once, in its own
+    process (parallel runs would race to generate built-in data); unreadable data stops it in one
+    line before it makes its folder."""
+    from hybridvision.studies import base
+
+    ann, imgs = _write_user_coco(tmp_path / "user")
+    calls = []
+    real = DetectionTask.build_data
+    monkeypatch.setattr(DetectionTask, "build_data", lambda self, cfg: calls.append(cfg.out) or real(self, cfg))
+
+    def no_training(study, preset, runs, jobs, total):
+        calls.append(("train", len(runs)))
+        raise _Stop
+
+    monkeypatch.setattr(base, "_train_all", no_training)
+    with pytest.raises(_Stop):
+        run_study("cornernet-nonlocal", preset="smoke", seeds=2, data=f"coco:{ann},{imgs}", out=tmp_path / "s",
+                  device="cpu")
+    assert len(calls) == 2 and calls[1] == ("train", 8)  # one data spec: built once, then 8 runs train
+
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(UserInputError, match="bad.json"):
+        run_study("cornernet-nonlocal", preset="smoke", seeds=1, data=f"coco:{bad},{imgs}", out=tmp_path / "s2",
+                  device="cpu")
+    assert not (tmp_path / "s2").exists()

@@ -240,7 +240,6 @@ def run_study(name: str, *, preset: str = "cpu", seeds: int = 3, data: str | Non
     check_output_path(out, kind="dir", known_files=REPORT_FILES)
     if dry_run:
         return {"out": str(out), "runs": runs, "summary": [], "report": ""}
-    make_output_dir(out)
     t0 = time.time()
     for run in runs:
         run["cfg"].device = str(dev)
@@ -250,6 +249,9 @@ def run_study(name: str, *, preset: str = "cpu", seeds: int = 3, data: str | Non
         check_same_settings(run["cfg"])
     todo = [r for r in runs if not (Path(r["cfg"].out) / "result.json").is_file()]
     untrained = [r for r in todo if not (Path(r["cfg"].out) / "trained.json").is_file()]
+    if not report_only:
+        prepare_data(untrained)
+    make_output_dir(out)
     if report_only:
         todo = [r for r in todo if r not in untrained]
     else:
@@ -266,6 +268,21 @@ def run_study(name: str, *, preset: str = "cpu", seeds: int = 3, data: str | Non
 
 
 REPORT_FILES = ("report.md", "report.html", "results.csv", "results.json", "table_3_1.json")
+
+
+def prepare_data(runs: list[dict[str, Any]]) -> None:
+    """Build the datasets of each distinct data spec among ``runs`` once, in this process, before
+    any run trains: built-in data is generated here alone (runs trained in parallel would race to
+    write the same folder), and data that cannot be read stops the study in one line before it
+    makes its folder."""
+    seen: set[tuple[Any, ...]] = set()
+    for run in runs:
+        cfg = run["cfg"]
+        task = make_task(cfg)
+        key = (type(task).__name__, cfg.data, str(cfg.data_root), json.dumps(cfg.data_kwargs, sort_keys=True))
+        if key not in seen:
+            seen.add(key)
+            task.build_data(cfg)
 
 # Settings that may differ between a run's config.yaml and the plan without changing the run.
 _FREE_SETTINGS = ("out", "device", "progress", "data_root", "workers")
