@@ -133,22 +133,21 @@ def test_the_loss_sums_over_stacks_and_decoding_reads_the_last():
     torch.testing.assert_close(a[0]["scores"], b[0]["scores"])
 
 
-def test_cornerfcos_normal_targets_go_to_the_level_of_the_larger_side():
-    """FCOS's rule taken at the corner: there max(l, t, r, b) is the box's larger side, so with the
-    small model's ranges (0, 32), (32, 64), (64, ∞) a 20-px box goes to P3, a 40-px and a 32-px
-    box to P4 and a 100-px box to P5; each level sees objects of 2–4 cells. "all" gives every box
-    to every level."""
+def test_cornerfcos_normal_targets_go_to_the_level_of_half_the_larger_side():
+    """FCOS's rule at the box's centre, where max(l, t, r, b) is half the larger side: with the
+    small model's ranges (0, 32), (32, 64), (64, ∞) a 40-px box goes to P3, a 64-px and a 100-px box
+    to P4 and a 130-px box to P5. "all" gives every box to every level."""
     normal = create_model("cornerfcos_multi_normal_small", num_classes=2)
     everything = create_model("cornerfcos_multi_all_small", num_classes=2)
-    boxes = torch.tensor([[0.0, 0.0, 20.0, 8.0], [10.0, 10.0, 22.0, 50.0], [0.0, 0.0, 32.0, 32.0],
-                          [5.0, 5.0, 105.0, 60.0]])
+    boxes = torch.tensor([[0.0, 0.0, 40.0, 8.0], [10.0, 10.0, 22.0, 74.0], [0.0, 0.0, 100.0, 100.0],
+                          [5.0, 5.0, 135.0, 60.0]])
     targets = [dict(boxes=boxes, labels=torch.tensor([0, 1, 0, 1]))]
     learnt = []
     for level, stride in enumerate(normal.strides):
-        tgt = normal.prepare_targets(targets, (128 // stride, 128 // stride), level=level)
+        tgt = normal.prepare_targets(targets, (160 // stride, 160 // stride), level=level)
         learnt.append(tgt["index"].tolist())
         assert tgt["tl_heat"].amax().item() == (1.0 if learnt[-1] else 0.0)
     assert normal.strides == [8, 16, 32] and learnt == [[0], [1, 2], [3]]
     for level, stride in enumerate(everything.strides):
-        tgt = everything.prepare_targets(targets, (128 // stride, 128 // stride), level=level)
+        tgt = everything.prepare_targets(targets, (160 // stride, 160 // stride), level=level)
         assert tgt["index"].tolist() == [0, 1, 2, 3]

@@ -11,8 +11,8 @@ Every stack of the hourglass backbone has its own modules and heads (intermediat
 the loss sums over stacks); decoding reads the last stack. CornerFCOS (thesis A's hybrid) is the
 same detector on an FCOS backbone and FPN: one module pair shared by every pyramid level, targets
 on every level (``level_ranges=None``: each level learns every box) or on the level whose size
-range holds the box's larger side (FCOS's rule at the corner: max(l, t, r, b) there is the larger
-side), and decoding from every level.
+range holds half the box's larger side (FCOS's max(l, t, r, b) at the box's centre), and decoding
+from every level.
 
 Outputs of ``CornerNet.forward(images)`` (same in train and eval), one entry per stack (or
 pyramid level) at its stride s: ``tl_heat`` / ``br_heat`` ``list[[B, K, H/s, W/s]]`` (logits),
@@ -179,11 +179,11 @@ class CornerNet(DenseDetector):
         num_classes: K.
         neck: a pyramid neck (``out_channels``, ``strides``); None: :class:`StackNeck`.
         shared_head: one module pair for every neck output (CornerFCOS) instead of one per stack.
-        level_ranges: per neck output, the (low, high) range of a box's larger side that it
+        level_ranges: per neck output, the (low, high) range of half a box's larger side that it
             learns (CornerFCOS "normal" targets: FCOS's size ranges on FCOS's regression target
-            max(l, t, r, b) taken at the corner, which is the box's larger side, so every level
-            sees objects of about the same size in cells); None: every output learns every box
-            (stacks; CornerFCOS "all").
+            max(l, t, r, b) at the box's centre); None: every output learns every box (stacks;
+            CornerFCOS "all"). The same ranges on the whole larger side (FCOS's target at the
+            corner) trained worse on the built-in amounts (README, ``cornerfcos`` study).
         decode_all: decode every output and merge by NMS (CornerFCOS); False: the last only.
         center_keypoints: CenterNet keypoint triplets (Duan et al. 2019): a centre heatmap and
             offset (centre pooling); a decoded box is kept only when one of the ``center_topk``
@@ -279,9 +279,9 @@ class CornerNet(DenseDetector):
             boxes = t["boxes"].to(device=device, dtype=torch.float32)  # [m, 4] pixels
             labels = t["labels"].to(device)
             index = torch.arange(len(labels), device=device)
-            if size_range is not None:  # the level whose range holds the box's larger side
-                side = (boxes[:, 2:] - boxes[:, :2]).amax(dim=1)  # [m] = max(l, t, r, b) at the corner
-                mine = (side >= size_range[0]) & (side < size_range[1])
+            if size_range is not None:  # the level whose range holds half the box's larger side
+                half = (boxes[:, 2:] - boxes[:, :2]).amax(dim=1) / 2  # [m] = max(l, t, r, b) at the centre
+                mine = (half >= size_range[0]) & (half < size_range[1])
                 boxes, labels, index = boxes[mine], labels[mine], index[mine]
             boxes = boxes / stride  # in cells
             radius = gaussian_radius(boxes[:, 3] - boxes[:, 1], boxes[:, 2] - boxes[:, 0], self.min_overlap,

@@ -74,7 +74,7 @@ CORNERFCOS = _study(
     "Do CornerNet prediction modules with non-local pooling on the FCOS pyramid beat FCOS, and which "
     "variant?",
     "FCOS against CornerFCOS single (P3 only), multi with normal targets (FCOS's size ranges per "
-    "level, on the box's larger side: FCOS's max(l, t, r, b) at the corner) and multi with all targets (every level learns every box), each with non-local "
+    "level, on half the box's larger side: FCOS's max(l, t, r, b) at its centre) and multi with all targets (every level learns every box), each with non-local "
     "pooling as the seed; the multi/normal variant also with a plain 3×3 conv and with real corner "
     "pooling (the seed's future work). Every row is compared with FCOS seed by seed.",
     _rows([
