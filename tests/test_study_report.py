@@ -15,7 +15,7 @@ import scipy.stats
 
 from hybridvision.studies.html import HtmlContext, markdown_to_html, png_data_uri
 from hybridvision.studies.report import aggregate, comparison_table, markdown_table, write_report
-from hybridvision.studies.spec import Study, StudyRow
+from hybridvision.studies.spec import Study, StudyRow, register_study
 from hybridvision.studies.stats import (
     BETTER,
     UNRESOLVED,
@@ -130,6 +130,30 @@ def test_compare_rows_pairs_by_seed_and_skips_empty_buckets():
     assert ms["verdict"] == "worse" and ms["lower_is_better"] and ms["unit"] == "ms"
     ci = scipy.stats.ttest_rel([12.1, 11.9, 12.0], [10.0, 10.0, 10.0]).confidence_interval()
     assert (ms["ci_low"], ms["ci_high"]) == pytest.approx((ci.low, ci.high))
+
+
+def test_a_row_is_also_compared_with_a_sibling_seed_by_seed():
+    """``also_compared_with`` adds paired comparisons (the initialisation stays paired with
+    ``reference``); the answer names both references; a label that is no row is refused."""
+    rows = [StudyRow("FCOS", "m"), StudyRow("NL", "m", reference="FCOS"),
+            StudyRow("conv", "m", reference="FCOS", also_compared_with=("NL",))]
+    assert rows[2].compared_with == ("FCOS", "NL") and rows[0].compared_with == ()
+    records = []
+    for s, (base, nl, conv) in enumerate([(0.77, 0.383, 0.408), (0.769, 0.387, 0.403), (0.785, 0.394, 0.407)]):
+        records += [_rec("FCOS", s, AP=base), _rec("NL", s, AP=nl), _rec("conv", s, AP=conv)]
+    comps = compare_rows(records, rows, ["AP"], LOWER)
+    assert [(c["row"], c["reference"]) for c in comps] == [("NL", "FCOS"), ("conv", "FCOS"), ("conv", "NL")]
+    conv_nl = comps[2]
+    ci = scipy.stats.ttest_rel([0.408, 0.403, 0.407], [0.383, 0.387, 0.394]).confidence_interval()
+    assert conv_nl["mean_diff"] == pytest.approx(0.018) and (conv_nl["ci_low"], conv_nl["ci_high"]) == pytest.approx(
+        (ci.low, ci.high))
+    text = answer_paragraph(_study(rows), comps)
+    assert "conv: AP worse than FCOS by" in text and "conv: AP better than NL by 1.8 points" in text
+    assert "AP improves for conv against NL" in text and "conv against FCOS" in text
+    assert "not corrected for the 3 comparisons of AP" in text
+    bad = [StudyRow("FCOS", "m"), StudyRow("conv", "m", reference="FCOS", also_compared_with=("NL",))]
+    with pytest.raises(ValueError, match="'conv' is compared with \\['NL'\\]"):
+        register_study(_study(bad))
 
 
 def _study(rows, question="Does a non-local block help FCOS?"):

@@ -32,10 +32,14 @@ LABELS = {"infer_ms": "ms/img", "infer_mem_mb": "infer MiB", "train_ms": "train-
           "train_mem_mb": "train-step MiB", "params_m": "params (M)", "gflops": "GFLOPs"}
 
 
-def _rows(spec: list[tuple[str, str, str, dict, str | None]]) -> dict[str, list[StudyRow]]:
-    """(label, CPU model, paper model, options, reference label) → the rows of each preset."""
-    small = [StudyRow(label, cpu, dict(kw), reference=ref) for label, cpu, _, kw, ref in spec]
-    paper = [StudyRow(label, big, imagenet_backbone(big, kw), reference=ref) for label, _, big, kw, ref in spec]
+def _rows(spec: list[tuple]) -> dict[str, list[StudyRow]]:
+    """(label, CPU model, paper model, options, reference label[, also compared with]) → the rows
+    of each preset."""
+    small, paper = [], []
+    for label, cpu, big, kw, ref, *also in spec:
+        others = tuple(also[0]) if also else ()
+        small.append(StudyRow(label, cpu, dict(kw), reference=ref, also_compared_with=others))
+        paper.append(StudyRow(label, big, imagenet_backbone(big, kw), reference=ref, also_compared_with=others))
     return {"smoke": small, "cpu": small, "paper": paper}
 
 
@@ -76,16 +80,19 @@ CORNERFCOS = _study(
     "FCOS against CornerFCOS single (P3 only), multi with normal targets (FCOS's size ranges per "
     "level, on half the box's larger side: FCOS's max(l, t, r, b) at its centre) and multi with all targets (every level learns every box), each with non-local "
     "pooling as the seed; the multi/normal variant also with a plain 3×3 conv and with real corner "
-    "pooling (the seed's future work). Every row is compared with FCOS seed by seed.",
+    "pooling (the seed's future work). Every row is compared with FCOS seed by seed; multi all and "
+    "the conv and corner-pool variants also with the non-local multi normal (the seed's targets and "
+    "NL-or-not pairs).",
     _rows([
         ("FCOS", "fcos_small", "fcos_r50_fpn", {}, None),
         ("CornerFCOS single", "cornerfcos_single_normal_small", "cornerfcos_single_normal", {}, "FCOS"),
         ("CornerFCOS multi normal", "cornerfcos_multi_normal_small", "cornerfcos_multi_normal", {}, "FCOS"),
-        ("CornerFCOS multi all", "cornerfcos_multi_all_small", "cornerfcos_multi_all", {}, "FCOS"),
+        ("CornerFCOS multi all", "cornerfcos_multi_all_small", "cornerfcos_multi_all", {}, "FCOS",
+         ["CornerFCOS multi normal"]),
         ("CornerFCOS multi normal (conv)", "cornerfcos_multi_normal_small", "cornerfcos_multi_normal",
-         {"pool": "conv"}, "FCOS"),
+         {"pool": "conv"}, "FCOS", ["CornerFCOS multi normal"]),
         ("CornerFCOS multi normal (corner pool)", "cornerfcos_multi_normal_small", "cornerfcos_multi_normal",
-         {"pool": "corner"}, "FCOS"),
+         {"pool": "corner"}, "FCOS", ["CornerFCOS multi normal"]),
     ]),
 )
 

@@ -42,6 +42,14 @@ class StudyRow:
     # study's baseline, or its own plain counterpart where the question is pairwise ("(nl)"
     # models in thesis B). None: this row is a reference, compared with nothing.
     reference: str | None = None
+    # Further rows this one is compared with seed by seed (paired statistics only: the
+    # initialisation stays paired with ``reference``), e.g. a variant against its sibling.
+    also_compared_with: tuple[str, ...] = ()
+
+    @property
+    def compared_with(self) -> tuple[str, ...]:
+        """Every row this one is compared with: ``reference`` first, then ``also_compared_with``."""
+        return ((self.reference,) if self.reference else ()) + tuple(self.also_compared_with)
 
     @property
     def slug(self) -> str:
@@ -89,5 +97,12 @@ STUDIES: dict[str, Study] = {}
 
 
 def register_study(study: Study) -> Study:
+    for preset, rows in study.rows.items():
+        labels = [r.label for r in rows]
+        for row in rows:
+            unknown = [ref for ref in row.compared_with if ref not in labels or ref == row.label]
+            if unknown:
+                raise ValueError(f"study {study.name!r} preset {preset!r}: row {row.label!r} is compared with "
+                                 f"{unknown}, which is not another row of the preset")
     STUDIES[study.name] = study
     return study

@@ -18,6 +18,7 @@ Values keep their units: fractions (AP, top-1) stay fractions here; the words sc
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -176,7 +177,8 @@ def _usable(v: Any) -> bool:
 def compare_rows(records: Sequence[Mapping[str, Any]], rows: Sequence[StudyRow], metrics: Sequence[str],
                  lower_is_better: Iterable[str] = (), *, confidence: float = 0.95,
                  units: Mapping[str, tuple[float, str]] | None = None) -> list[dict[str, Any]]:
-    """Every row that has a reference, against it, metric by metric, over the seeds both ran.
+    """Every row that has a reference, against it (then against each of its
+    ``also_compared_with`` rows), metric by metric, over the seeds both ran.
 
     Records are ``{"row", "seed", "metrics": {...}}`` (a later record of the same row and seed
     replaces an earlier one). A seed whose value is missing, non-finite or -1 (empty COCO bucket)
@@ -192,10 +194,11 @@ def compare_rows(records: Sequence[Mapping[str, Any]], rows: Sequence[StudyRow],
     for rec in records:
         by_row.setdefault(rec["row"], {})[int(rec["seed"])] = rec.get("metrics", {})
     out = []
-    for row in rows:
-        if row.reference is None or row.label not in by_row or row.reference not in by_row:
+    pairs_of_rows = [(row.label, other) for row in rows for other in row.compared_with]
+    for label, other in pairs_of_rows:
+        if label not in by_row or other not in by_row:
             continue
-        mine, ref = by_row[row.label], by_row[row.reference]
+        mine, ref = by_row[label], by_row[other]
         seeds = sorted(set(mine) & set(ref))
         for metric in metrics:
             pairs = [(s, mine[s].get(metric), ref[s].get(metric)) for s in seeds]
@@ -208,7 +211,7 @@ def compare_rows(records: Sequence[Mapping[str, Any]], rows: Sequence[StudyRow],
             scale, unit = metric_unit(metric, units)
             is_lower = metric in lower
             out.append({
-                "row": row.label, "reference": row.reference, "metric": metric, "n": res.n,
+                "row": label, "reference": other, "metric": metric, "n": res.n,
                 "seeds": [p[0] for p in pairs], "mean_diff": res.mean_diff, "ci_low": res.ci_low,
                 "ci_high": res.ci_high, "half_width": res.half_width, "std_diff": res.std_diff,
                 "confidence": confidence, "row_mean": sum(a) / len(a), "reference_mean": sum(b) / len(b),
@@ -291,22 +294,23 @@ def answer_paragraph(study: Study, comparisons: Sequence[Mapping[str, Any]]) -> 
     """
     primary, cost = study.primary, study.cost
     pname, cname = study.labels.get(primary, primary), study.labels.get(cost, cost)
-    found: dict[str, dict[str, Mapping[str, Any]]] = {}
+    found: dict[tuple[str, str], dict[str, Mapping[str, Any]]] = {}  # (row, reference) → metric → comparison
     for c in comparisons:
         if c["metric"] in (primary, cost):
-            found.setdefault(c["row"], {})[c["metric"]] = c
+            found.setdefault((c["row"], c["reference"]), {})[c["metric"]] = c
+    per_row = Counter(row for row, _ in found)
     lead = f"{study.question} " if study.question else ""
     if not any(primary in f for f in found.values()):
         return (lead + f"No row has a finished reference run with the same seeds and a {pname}, "
                 "so this report cannot answer it yet.")
     sentences = []
     groups: dict[str, list[str]] = {BETTER: [], WORSE: [], UNRESOLVED: []}
-    for row, f in found.items():
+    for (row, ref), f in found.items():
         parts = []
         if primary in f:
             parts.append(_primary_words(f[primary], pname))
             v = f[primary]["verdict"]
-            groups[v if v in (BETTER, WORSE) else UNRESOLVED].append(row)
+            groups[v if v in (BETTER, WORSE) else UNRESOLVED].append(row if per_row[row] == 1 else f"{row} against {ref}")
         if cost in f:
             parts.append(_cost_words(f[cost], cname))
         sentences.append(f"{row}: " + " and ".join(parts) + ".")
