@@ -26,6 +26,29 @@ def test_every_verb_has_help(cli, verb):
     assert code == 0 and "Usage" in out
 
 
+def test_no_help_text_loses_brackets_to_rich_markup():
+    """Rich reads "[word]" as a style tag and drops it ("pip install 'hybridvision[mnist]'" showed
+    as "'hybridvision'"): every help text and docstring escapes such brackets."""
+    import re
+
+    from typer.main import get_command
+
+    from hybridvision.cli import app
+
+    tag = re.compile(r"(?<!\\)\[[a-z#/@][^\[\]]*\]")  # rich's markup tag, unescaped
+
+    def texts(command):
+        yield command.name, command.help or ""
+        for param in command.params:
+            yield f"{command.name} {param.name}", getattr(param, "help", None) or ""
+        for sub in getattr(command, "commands", {}).values():  # a group's verbs
+            yield from texts(sub)
+
+    found = [(where, m.group()) for where, text in texts(get_command(app)) for m in tag.finditer(text)]
+    assert found == []
+    assert tag.search("pip install 'hybridvision[mnist]'") and not tag.search("'hybridvision\\[mnist]'")
+
+
 def _valid_coco(tmp_path):
     img_dir = tmp_path / "images"
     img_dir.mkdir()

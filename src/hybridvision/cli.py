@@ -497,7 +497,7 @@ def demo_cmd(
     model: str | None = typer.Option(None, "--model", "-m", help="the detector to train, e.g. centernet_small "
                                      f"or retinanet_small \\[default: {DEMO_CONFIG.model}]"),
     data: str = typer.Option("builtin:amounts", "--data", "-d", help="builtin:amounts, or builtin:mnist-amounts "
-                             "(real MNIST digits; pip install 'hybridvision[mnist]')"),
+                             "(real MNIST digits; pip install 'hybridvision\\[mnist]')"),
 ):
     """Make the built-in `amounts` data, train the demo FCOS, evaluate, plot (about 10 min on 2 CPU cores)."""
     run_demo(out=out, data_root=data_root, epochs=epochs, device=device, model=model, data=data)
