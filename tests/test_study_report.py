@@ -387,3 +387,22 @@ def test_differences_read_in_the_metrics_own_unit():
     assert metric_unit("infer_ms") == (1.0, "ms") and metric_unit("peak_mb") == (1.0, "MiB")
     assert metric_unit("mAP") == (100.0, "points") and metric_unit("P@10") == (100.0, "points")
     assert metric_unit("query_ms", {"query_ms": (1000.0, "µs")}) == (1000.0, "µs")
+
+
+def test_point_labels_step_clear_of_each_other_and_of_the_points():
+    from hybridvision.studies.html import _label_offsets
+
+    # three points close together (their labels would print over each other and over the points)
+    # and one at the right, whose label goes on its left and meets nothing
+    points = [(100.0, 100.0), (110.0, 100.0), (130.0, 108.0), (400.0, 100.0)]
+    labels = ["CornerFCOS multi normal", "conv", "x", "far right"]
+    left = [False, False, False, True]
+    offs = _label_offsets(points, labels, left)
+    assert offs[3] == (6.0, 5.0) and any(dy < 5.0 for _, dy in offs[:3])
+    boxes = [((x - 6 - 5.2 * len(t), x - 6) if lf else (x + 6, x + 6 + 5.2 * len(t)), y + dy)
+             for (x, y), t, lf, (_, dy) in zip(points, labels, left, offs)]
+    for i, ((a0, a1), ay) in enumerate(boxes):
+        for j, ((b0, b1), by) in enumerate(boxes):
+            assert i == j or not (a0 < b1 and b0 < a1 and abs(ay - by) < 11)
+        for j, (qx, qy) in enumerate(points):
+            assert i == j or not (a0 - 4 < qx < a1 + 4 and -4 < qy - ay < 12)

@@ -272,17 +272,31 @@ def _curve_png(run_dirs: Mapping[str, Sequence[Path]], x_key: str, y_key: str, s
     return figure_png(fig)
 
 
-def _label_offsets(points_pt: Sequence[tuple[float, float]], labels: Sequence[str]) -> list[tuple[float, float]]:
-    """Text offsets (points) that keep point labels from printing over each other: each label
-    sits up-right of its point and steps down past any label already placed where it would go."""
-    placed: list[tuple[float, float, float]] = []  # x, y, width of placed labels (points)
+def _label_offsets(points_pt: Sequence[tuple[float, float]], labels: Sequence[str],
+                   left_of: Sequence[bool] | None = None) -> list[tuple[float, float]]:
+    """Text offsets (points) that keep point labels from printing over each other and over the
+    points: each label sits beside its point (right of it, or left where ``left_of``), 5 pt up,
+    and steps down 11 pt at a time past any label already placed or any point it would cover."""
+    left_of = left_of or [False] * len(labels)
+    placed: list[tuple[float, float, float]] = []  # x0, x1, y of placed labels (points)
+
+    def box(x: float, width: float, left: bool) -> tuple[float, float]:
+        return (x - 6 - width, x - 6) if left else (x + 6, x + 6 + width)
+
     out = []
-    for (x, y), label in zip(points_pt, labels):
-        width = 5.2 * len(label)  # "small" text: ~5 pt per character
+    for k, ((x, y), label, left) in enumerate(zip(points_pt, labels, left_of)):
+        x0, x1 = box(x, 5.2 * len(label), left)  # "small" text: ~5 pt per character
         dy = 5.0
-        while any(abs(x + 6 - px) < max(width, pw) and abs(y + dy - py) < 11 for px, py, pw in placed):
+
+        def clashes(dy: float) -> bool:
+            over_label = any(x0 < px1 and px0 < x1 and abs(y + dy - py) < 11 for px0, px1, py in placed)
+            over_point = any(m != k and x0 - 4 < qx < x1 + 4 and -4 < qy - (y + dy) < 12
+                             for m, (qx, qy) in enumerate(points_pt))
+            return over_label or over_point
+
+        while clashes(dy) and dy > -200:
             dy -= 11
-        placed.append((x + 6, y + dy, width))
+        placed.append((x0, x1, y + dy))
         out.append((6.0, dy))
     return out
 
@@ -313,13 +327,17 @@ def _scatter_png(records: Sequence[Mapping[str, Any]], rows: Sequence[str], prim
     # Label positions are known only once the axes have their final limits and place.
     to_pt = 72.0 / fig.dpi
     pix = ax.transData.transform([(x, y) for _, _, x, y in points])
-    offsets = _label_offsets([(px * to_pt, py * to_pt) for px, py in pix], [p[0] for p in points])
+    # a point in the right 30 % of the axes takes its label on its left, inside the figure
     right = ax.get_window_extent().x0 + 0.7 * ax.get_window_extent().width
+    offsets = _label_offsets([(px * to_pt, py * to_pt) for px, py in pix], [p[0] for p in points],
+                             [px > right for px, _ in pix])
     for (row, colour, x, y), off, (px, _) in zip(points, offsets, pix):
-        # a point in the right 30 % of the axes takes its label on its left, inside the figure
         ha = "right" if px > right else "left"
         xy_off = (-abs(off[0]), off[1]) if ha == "right" else off
-        ax.annotate(row, (x, y), xytext=xy_off, textcoords="offset points", fontsize="small", color=colour, ha=ha)
+        # a label stepped away from its point gets a thin leader line back to it
+        leader = dict(arrowstyle="-", color=colour, lw=0.6, shrinkA=0, shrinkB=4) if off[1] < 0 else None
+        ax.annotate(row, (x, y), xytext=xy_off, textcoords="offset points", fontsize="small", color=colour, ha=ha,
+                    arrowprops=leader)
     return figure_png(fig)
 
 
