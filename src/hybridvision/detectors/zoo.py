@@ -581,8 +581,9 @@ def build_cornerfcos(
     Args:
         mode: ``"single"`` (P3 only, no P6/P7) or ``"multi"`` (P3–P7).
         targets: ``"normal"`` (each level learns the boxes whose half larger side lies in FCOS's
-            size range of the level: FCOS's target max(l, t, r, b) at the box's centre) or ``"all"`` (every level learns every box); with one level
-            (single) both mean that P3 learns every box.
+            size range of the level: FCOS's target max(l, t, r, b) at the box's centre) or
+            ``"all"`` (every level learns every box); with one level (single) both mean that P3
+            learns every box.
         num_levels: pyramid levels of "multi", 5 (P3–P7) or 3 (P3–P5).
         size_ranges: the "normal" ranges per level (default FCOS's for ``num_levels``).
         **cornernet_kwargs: :class:`~hybridvision.detectors.cornernet.CornerNet` options.

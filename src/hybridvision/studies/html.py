@@ -284,17 +284,16 @@ def _label_offsets(points_pt: Sequence[tuple[float, float]], labels: Sequence[st
         return (x - 6 - width, x - 6) if left else (x + 6, x + 6 + width)
 
     out = []
+    def clashes(k: int, x0: float, x1: float, y: float) -> bool:
+        """Would label ``k``, spanning x0–x1 at height y, print over a placed label or a point?"""
+        over_label = any(x0 < px1 and px0 < x1 and abs(y - py) < 11 for px0, px1, py in placed)
+        over_point = any(m != k and x0 - 4 < qx < x1 + 4 and -4 < qy - y < 12 for m, (qx, qy) in enumerate(points_pt))
+        return over_label or over_point
+
     for k, ((x, y), label, left) in enumerate(zip(points_pt, labels, left_of)):
         x0, x1 = box(x, 5.2 * len(label), left)  # "small" text: ~5 pt per character
         dy = 5.0
-
-        def clashes(dy: float) -> bool:
-            over_label = any(x0 < px1 and px0 < x1 and abs(y + dy - py) < 11 for px0, px1, py in placed)
-            over_point = any(m != k and x0 - 4 < qx < x1 + 4 and -4 < qy - (y + dy) < 12
-                             for m, (qx, qy) in enumerate(points_pt))
-            return over_label or over_point
-
-        while clashes(dy) and dy > -200:
+        while clashes(k, x0, x1, y + dy) and dy > -200:
             dy -= 11
         placed.append((x0, x1, y + dy))
         out.append((6.0, dy))

@@ -310,7 +310,8 @@ def answer_paragraph(study: Study, comparisons: Sequence[Mapping[str, Any]]) -> 
         if primary in f:
             parts.append(_primary_words(f[primary], pname))
             v = f[primary]["verdict"]
-            groups[v if v in (BETTER, WORSE) else UNRESOLVED].append(row if per_row[row] == 1 else f"{row} against {ref}")
+            name = row if per_row[row] == 1 else f"{row} against {ref}"
+            groups[v if v in (BETTER, WORSE) else UNRESOLVED].append(name)
         if cost in f:
             parts.append(_cost_words(f[cost], cname))
         sentences.append(f"{row}: " + " and ".join(parts) + ".")
