@@ -80,7 +80,8 @@ CORNERFCOS = _study(
     "FCOS against CornerFCOS single (P3 only), multi with normal targets (FCOS's size ranges per "
     "level, on half the box's larger side: FCOS's max(l, t, r, b) at its centre) and multi with all "
     "targets (every level learns every box), each with non-local pooling as the seed; the "
-    "multi/normal variant also with a plain 3×3 conv and with real corner pooling (the seed's future work). Every row is compared with FCOS seed by seed; multi all and "
+    "multi/normal variant also with a plain 3×3 conv and with real corner pooling (the seed's future "
+    "work). Every row is compared with FCOS seed by seed; multi all and "
     "the conv and corner-pool variants also with the non-local multi normal (the seed's targets and "
     "NL-or-not pairs).",
     _rows([
