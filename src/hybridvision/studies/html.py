@@ -280,18 +280,16 @@ def _label_offsets(points_pt: Sequence[tuple[float, float]], labels: Sequence[st
     left_of = left_of or [False] * len(labels)
     placed: list[tuple[float, float, float]] = []  # x0, x1, y of placed labels (points)
 
-    def box(x: float, width: float, left: bool) -> tuple[float, float]:
-        return (x - 6 - width, x - 6) if left else (x + 6, x + 6 + width)
-
-    out = []
     def clashes(k: int, x0: float, x1: float, y: float) -> bool:
         """Would label ``k``, spanning x0–x1 at height y, print over a placed label or a point?"""
         over_label = any(x0 < px1 and px0 < x1 and abs(y - py) < 11 for px0, px1, py in placed)
         over_point = any(m != k and x0 - 4 < qx < x1 + 4 and -4 < qy - y < 12 for m, (qx, qy) in enumerate(points_pt))
         return over_label or over_point
 
+    out = []
     for k, ((x, y), label, left) in enumerate(zip(points_pt, labels, left_of)):
-        x0, x1 = box(x, 5.2 * len(label), left)  # "small" text: ~5 pt per character
+        width = 5.2 * len(label)  # "small" text: ~5 pt per character
+        x0, x1 = (x - 6 - width, x - 6) if left else (x + 6, x + 6 + width)
         dy = 5.0
         while clashes(k, x0, x1, y + dy) and dy > -200:
             dy -= 11
