@@ -7,7 +7,7 @@ from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as TF
 
 from hybridvision.data.mosaic import MIN_VISIBLE, MosaicDataset, mosaic
-from hybridvision.data.transforms import build_preset_transforms, mosaic_probability
+from hybridvision.data.transforms import build_preset_transforms, mosaic_off_epochs, mosaic_probability
 from hybridvision.errors import UserInputError
 
 
@@ -100,6 +100,20 @@ def test_mosaic_dataset_probability_and_determinism():
         MosaicDataset(data, 1.5)
 
 
+def test_mosaic_dataset_closes_for_the_last_epochs():
+    """``off_from_epoch``: mosaics up to the epoch before it, the samples themselves from it on."""
+    data = [_part(0.1 * (i + 1), [[4, 4, 20, 20]], [i]) for i in range(5)]
+    ds = MosaicDataset(data, 1.0, off_from_epoch=3)
+    for epoch in range(5):
+        ds.set_epoch(epoch)
+        torch.manual_seed(epoch)
+        image = ds[2][0]
+        assert (image is data[2][0]) == (epoch >= 3), epoch
+    always = MosaicDataset(data, 1.0)
+    always.set_epoch(100)
+    assert always[2][0] is not data[2][0]
+
+
 def test_augment_mosaic_option_checked_and_needs_crop():
     assert mosaic_probability("amounts") == 0.0
     assert mosaic_probability("amounts", mosaic=0.5) == 0.5
@@ -108,6 +122,11 @@ def test_augment_mosaic_option_checked_and_needs_crop():
         build_preset_transforms("amounts", True, 64, mosaic=2)
     with pytest.raises(UserInputError, match="crop=true"):
         build_preset_transforms("amounts", True, 64, mosaic=0.5, crop=False)
+    assert mosaic_off_epochs("amounts") == 0 and mosaic_off_epochs("coco", close_mosaic=3) == 3
+    build_preset_transforms("amounts", True, 64, mosaic=0.5, close_mosaic=2)
+    for bad in (-1, 1.5, True, "2"):
+        with pytest.raises(UserInputError, match="augment.close_mosaic"):
+            build_preset_transforms("amounts", True, 64, mosaic=0.5, close_mosaic=bad)
 
 
 def test_detection_run_wraps_its_training_set(tiny_amounts):
@@ -126,8 +145,12 @@ def test_detection_run_wraps_its_training_set(tiny_amounts):
     # The warning reads the annotations through the wrapper (a min_side every box is under).
     warning = small_box_warning(bundle.train, 64, 64.0)
     assert warning is not None and warning == small_box_warning(bundle.train.dataset, 64, 64.0)
+    assert bundle.train.off_from_epoch is None
     plain = TrainConfig(model="fcos_demo", image_size=64, **data)
     assert not isinstance(make_task(plain).build_data(plain).train, MosaicDataset)
+    closing = TrainConfig(model="fcos_demo", image_size=64, epochs=10, augment={"mosaic": 0.5, "close_mosaic": 3},
+                          **data)
+    assert make_task(closing).build_data(closing).train.off_from_epoch == 7  # epochs 8-10 (1-based) plain
 
 
 def test_mosaic_wraps_the_held_out_training_subset(tiny_amounts):

@@ -76,19 +76,31 @@ def mosaic(parts: list[tuple[Tensor, Target]], centre: tuple[int, int]) -> tuple
 class MosaicDataset(Dataset):
     """A training dataset whose samples are, with probability ``p``, a :func:`mosaic` of
     themselves and three random others (drawn with ``torch``'s generator, like the per-image
-    transforms, so a seeded run draws the same mosaics); otherwise the sample unchanged."""
+    transforms, so a seeded run draws the same mosaics); otherwise the sample unchanged.
 
-    def __init__(self, dataset: Dataset, p: float) -> None:
+    ``off_from_epoch``: from this (0-based) epoch on, as set by :meth:`set_epoch` (the trainer
+    calls it before each epoch), no more mosaics — the last epochs train on whole images again, as
+    YOLOX does (Ge et al., "YOLOX: Exceeding YOLO Series in 2021", §2.2: strong augmentation off
+    for the last 15 epochs). ``None``: mosaics throughout."""
+
+    def __init__(self, dataset: Dataset, p: float, off_from_epoch: int | None = None) -> None:
         if not 0 <= p <= 1:
             raise ValueError(f"mosaic probability must be in [0, 1], got {p}")
-        self.dataset, self.p = dataset, float(p)
+        self.dataset, self.p, self.off_from_epoch = dataset, float(p), off_from_epoch
+        self.active = True
+
+    def set_epoch(self, epoch: int) -> None:
+        """Mosaics on before ``off_from_epoch``, off from it on (and pass the epoch on)."""
+        self.active = self.off_from_epoch is None or epoch < self.off_from_epoch
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
 
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
     def __getitem__(self, index: int) -> tuple[Tensor, Target]:
         first = self.dataset[index]
-        if self.p == 0 or float(torch.rand(())) >= self.p:
+        if not self.active or self.p == 0 or float(torch.rand(())) >= self.p:
             return first
         others = torch.randint(0, len(self), (3,)).tolist()
         parts = [first] + [self.dataset[j] for j in others]
@@ -97,4 +109,4 @@ class MosaicDataset(Dataset):
         return mosaic(parts, (cx, cy))
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.dataset!r}, p={self.p})"
+        return f"{type(self).__name__}({self.dataset!r}, p={self.p}, off_from_epoch={self.off_from_epoch})"

@@ -56,6 +56,7 @@ __all__ = [
     "build_preset_transforms",
     "preset_train_collate",
     "mosaic_probability",
+    "mosaic_off_epochs",
     "check_augment",
 ]
 
@@ -65,9 +66,9 @@ Target = dict[str, Any]
 # than COCO's, because its smallest digits are already ~10 px tall at 128².
 TRANSFORM_PRESETS: dict[str, dict[str, Any]] = {
     "amounts": {"hflip": 0.0, "vflip": 0.0, "rot90": 0.0, "scale_jitter": (0.75, 1.25), "crop": True,
-                "color_jitter": "light", "mosaic": 0.0},
+                "color_jitter": "light", "mosaic": 0.0, "close_mosaic": 0},
     "coco": {"hflip": 0.5, "vflip": 0.0, "rot90": 0.0, "scale_jitter": (0.6, 1.3), "crop": True,
-             "color_jitter": True, "mosaic": 0.0},
+             "color_jitter": True, "mosaic": 0.0, "close_mosaic": 0},
 }
 
 
@@ -80,6 +81,7 @@ AUGMENT_OPTIONS: dict[str, str] = {
     "crop": "true or false",
     "color_jitter": "true, false or light",
     "mosaic": "a probability in [0, 1] of a four-image mosaic (YOLOv4; needs crop=true)",
+    "close_mosaic": "a number of epochs >= 0: no mosaic in the run's last N epochs (YOLOX)",
 }
 
 
@@ -107,6 +109,8 @@ def _augment_value_ok(key: str, v: Any) -> bool:
                              and 0 < v[0] <= v[1])
     if key == "crop":
         return isinstance(v, bool)
+    if key == "close_mosaic":
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
     if key == "color_jitter":
         return isinstance(v, bool) or v == "light"
     return True
@@ -378,6 +382,7 @@ def build_preset_transforms(preset: str, train: bool, size: int,
     if preset not in TRANSFORM_PRESETS:
         raise UserInputError(f"unknown transform preset '{preset}'; use one of {sorted(TRANSFORM_PRESETS)}")
     options = {**TRANSFORM_PRESETS[preset], **overrides}
+    options.pop("close_mosaic", None)
     if options.pop("mosaic", 0) and not options.get("crop"):
         raise UserInputError("augment.mosaic needs augment.crop=true: a mosaic joins four square crops")
     return build_detection_transforms(train, size, **options)
@@ -387,6 +392,11 @@ def mosaic_probability(preset: str, **overrides: Any) -> float:
     """The ``augment.mosaic`` probability of a run (the preset's default unless overridden); the
     dataset wrapper :class:`~hybridvision.data.mosaic.MosaicDataset` applies it."""
     return float({**TRANSFORM_PRESETS[preset], **overrides}.get("mosaic", 0.0))
+
+
+def mosaic_off_epochs(preset: str, **overrides: Any) -> int:
+    """``augment.close_mosaic``: how many of a run's last epochs train without mosaics."""
+    return int({**TRANSFORM_PRESETS[preset], **overrides}.get("close_mosaic", 0))
 
 
 def preset_train_collate(preset: str, **overrides: Any) -> Callable[..., Any]:

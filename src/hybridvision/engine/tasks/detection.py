@@ -18,7 +18,8 @@ from hybridvision.data import transforms
 from hybridvision.data.builtin.amounts import ensure_amounts
 from hybridvision.data.coco import CocoDetection, collate_detection
 from hybridvision.data.mosaic import MosaicDataset
-from hybridvision.data.transforms import build_preset_transforms, mosaic_probability, preset_train_collate
+from hybridvision.data.transforms import (build_preset_transforms, mosaic_off_epochs, mosaic_probability,
+                                          preset_train_collate)
 from hybridvision.engine.tasks.bundle import DataBundle, unwrap
 from hybridvision.engine.inference import predict_batches
 from hybridvision.engine.progress import console
@@ -127,7 +128,8 @@ class DetectionTask:
                                  "be evaluated; give a val pair with images, or a training file with more")
         mosaic = mosaic_probability(preset, **cfg.augment)
         if mosaic > 0:
-            train = MosaicDataset(train, mosaic)
+            close = mosaic_off_epochs(preset, **cfg.augment)
+            train = MosaicDataset(train, mosaic, off_from_epoch=cfg.epochs - close if close else None)
         if cfg.val_limit and len(val) > cfg.val_limit:
             val = Subset(val, list(range(cfg.val_limit)))
             kept = set(_dataset_image_ids(val))
