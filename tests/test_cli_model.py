@@ -179,3 +179,27 @@ def test_export_that_fails_its_check_writes_nothing(tmp_path):
     with pytest.raises(ExportCheckError, match="not faithful"):
         export_onnx(create_model("fcos_demo", num_classes=3), tmp_path / "m.onnx", size=64, atol=0.0, rtol=0.0)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_fine_tune_for_tiles_as_the_readme_says(cli, nl_run, tmp_path):
+    """README, sliced inference: more epochs from a run's weights with a quarter mosaics (here two
+    steps). The new run starts from the given weights, records the mosaics, and changes no input."""
+    from safetensors.torch import load_file, save_file
+
+    start = load_file(nl_run / "checkpoints/last.safetensors")
+    params = ["head.cls_logits.bias", "head.centerness.bias"]
+    start = {k: v + 1.0 if k in params else v for k, v in start.items()}  # far from any seeded init
+    weights = tmp_path / "start.safetensors"
+    save_file(start, str(weights))
+    before = weights.read_bytes()
+    out = tmp_path / "nl-tiles"
+    code, _, err = cli("train", "--config", nl_run / "config.yaml", "--weights", weights, "--out", out,
+                       "augment.mosaic=0.25", "epochs=6", "max_steps=2", "lr=0.0002", "schedule=cosine",
+                       "warmup_steps=0", "progress=false")
+    assert code == 0, err
+    assert weights.read_bytes() == before
+    assert "mosaic: 0.25" in (out / "config.yaml").read_text()
+    new = load_file(out / "checkpoints/last.safetensors")
+    assert new.keys() == start.keys()
+    drift = max(float((new[k] - start[k]).abs().max()) for k in params)
+    assert 0 < drift < 0.05, drift  # two small steps from the given weights
