@@ -406,3 +406,19 @@ def test_point_labels_step_clear_of_each_other_and_of_the_points():
             assert i == j or not (a0 < b1 and b0 < a1 and abs(ay - by) < 11)
         for j, (qx, qy) in enumerate(points):
             assert i == j or not (a0 - 4 < qx < a1 + 4 and -4 < qy - ay < 12)
+
+
+def test_every_study_compares_fractions_in_points_and_costs_in_their_units():
+    """A compared metric reads in points exactly when it is not a cost (lower is better): the
+    centernet study's ``AP_ms`` (AP with multi-scale testing) once read as milliseconds."""
+    import hybridvision.studies.base  # noqa: F401  registers every study
+    from hybridvision.studies.spec import STUDIES
+    from hybridvision.studies.stats import metric_unit
+
+    assert len(STUDIES) >= 8
+    for name, study in STUDIES.items():
+        for metric in dict.fromkeys([study.primary, study.cost, *study.verdict_columns]):
+            scale, unit = metric_unit(metric, study.units)
+            is_cost = metric in study.lower_is_better
+            assert (unit == "points") != is_cost, (name, metric, unit)
+            assert scale == (1.0 if is_cost else 100.0), (name, metric)

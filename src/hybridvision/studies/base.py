@@ -361,7 +361,7 @@ def _write_study_report(study, preset, name, seeds, data, overrides, out, dev, r
     selected = [r for r in study.rows[preset] if r.label in row_labels]
     compared = [study.primary, study.cost, *[c for c in study.verdict_columns if c not in (study.primary, study.cost)]]
     comparisons = compare_rows(records, selected, [c for c in compared if c in study.columns],
-                               study.lower_is_better)
+                               study.lower_is_better, units=study.units)
     answer = answer_paragraph(study, comparisons)
     figures = study.figures(study, preset, out, dev, runs, records) if study.figures is not None else []
     context = HtmlContext(primary=study.primary, cost=study.cost, command=command, device=str(dev),

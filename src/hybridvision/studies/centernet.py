@@ -105,6 +105,8 @@ STUDY = register_study(Study(
             "train_mem_mb": "train-step MiB", "params_m": "params (M)", "gflops": "GFLOPs",
             "AP_flip": "AP flip", "AP_ms": "AP multi-scale", "infer_ms_flip": "ms/img flip",
             "infer_ms_ms": "ms/img multi-scale"},
+    # AP_ms is AP with multi-scale testing (a fraction), infer_ms_flip a latency: not what their suffixes say.
+    units={"AP_ms": (100.0, "points"), "infer_ms_flip": (1.0, "ms")},
     measure=measure_with_tta,
     primary="AP",
     cost="infer_ms",

@@ -77,6 +77,9 @@ class Study:
     tables: list[tuple[str, list[str]]]  # (title, columns) of the report
     formats: dict[str, tuple[float, int, bool]] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
+    # (scale, unit) of a metric's differences in words where its name misleads the default
+    # (:func:`~hybridvision.studies.stats.metric_unit`), e.g. a fraction whose name ends in ``_ms``.
+    units: dict[str, tuple[float, str]] = field(default_factory=dict)
     measure: Callable[..., dict[str, float]] | None = None  # (model, cfg, device) -> cost metrics
     extra_tables: Callable[..., list[tuple[str, str]]] | None = None  # (study, preset, out, device, row labels)
     question: str = ""  # the question the report's first paragraph answers, e.g. "Does attention help FCOS?"
