@@ -83,8 +83,15 @@ def test_resume_equals_straight_run(tiny_amounts, tmp_path):
     cfg_b = _cfg(tiny_amounts, tmp_path / "b")
     first = train(cfg_b, stop_after=1)
     assert first["steps"] == 4
-    assert json.loads((tmp_path / "b/checkpoints/last.json").read_text())["epoch"] == 1
-    train(cfg_b, resume=True)
+    side = json.loads((tmp_path / "b/checkpoints/last.json").read_text())
+    assert side["epoch"] == 1 and 0 < side["train_loop_seconds"] <= side["train_seconds"] <= first["seconds"]
+    # The resumed run's times add the earlier calls' up to the checkpoint (made large here to show).
+    (tmp_path / "b/checkpoints/last.json").write_text(json.dumps({**side, "train_seconds": 1e4,
+                                                                   "train_loop_seconds": 5e3}))
+    second = train(cfg_b, resume=True)
+    assert 1e4 < second["seconds"] < 1e4 + 600 and 5e3 < second["loop_seconds"] < 5e3 + 600
+    end = json.loads((tmp_path / "b/checkpoints/last.json").read_text())
+    assert end["train_loop_seconds"] == pytest.approx(second["loop_seconds"])
     wa = load_file(str(tmp_path / "a/checkpoints/last.safetensors"))
     wb = load_file(str(tmp_path / "b/checkpoints/last.safetensors"))
     assert wa.keys() == wb.keys()

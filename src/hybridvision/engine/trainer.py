@@ -354,7 +354,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, weights: str | None = None,
     steps, seconds, loop_seconds, finished, shared_init)``: ``evaluation`` is the last weights'
     (see "Last versus best" in the module docstring); both evaluations are empty until the run
     has finished. ``loop_seconds`` is the time inside training steps (data, compute, logging;
-    no evaluation or checkpointing); ``shared_init`` is ``(copied, total)`` with ``init_like``.
+    no evaluation or checkpointing); both add up every call of a resumed run (each up to its last
+    checkpoint, which ``last.json`` keeps as ``train_seconds`` and ``train_loop_seconds``);
+    ``shared_init`` is ``(copied, total)`` with ``init_like``.
 
     Args:
         resume: continue from ``cfg.out/checkpoints/last`` with identical optimizer, schedule
@@ -414,10 +416,15 @@ def train(cfg: TrainConfig, *, resume: bool = False, weights: str | None = None,
     autocast = (lambda: torch.autocast("cuda", dtype=torch.float16)) if use_amp else nullcontext
 
     start_epoch, step, best, best_epoch = 0, 0, -math.inf, 0
+    # Time spent by earlier calls of a resumed run, up to its checkpoint (the epoch in flight when
+    # it was stopped is trained again, so it counts once).
+    earlier_seconds, earlier_loop_seconds = 0.0, 0.0
     metrics_path = out / "metrics.jsonl"
     if resume:
         state = load_checkpoint_state(ckpt_dir, "last", model, optimizer)
         start_epoch, step = int(state["epoch"]), int(state["step"])
+        earlier_seconds = float(state.get("train_seconds") or 0.0)
+        earlier_loop_seconds = float(state.get("train_loop_seconds") or 0.0)
         best = -math.inf if state.get("best") is None else float(state["best"])
         best_epoch = int(state.get("best_epoch") or read_sidecar(ckpt_dir / "best.safetensors").get("epoch", 0))
         restore_scaler(scaler, state)
@@ -549,7 +556,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, weights: str | None = None,
                     console.print(f"epoch {epoch_done}/{cfg.epochs}: {task.primary_metric} "
                                   f"{score:.4f} (best {best:.4f}, epoch {best_epoch})")
                 extra = _checkpoint_extra(cfg, bundle, task, epoch_done, step)
-                extra.update(best=best if math.isfinite(best) else None, best_epoch=best_epoch)
+                extra.update(best=best if math.isfinite(best) else None, best_epoch=best_epoch,
+                             train_seconds=earlier_seconds + time.time() - t0,
+                             train_loop_seconds=earlier_loop_seconds + loop_seconds)
                 saved_scaler = scaler_state(scaler)
                 if saved_scaler is not None:
                     extra["scaler"] = saved_scaler
@@ -559,7 +568,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, weights: str | None = None,
                 dist.barrier()
 
     finished = epoch_done >= cfg.epochs or bool(cfg.max_steps and step >= cfg.max_steps)
-    seconds = time.time() - t0
+    seconds = earlier_seconds + time.time() - t0
+    loop_seconds += earlier_loop_seconds
     if main and finished:
         if evaluated_epoch != epoch_done:  # e.g. resuming a finished run: evaluate last now
             last_eval, last_results = task.evaluate(model, _val_loader(bundle, cfg), device, bundle)
