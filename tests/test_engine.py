@@ -68,6 +68,29 @@ def test_checkpoint_roundtrip_restores_optimizer(tmp_path):
     assert not list(tmp_path.glob("*.tmp"))
 
 
+def test_resumed_optimizer_buffers_keep_a_channels_last_parameter_layout(tmp_path):
+    """Saved tensors are contiguous; after loading, AdamW's buffers have the layout of their
+    channels-last parameter again (as a fresh run's), with the saved values."""
+    def make():
+        torch.manual_seed(0)
+        m = torch.nn.Conv2d(3, 8, 3).to(memory_format=torch.channels_last)
+        return m, torch.optim.AdamW(m.parameters(), lr=0.1)
+
+    model, opt = make()
+    for _ in range(2):
+        opt.zero_grad()
+        model(torch.randn(2, 3, 8, 8).contiguous(memory_format=torch.channels_last)).pow(2).sum().backward()
+        opt.step()
+    save_checkpoint(tmp_path, "last", model, optimizer=opt, extra={"epoch": 1, "step": 2})
+    model2, opt2 = make()
+    load_checkpoint_state(tmp_path, "last", model2, opt2)
+    w = model2.weight
+    assert w.is_contiguous(memory_format=torch.channels_last)
+    for name in ("exp_avg", "exp_avg_sq"):
+        assert opt2.state[w][name].stride() == w.stride(), name
+        assert torch.equal(opt2.state[w][name], opt.state[model.weight][name])
+
+
 def test_corrupt_weights_file_is_a_clear_error(tmp_path):
     from hybridvision.engine.checkpoint import load_weights
 

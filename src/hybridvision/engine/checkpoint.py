@@ -241,6 +241,12 @@ def _load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.T
     except (ValueError, KeyError, TypeError, RuntimeError) as e:
         raise UserInputError(f"{optim_file}: optimizer state does not fit this optimizer "
                              f"({str(e).splitlines()[0][:160]}); {fix}") from None
+    # The files hold contiguous (NCHW) tensors; a channels-last parameter's buffers get its
+    # layout back, as a fresh run's ``zeros_like(param)`` has it (same values, no format mixing).
+    for p, st in optimizer.state.items():
+        for name, value in st.items():
+            if name in _PARAM_SHAPED and torch.is_tensor(value) and value.stride() != p.stride():
+                st[name] = torch.empty_like(p, dtype=value.dtype).copy_(value)
 
 
 def load_checkpoint_state(
