@@ -185,7 +185,8 @@ def test_thesis_a_corner_studies_plan_every_preset(name, tmp_path, imagenet_cach
                                   pytest.param("amounts", marks=pytest.mark.slow)])
 def test_thesis_a_corner_studies_run_on_user_coco(name, tmp_path):
     """Each of thesis A's corner-detector studies trains, evaluates, costs and compares every row
-    on a user's COCO data (one step per run), and compares each row with its reference."""
+    on a user's COCO data (one step per run), and compares each row with its reference and with the
+    rows it is also compared with."""
     from hybridvision.studies.base import get_study
 
     study = get_study(name)
@@ -195,7 +196,7 @@ def test_thesis_a_corner_studies_run_on_user_coco(name, tmp_path):
     assert [line["row"] for line in res["summary"]] == [r.label for r in study.rows["smoke"]]
     assert all("AP" in r["metrics"] and r["metrics"]["params_m"] > 0 for r in res["runs"])
     results = json.loads((tmp_path / "s" / "results.json").read_text())
-    expected = {(r.label, r.reference) for r in study.rows["smoke"] if r.reference}
+    expected = {(r.label, other) for r in study.rows["smoke"] for other in r.compared_with}
     assert {(c["row"], c["reference"]) for c in results["comparisons"]} == expected
 
 

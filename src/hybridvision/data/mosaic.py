@@ -80,7 +80,7 @@ class MosaicDataset(Dataset):
 
     ``off_from_epoch``: from this (0-based) epoch on, as set by :meth:`set_epoch` (the trainer
     calls it before each epoch), no more mosaics — the last epochs train on whole images again, as
-    YOLOX does (Ge et al., "YOLOX: Exceeding YOLO Series in 2021", §2.2: strong augmentation off
+    YOLOX does (Ge et al., "YOLOX: Exceeding YOLO Series in 2021": strong augmentation off
     for the last 15 epochs). ``None``: mosaics throughout."""
 
     def __init__(self, dataset: Dataset, p: float, off_from_epoch: int | None = None) -> None:
