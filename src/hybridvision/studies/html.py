@@ -326,11 +326,11 @@ def _scatter_png(records: Sequence[Mapping[str, Any]], rows: Sequence[str], prim
     pix = ax.transData.transform([(x, y) for _, _, x, y in points])
     # a point in the right 30 % of the axes takes its label on its left, inside the figure
     right = ax.get_window_extent().x0 + 0.7 * ax.get_window_extent().width
-    offsets = _label_offsets([(px * to_pt, py * to_pt) for px, py in pix], [p[0] for p in points],
-                             [px > right for px, _ in pix])
-    for (row, colour, x, y), off, (px, _) in zip(points, offsets, pix):
-        ha = "right" if px > right else "left"
-        xy_off = (-abs(off[0]), off[1]) if ha == "right" else off
+    on_left = [px > right for px, _ in pix]
+    offsets = _label_offsets([(px * to_pt, py * to_pt) for px, py in pix], [p[0] for p in points], on_left)
+    for (row, colour, x, y), off, left in zip(points, offsets, on_left):
+        ha = "right" if left else "left"
+        xy_off = (-abs(off[0]), off[1]) if left else off
         # a label stepped away from its point gets a thin leader line back to it
         leader = dict(arrowstyle="-", color=colour, lw=0.6, shrinkA=0, shrinkB=4) if off[1] < 0 else None
         ax.annotate(row, (x, y), xytext=xy_off, textcoords="offset points", fontsize="small", color=colour, ha=ha,
