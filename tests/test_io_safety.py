@@ -372,6 +372,10 @@ TAMPERED = {
     "image_size": "big",
     "task": "segmentation",
     "step": "5",
+    "best": "high",
+    "best_epoch": -1,
+    "train_seconds": "abc",
+    "train_loop_seconds": -3.0,
 }
 
 

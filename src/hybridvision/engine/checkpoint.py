@@ -15,6 +15,7 @@ belong to, and loading checks that).
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -86,9 +87,13 @@ def _jsonable(o: Any) -> Any:
 
 
 # What a sidecar may hold, and the type each key must have when present (written by the trainer;
-# other keys, e.g. the trainer's "scaler", "best", "metrics", "config", pass through untouched).
+# other keys, e.g. the trainer's "scaler", pass through untouched).
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 _SIDECAR_TYPES: dict[str, tuple[str, Any]] = {
@@ -103,6 +108,10 @@ _SIDECAR_TYPES: dict[str, tuple[str, Any]] = {
     "task": ("'detection', 'classification' or 'sbir'", lambda v: v in ("detection", "classification", "sbir")),
     "epoch": ("a non-negative integer", lambda v: _is_int(v) and v >= 0),
     "step": ("a non-negative integer", lambda v: _is_int(v) and v >= 0),
+    "best": ("a number or null", lambda v: v is None or _is_number(v)),
+    "best_epoch": ("a non-negative integer", lambda v: _is_int(v) and v >= 0),
+    "train_seconds": ("a number of seconds >= 0", lambda v: _is_number(v) and v >= 0),
+    "train_loop_seconds": ("a number of seconds >= 0", lambda v: _is_number(v) and v >= 0),
     "config": ("an object or null", lambda v: v is None or isinstance(v, dict)),
     "metrics": ("an object", lambda v: isinstance(v, dict)),
     "optimizer": ("an object with param_groups",
