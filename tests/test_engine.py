@@ -150,6 +150,10 @@ def test_ddp_two_processes_gloo(tiny_amounts, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # one writer: rank 1 prints nothing, so each line (the closing "run folder:" one included) comes once
+    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    assert sum(line.startswith("run folder:") for line in lines) == 1, proc.stdout
+    assert len(lines) == len(set(lines)), proc.stdout
     rec = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
     assert rec[0]["step"] == 1 and math.isfinite(rec[0]["loss"])
     assert (out / "checkpoints/last.safetensors").is_file()

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import torch
+from rich.text import Text
 
 from hybridvision.api import load_trained, prepare_image
 from hybridvision.config import TrainConfig, load_config
@@ -71,8 +72,8 @@ def run_demo(out: str | Path = "runs/demo", data_root: str | Path = "data", epoc
                              "generated data need separate folders")
     exist_ok = _check_demo_out(Path(out))
     threads = torch.get_num_threads()
-    console.print(f"[bold]hybridvision demo[/]: {cfg.model} on {cfg.data}, {cfg.epochs} epochs at "
-                  f"{cfg.image_size}px, {threads} CPU threads → {out}")
+    console.print(Text.assemble(("hybridvision demo", "bold"), f": {cfg.model} on {cfg.data}, {cfg.epochs} epochs "
+                                f"at {cfg.image_size}px, {threads} CPU threads → {out}"))
     t0 = time.time()
     # A rerun replaces an earlier demo run in --out, and nothing else (another run, a user's folder).
     summary = train(cfg, exist_ok=exist_ok)

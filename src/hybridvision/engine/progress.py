@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
 
+from hybridvision.console import PIPE_WIDTH, console
 from hybridvision.evaluation.coco import format_metrics_table
 
 __all__ = ["console", "is_main_process", "make_progress", "track", "format_evaluation",
@@ -22,7 +23,6 @@ __all__ = ["console", "is_main_process", "make_progress", "track", "format_evalu
 
 T = TypeVar("T")
 
-console = Console(stderr=False, emoji=False)  # user text (paths, names) is printed as typed
 
 
 def is_main_process() -> bool:
@@ -67,7 +67,8 @@ def format_evaluation(evaluation: Mapping[str, Any], title: str | None = None) -
 
 def _rendered(table: Any) -> str:
     buf = io.StringIO()
-    Console(file=buf, width=100, color_system=None, highlight=False).print(table)
+    # At its natural width: a long class name widens the table instead of being wrapped or cut.
+    Console(file=buf, width=PIPE_WIDTH, color_system=None, highlight=False).print(table)
     return "\n".join(line.rstrip() for line in buf.getvalue().strip("\n").splitlines())
 
 
