@@ -94,7 +94,7 @@ def test_explain_writes_overlay(cli, nl_run, tiny_amounts, tmp_path):
     assert code == 0, err
     assert Image.open(out).size == Image.open(img).size
     code, _, err = cli("explain", "--weights", nl_run / "checkpoints/last.safetensors",
-                           "--image", img, "--point", "999,20", "--out", out)
+                           "--image", img, "--point", "999,20", "--out", out, "--exist-ok")
     assert code != 0 and "outside" in err
 
 

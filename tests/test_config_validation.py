@@ -135,7 +135,8 @@ def test_yaml_alias_bomb_is_refused_quickly(tmp_path):
 
 
 def test_round_trip_and_assignment(tmp_path):
-    cfg = TrainConfig(model_kwargs={"width": 0.5, "attn": {"at": [3]}}, augment={"scale_jitter": (0.5, 1.0)},
+    cfg = TrainConfig(model_kwargs={"width": 0.5, "head_attn_kwargs": {"at": [3]}},
+                      augment={"scale_jitter": (0.5, 1.0)},
                       milestones=[0.5, 0.75], lr=1e-3, data="coco:a.json,imgs")
     save_config(cfg, tmp_path / "config.yaml")
     again = load_config(tmp_path / "config.yaml")
@@ -226,7 +227,9 @@ def test_train_help_shows_config_defaults(cli):
 
 @pytest.mark.parametrize("key,expected", [
     ("model_kwargs.width=-1", "width=-1 must be a number in (0, 16]"),  # before: accepted, trained
-    ("model_kwargs.width=abc", "width='abc' must be a number"),  # before: "str doesn't define __round__"
+    # before: "str doesn't define __round__"; now the builder's annotation (float) refuses it
+    ("model_kwargs.width=abc", "model_kwargs.width='abc' is not valid for model 'fcos_demo' (input should be a "
+                               "valid number, unable to parse string as a number); allowed: a number"),
     # #105, before: "width='1e-9' must be a number" though the user typed a number
     ("model_kwargs.width=1e-9", "model_kwargs.width is '1e-9': YAML reads 1e-9 as text, not a number; "
                                 "write 1.0e-9 for the number"),
@@ -252,7 +255,7 @@ def test_a_number_yaml_reads_as_text_is_explained_wherever_it_is_written(tmp_pat
     assert load_config(cfg).model_kwargs == {"width": 1e-9}
     with pytest.raises(UserInputError, match=r"augment.scale is '2e-1': YAML reads 2e-1 as text.*write 2\.0e-1"):
         apply_overrides(TrainConfig(), ["augment.scale=2e-1"])
-    assert apply_overrides(TrainConfig(), ["model_kwargs.name=abc"]).model_kwargs == {"name": "abc"}
+    assert apply_overrides(TrainConfig(), ["model_kwargs.neck=abc"]).model_kwargs == {"neck": "abc"}
 
 
 @pytest.mark.parametrize("model,data,key", [
@@ -264,7 +267,8 @@ def test_unknown_model_kwargs_are_named_before_any_data_is_made(cli, tmp_path, m
     (a TypeError from the head), after generating data in data_root."""
     code, _, err = cli("train", "--model", model, "--data", data, key, "--out", tmp_path / "run",
                        f"data_root={tmp_path / 'd'}")
-    assert code == 2 and err.startswith(f"error: model_kwargs: '{model}' does not take foo; valid: "), err
+    assert code == 2 and err.startswith(f"error: overrides: model_kwargs foo: not an option of model '{model}'; "
+                                        "valid: "), err
     assert ("num_convs" in err) == (model == "fcos_demo") and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "d").exists() and not (tmp_path / "run").exists()
 

@@ -192,13 +192,12 @@ def test_refuses_to_overwrite_foreign_folder(tmp_path):
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
 
 
-def test_manifest_records_the_checksum_of_every_json_and_label_file(ds):
+def test_manifest_records_the_checksum_of_every_file(ds):
     import hashlib
 
     root = Path(ds["root"])
-    texts = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.suffix in (".json", ".txt")
-                   and p.name != A.MANIFEST)
-    assert sorted(ds["sha256"]) == texts and len(texts) == 2 + N_TRAIN + N_VAL
+    texts = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and p.name != A.MANIFEST)
+    assert sorted(ds["sha256"]) == texts and len(texts) == 2 + 2 * (N_TRAIN + N_VAL)  # JSON, labels, PNGs
     assert all(hashlib.sha256((root / rel).read_bytes()).hexdigest() == h for rel, h in ds["sha256"].items())
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 
-from hybridvision.data.converters import MODANET_CATEGORIES
+import pytest
+
+from hybridvision.data.converters import MODANET_CATEGORIES, modanet_to_coco
 
 
 def _modanet(path, extra_annotation=None):
@@ -49,3 +51,59 @@ def test_convert_modanet_refuses_a_foreign_category_and_writes_nothing(cli, tmp_
     assert not (tmp_path / "out.json").exists()
     code, _, err = cli("data", "convert", "modanet", src, "--out", src)  # never over its input
     assert code == 2 and json.loads(src.read_text())["annotations"][-1]["category_id"] == 14
+
+
+def _edited(path, edit):
+    """A ModaNet file written here, then changed by ``edit(data)``; returns its path."""
+    _modanet(path)
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))  # json.dumps writes NaN / Infinity as Python does
+    return path
+
+
+def _set(where, i, key, value):
+    return lambda d: d[where][i].__setitem__(key, value)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (_set("annotations", 0, "id", "a1"), "annotations[0]: id 'a1' is not an integer"),
+    (_set("annotations", 0, "image_id", "2"), "annotations[0]: image_id '2' is not an integer"),
+    (_set("images", 0, "id", "x"), "images[0]: id 'x' is not an integer"),
+    (_set("annotations", 0, "iscrowd", "yes"), "annotations[0]: iscrowd 'yes' is not 0 or 1"),
+    (_set("annotations", 1, "iscrowd", 2), "annotations[1]: iscrowd 2 is not 0 or 1"),
+    (lambda d: d.__setitem__("categories", 5), "categories: is int, not a list of {id, name}"),
+    (lambda d: d.__setitem__("categories", {"1": "bag"}), "categories: is dict, not a list"),
+    (lambda d: d["categories"].__setitem__(0, {"id": "one", "name": "bag"}), "categories[0]: id 'one' is not"),
+    (_set("annotations", 0, "bbox", [float("nan"), 140, 160, 200]), "annotations[0]: bbox value nan is not a fin"),
+    (_set("annotations", 0, "bbox", [1, 1, float("inf"), 2]), "annotations[0]: bbox value inf is not a finite"),
+    (_set("annotations", 0, "bbox", "1234"), "annotations[0]: bbox '1234' is not [x, y, w, h]"),
+    (_set("annotations", 0, "segmentation", [[float("nan"), 1, 2, 3, 4, 5]]), "annotations[0]: segmentation is"),
+    (_set("images", 1, "file_name", None), "images[1]: file_name None is not an image file name"),
+    (_set("images", 1, "width", float("inf")), "images[1]: width inf is not an integer"),
+    (_set("images", 1, "height", 0), "images[1]: size 400×0 is not positive"),
+    (_set("images", 1, "id", 2), "images[1]: id 2 is used by another image"),
+    (_set("annotations", 1, "id", 1), "annotations[1]: id 1 is used by another annotation"),
+    (lambda d: d["annotations"].__setitem__(0, 7), "annotations[0]: is int, not an object"),
+])
+def test_convert_modanet_refuses_wrong_types_and_non_finite_numbers(cli, tmp_path, edit, message):
+    src = _edited(tmp_path / "m.json", edit)
+    before = src.read_bytes()
+    code, _, err = cli("data", "convert", "modanet", src, "--out", tmp_path / "out.json")
+    assert code == 2 and f"error: {src}: {message}" in err, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out.json").exists() and src.read_bytes() == before
+
+
+def test_convert_modanet_writes_strict_json_and_fills_missing_ids(tmp_path):
+    def edit(d):
+        del d["annotations"][1]["id"]  # gets one after the largest id given
+        d["annotations"][0]["iscrowd"] = None  # ModaNet's null: not a crowd
+        d["images"][0]["width"] = 400.0  # an integral float is an integer
+        del d["categories"]  # ModaNet's own names
+    src = _edited(tmp_path / "m.json", edit)
+    coco = modanet_to_coco(src, tmp_path / "out.json")
+    strict = json.loads((tmp_path / "out.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} written"))
+    assert strict == coco and [a["id"] for a in coco["annotations"]] == [1, 2]
+    assert coco["annotations"][0]["iscrowd"] == 0 and coco["images"][0]["width"] == 400
+    assert isinstance(coco["images"][0]["width"], int) and coco["categories"][0]["name"] == "bag"

@@ -115,9 +115,13 @@ def test_csv_round_trip_and_errors(tmp_path):
     (tmp_path / "bad.csv").write_text("image,xmin,ymin,xmax,ymax,label\nimg0.png,1,2,0,9,car\nnope.png,1,1,2,2,car\n")
     with pytest.raises(DataError, match=r"(?s)bad.csv line 2: box .* has no area.*nope.png"):
         csv_to_coco(tmp_path / "bad.csv", tmp_path / "img", tmp_path / "b.json")
-    (tmp_path / "nohead.csv").write_text("img0.png,1,2,3,4,car\n")
-    with pytest.raises(DataError, match="header"):
-        csv_to_coco(tmp_path / "nohead.csv", tmp_path / "img", tmp_path / "c.json")
+    (tmp_path / "nohead.csv").write_text("img0.png,1,2,3,4,car\n")  # no header: read in the default order
+    got = csv_to_coco(tmp_path / "nohead.csv", tmp_path / "img", tmp_path / "c.json")
+    assert got["annotations"][0]["bbox"] == [1, 2, 2, 2]
+    assert got["info"]["columns"].endswith("(no header; 0 = first column)")
+    (tmp_path / "other.csv").write_text("photo,a,b,c,d,species\nimg0.png,1,2,3,4,car\n")
+    with pytest.raises(DataError, match=r"other.csv: line 1 .* is read as a header and has no image column"):
+        csv_to_coco(tmp_path / "other.csv", tmp_path / "img", tmp_path / "d.json")
 
 
 def test_the_cli_converts_and_refuses_in_one_line(cli, tmp_path):

@@ -256,6 +256,76 @@ def test_check_output_path_refusals(tmp_path, monkeypatch):
         check_output_path(tmp_path / "new" / "m.json")
 
 
+# ------------------------------------------------------------------- explicit output files
+def test_an_existing_output_file_needs_exist_ok(tmp_path):
+    mine = tmp_path / "mine.json"
+    mine.write_text("keep")
+    with pytest.raises(UserInputError, match=r"--out .*mine\.json: the file exists; pass --exist-ok"):
+        check_output_path(mine, kind="file", exist_ok=False)
+    assert check_output_path(mine, kind="file", exist_ok=True) == mine
+    with pytest.raises(UserInputError, match="the file exists"):  # one rule: the default refuses too
+        check_output_path(mine, kind="file")
+    assert mine.read_text() == "keep"
+    assert check_output_path(tmp_path / "new.json", kind="file", exist_ok=False) == tmp_path / "new.json"
+
+
+def _gt_dt(tmp_path: Path) -> tuple[Path, Path]:
+    coco, _ = _coco(tmp_path)
+    gt, dt = tmp_path / "gt.json", tmp_path / "dt.json"
+    gt.write_text(json.dumps(coco))
+    dt.write_text(json.dumps([{"image_id": 1, "category_id": 1, "bbox": [5, 5, 20, 10], "score": 0.9}]))
+    return gt, dt
+
+
+def test_eval_out_file_that_exists_needs_exist_ok(cli, tmp_path):
+    gt, dt = _gt_dt(tmp_path)
+    out = tmp_path / "F.json"
+    out.write_text("my notes")
+    code, _, err = cli("eval", "--gt", gt, "--dt", dt, "--out", out)
+    assert code == 2 and _one_line(err) and "F.json: the file exists" in err and "--exist-ok" in err, err
+    assert out.read_text() == "my notes"
+    code, _, err = cli("eval", "--gt", gt, "--dt", dt, "--out", out, "--exist-ok")
+    assert code == 0, err
+    assert "AP50" in json.loads(out.read_text())
+
+
+def test_bench_out_file_that_exists_needs_exist_ok(cli, tmp_path):
+    out = tmp_path / "F"
+    out.write_text("my notes")
+    args = ("bench", "fcos_demo", "--size", "64", "--runs", "1", "--warmup", "0", "--no-memory", "--out", out)
+    code, stdout, err = cli(*args)
+    assert code == 2 and _one_line(err) and "F: the file exists" in err and "--exist-ok" in err, err
+    assert out.read_text() == "my notes" and "fcos_demo" not in stdout  # refused before any timing
+    code, _, err = cli(*args, "--exist-ok")
+    assert code == 0, err
+    assert json.loads(out.read_text())["rows"][0]["name"] == "fcos_demo"
+
+
+def test_export_out_file_that_exists_needs_exist_ok(cli, tmp_path, monkeypatch):
+    from onnx import TensorProto, helper
+
+    from hybridvision import export
+
+    graph = helper.make_graph([helper.make_node("Identity", ["images"], ["logits"])], "g",
+                              [helper.make_tensor_value_info("images", TensorProto.FLOAT, None)],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, None)])
+    onnx_bytes = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]).SerializeToString()
+    monkeypatch.setattr(export, "_export_bytes", lambda *a, **k: onnx_bytes)  # the exporter takes 20 s here
+    out = tmp_path / "F.onnx"
+    args = ("export", "--model", "fcos_demo", "--size", "64", "--no-check", "--out", out)
+    for existing in (out, Path(f"{out}.json")):  # the model file, or the metadata beside it
+        existing.write_text("my notes")
+        code, _, err = cli(*args)
+        assert code == 2 and _one_line(err) and f"{existing.name}: the file exists" in err, err
+        assert "--exist-ok" in err and existing.read_text() == "my notes"
+        assert sorted(p.name for p in tmp_path.iterdir()) == [existing.name]
+        existing.unlink()
+    out.write_text("my notes")
+    code, _, err = cli(*args, "--exist-ok")
+    assert code == 0, err
+    assert out.read_bytes() == onnx_bytes and json.loads(Path(f"{out}.json").read_text())["model"] == "fcos_demo"
+
+
 # --------------------------------------------------------------------- dataset generators
 def test_data_make_never_deletes_a_users_files(cli, tmp_path):
     from hybridvision.data.builtin import amounts as A
@@ -452,6 +522,140 @@ def test_torn_checkpoint_is_refused(tmp_path):
         load_trained(w)
 
 
+def _sgd_step(model, opt):
+    model(torch.ones(1, model.in_features)).sum().backward()
+    opt.step()
+    opt.zero_grad()
+
+
+def _disk_full_on(monkeypatch, name: str) -> None:
+    """Writing the temp file of ``name`` fails as it does on a full disk: safetensors raises its own
+    error (``SafetensorError(... os error 28)``, not OSError); a JSON's write raises ENOSPC."""
+    import builtins
+
+    import safetensors.torch
+    from safetensors import SafetensorError
+
+    real_save, real_open = safetensors.torch.save_file, builtins.open
+
+    def save_file(tensors, filename, metadata=None):
+        if Path(filename).name.startswith(f".{name}."):
+            Path(filename).write_bytes(b"\0" * 10)  # a partial write
+            raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+        return real_save(tensors, filename, metadata)
+
+    def opened(path, mode="r", *a, **k):
+        if "w" in mode and Path(path).name.startswith(f".{name}."):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_open(path, mode, *a, **k)
+
+    monkeypatch.setattr(safetensors.torch, "save_file", save_file)
+    monkeypatch.setattr(builtins, "open", opened)
+
+
+@pytest.mark.parametrize("name", ["last.safetensors", "last.optim.safetensors", "last.json", "best.safetensors"])
+def test_full_disk_while_saving_a_checkpoint_is_one_line_and_keeps_the_old_one(tmp_path, monkeypatch, name):
+    """Each write of a checkpoint set on a full disk: one line naming the file and the fix; the
+    previous checkpoint is whole under its own names; no temp or previous-set file left."""
+    from hybridvision.engine.checkpoint import load_checkpoint_state, save_checkpoint
+
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    _sgd_step(model, opt)
+    kind = name.split(".")[0]
+    with_opt = opt if kind == "last" else None
+    save_checkpoint(tmp_path, kind, model, optimizer=with_opt, extra={"epoch": 1, "step": 5})
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    _sgd_step(model, opt)
+    _disk_full_on(monkeypatch, name)
+    with pytest.raises(UserInputError, match=rf"{name}: no space left on the device.*free space on the disk "
+                                             rf"holding {tmp_path}") as e:
+        save_checkpoint(tmp_path, kind, model, optimizer=with_opt, extra={"epoch": 2, "step": 7})
+    assert "\n" not in str(e.value)
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    fresh = torch.nn.Linear(3, 2)
+    state = load_checkpoint_state(tmp_path, kind, fresh, torch.optim.SGD(fresh.parameters(), lr=0.1, momentum=0.9)
+                                  if with_opt else None)
+    assert state["step"] == 5
+
+
+def test_full_disk_while_training_is_one_line(cli, tiny_amounts, tmp_path, monkeypatch):
+    """`train` on a disk that fills up at the first checkpoint: `error:` line, exit 2."""
+    _disk_full_on(monkeypatch, "last.optim.safetensors")
+    out = tmp_path / "run"
+    code, _, err = cli("train", "--model", "fcos_demo", "--data", "builtin:amounts", "--epochs", "1",
+                       "--batch-size", "16", "--image-size", "64", "--device", "cpu", "--out", out,
+                       f"data_root={tiny_amounts}", "data_kwargs={n_train: 32, n_val: 8, image_size: 64}",
+                       "max_steps=1", "progress=false")
+    assert code == 2 and _one_line(err) and "last.optim.safetensors: no space left" in err, err
+    assert "free space on the disk holding" in err
+    assert not [p for p in (out / "checkpoints").iterdir() if p.name.endswith(".tmp") or ".prev." in p.name]
+
+
+def test_full_disk_while_logging_metrics_is_one_line(tmp_path, monkeypatch):
+    """metrics.jsonl is appended to, not replaced: its full disk is one line too."""
+    import builtins
+
+    from hybridvision.engine.trainer import _append_jsonl
+
+    log = tmp_path / "metrics.jsonl"
+    log.write_text('{"step": 1}\n')
+    real_open = builtins.open
+
+    class Full:
+        def __init__(self, f):
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            self.f.close()
+
+        def write(self, _data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(builtins, "open", lambda p, m="r", *a, **k: Full(real_open(p, m, *a, **k))
+                        if m == "a" else real_open(p, m, *a, **k))
+    with pytest.raises(UserInputError, match=r"metrics\.jsonl: no space left .*free space on the disk") as e:
+        _append_jsonl(log, {"step": 2})
+    assert "\n" not in str(e.value)
+
+
+def test_a_set_from_two_saves_of_the_same_step_is_torn(tmp_path):
+    """Same step, another save (a run overwritten with --exist-ok, killed between the writes): the
+    generation stamp tells them apart."""
+    from hybridvision.engine.checkpoint import load_checkpoint_state, save_checkpoint
+
+    model = torch.nn.Linear(3, 2)
+    save_checkpoint(tmp_path, "last", model, extra={"epoch": 1, "step": 5})
+    side = (tmp_path / "last.json").read_bytes()
+    save_checkpoint(tmp_path, "last", torch.nn.Linear(3, 2), extra={"epoch": 1, "step": 5})
+    (tmp_path / "last.json").write_bytes(side)
+    with pytest.raises(UserInputError, match=r"last\.safetensors: weights are from another save .*torn"):
+        load_checkpoint_state(tmp_path, "last", torch.nn.Linear(3, 2))
+
+
+def test_recover_checkpoint_restores_the_previous_set(tmp_path):
+    """A save killed after the new weights: recover_checkpoint puts the kept previous set back."""
+    from hybridvision.engine.checkpoint import load_checkpoint_state, recover_checkpoint, save_checkpoint
+
+    model = torch.nn.Linear(3, 2)
+    save_checkpoint(tmp_path, "last", model, extra={"epoch": 1, "step": 5})
+    old = (tmp_path / "last.safetensors").read_bytes()
+    for suffix in ("safetensors", "json"):  # what the kept set is, before the new writes
+        os.link(tmp_path / f"last.{suffix}", tmp_path / f"last.prev.{suffix}")
+    atomic_save_tensors(tmp_path / "last.safetensors", {"weight": torch.ones(2, 3), "bias": torch.ones(2)},
+                        {"step": "7", "generation": "x"})
+    (tmp_path / ".last.json.abc.tmp").write_text("{")  # a temp file of a killed write
+    assert "torn" in recover_checkpoint(tmp_path, "last")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.json", "last.safetensors"]
+    assert (tmp_path / "last.safetensors").read_bytes() == old
+    assert load_checkpoint_state(tmp_path, "last", torch.nn.Linear(3, 2))["step"] == 5
+    assert recover_checkpoint(tmp_path, "last") is None
+
+
 def test_optimizer_state_of_another_model_is_one_line(tmp_path):
     from hybridvision.engine.checkpoint import load_checkpoint_state, save_checkpoint
 
@@ -466,7 +670,12 @@ def test_optimizer_state_of_another_model_is_one_line(tmp_path):
     c = torch.nn.Sequential(torch.nn.Linear(5, 3))
     save_checkpoint(tmp_path / "c", "last", c, optimizer=trained(c, torch.optim.AdamW(c.parameters()))[1],
                     extra={"epoch": 1, "step": 1})
-    (tmp_path / "c" / "last.safetensors").write_bytes((tmp_path / "x" / "last.safetensors").read_bytes())
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(tmp_path / "c" / "last.safetensors"), framework="pt") as f:
+        meta = f.metadata()  # b's weights as if saved with c's optimizer state (step, generation)
+    save_file(load_file(str(tmp_path / "x" / "last.safetensors")), str(tmp_path / "c" / "last.safetensors"), meta)
     with pytest.raises(UserInputError, match=r"optim\.safetensors: .*exp_avg.*shape \[3, 5\].*\[3, 4\]") as e:
         load_checkpoint_state(tmp_path / "c", "last", b, torch.optim.AdamW(b.parameters()))
     assert "\n" not in str(e.value)

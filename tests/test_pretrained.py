@@ -118,7 +118,7 @@ def test_train_flag_refuses_a_missing_or_unfitting_file_in_one_line(cli, tmp_pat
     code, _, err = cli("train", "--model", "fcos_small", "--backbone-weights", root / "r50.safetensors",
                        "--out", tmp_path / "run2", "-b", "4", "max_steps=1", "epochs=1", "data_kwargs.n_train=8",
                        "data_kwargs.n_val=4", f"data_root={tmp_path / 'data'}")
-    assert code == 2 and "fits this backbone" in err
+    assert code == 2 and "does not fit this backbone" in err
 
 
 def test_frozen_batchnorm_spares_attention_blocks_and_what_the_file_lacks(resnet50):

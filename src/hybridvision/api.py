@@ -31,7 +31,7 @@ from hybridvision.engine.tiling import predict_tiled
 from hybridvision.engine.trainer import resolve_device
 from hybridvision.errors import UserInputError
 from hybridvision.evaluation.analysis import evaluate_with_analysis
-from hybridvision.evaluation.coco import write_metrics_json
+from hybridvision.evaluation.coco import check_max_dets, write_metrics_json
 from hybridvision.factory import create_model
 from hybridvision.plots import draw_detections, draw_retrieval_grid, save_image
 from hybridvision.fileio import (OWNER_MARKER, atomic_write_json, check_output_path,
@@ -116,11 +116,13 @@ def _coco_pairs(data: str | None) -> list[tuple[Path, Path]]:
 def evaluate_run(*, run: str | Path | None = None, weights: str | Path | None = None,
                  data: str | None = None, out: str | Path | None = None, device: str = "auto",
                  batch_size: int = 8, progress: bool = True, exist_ok: bool = False,
-                 tta: str | None = None) -> dict[str, Any]:
+                 tta: str | None = None, max_dets: int | None = None) -> dict[str, Any]:
     """Evaluate a trained model: ``run`` folder, or ``weights`` + ``data`` spec.
 
     ``tta``: a detector's test-time augmentation, ``"flip"`` or ``"multiscale"``
-    (:mod:`hybridvision.detectors.tta`); None evaluates the plain predictions.
+    (:mod:`hybridvision.detectors.tta`); None evaluates the plain predictions. ``max_dets``: N of
+    COCO's ``maxDets = [1, 10, N]`` (the detector then keeps at least N detections per image;
+    metric ``AR{N}``); None: the run's ``eval_max_dets`` (100 unless it was set).
 
     Which images: without ``data``, the run's own validation split (its val pair, or the
     seeded 20 % it held out). With ``data``, the data given: ``coco:ANN.json,IMAGES`` (one pair)
@@ -137,6 +139,8 @@ def evaluate_run(*, run: str | Path | None = None, weights: str | Path | None = 
     """
     if tta is not None and tta not in TTA_MODES:
         raise UserInputError(f"--tta {tta}: use one of {', '.join(TTA_MODES)}")
+    if max_dets is not None:
+        check_max_dets(max_dets, option="--max-dets")
     if run is not None:
         run = Path(run)
         weights = _run_weights(run)
@@ -159,8 +163,16 @@ def evaluate_run(*, run: str | Path | None = None, weights: str | Path | None = 
                              f"config ({str(e).splitlines()[0][:160]}); pass --data SPEC with a "
                              "checkpoint of this version") from None
     if data:  # data given explicitly is evaluated whole
-        cfg = cfg.updated({"data": data, "val_limit": 0}, source="--data")
+        # the training data's options (builtin:amounts' n_train…) do not apply to another kind of data
+        same_kind = data.partition(":")[0] == cfg.data.partition(":")[0]
+        cfg = cfg.updated({"data": data, "val_limit": 0, **({} if same_kind else {"data_kwargs": {}})},
+                          source="--data")
+    if max_dets is not None:
+        cfg = cfg.updated({"eval_max_dets": max_dets}, source="--max-dets")
     task = make_task(cfg)
+    if max_dets is not None and task.name != "detection":
+        raise UserInputError(f"--max-dets {max_dets}: {weights} is a {task.name} model; --max-dets sets "
+                             "the detections per image of a COCO evaluation — leave it out")
     # One pair given explicitly is evaluated whole, not a training-time hold-out.
     bundle = task.build_eval_data(cfg, whole=bool(data))
     if bundle.class_names != info.get("class_names", bundle.class_names):
@@ -176,8 +188,12 @@ def evaluate_run(*, run: str | Path | None = None, weights: str | Path | None = 
     return evaluation
 
 
-def evaluate_files(gt: str | Path, dt: str | Path, out: str | Path | None = None) -> dict[str, Any]:
+def evaluate_files(gt: str | Path, dt: str | Path, out: str | Path | None = None, *,
+                   max_dets: int = 100, exist_ok: bool = False) -> dict[str, Any]:
     """COCO evaluation of a results file against a ground-truth file (no model involved).
+
+    ``max_dets``: N of COCO's ``maxDets = [1, 10, N]``, the detections per image counted (the
+    best N by score; metric ``AR{N}``).
 
     ``out`` is checked before evaluating, and is either
 
@@ -187,19 +203,22 @@ def evaluate_files(gt: str | Path, dt: str | Path, out: str | Path | None = None
       ``pr_curve.png`` and ``confusion_matrix.png`` — and must be new, empty or written by
       hybridvision (not someone else's files) and hold neither input; or
     - a ``.json`` file: the metrics JSON alone (the 12 numbers and per-class AP), not ``gt``
-      or ``dt``.
+      or ``dt``; an existing one is refused unless ``exist_ok`` (the CLI's ``--exist-ok``) is
+      True, which replaces it.
 
     Returns ``{"metrics": {...12 keys}, "per_class": {...}, "analysis": DetectionAnalysis}``
     (:func:`~hybridvision.evaluation.analysis.evaluate_with_analysis`; ``num_images`` too when a
     folder was written).
     """
+    max_dets = check_max_dets(max_dets, option="--max-dets")
     for p, what in ((gt, "--gt"), (dt, "--dt")):
         if not Path(p).is_file():
             raise UserInputError(f"{p}: {what} file not found")
     folder = out is not None and Path(out).suffix.lower() != ".json"
     if out is not None:
-        check_output_path(out, inputs=(gt, dt), kind="dir" if folder else "file", known_files=_EVAL_FILES)
-    evaluation = evaluate_with_analysis(str(gt), str(dt))
+        check_output_path(out, inputs=(gt, dt), kind="dir" if folder else "file", known_files=_EVAL_FILES,
+                          exist_ok=exist_ok)
+    evaluation = evaluate_with_analysis(str(gt), str(dt), max_dets=max_dets)
     if folder:
         # Both files were read and checked by the evaluation; read again only to write the folder.
         images = read_json(gt, what="COCO annotation")["images"]
@@ -403,9 +422,12 @@ def retrieve(query: str | Path, *, weights: str | Path, gallery: str | Path, k: 
     if task not in ("sbir", "classification"):
         raise UserInputError(f"{weights}: a {task} model; retrieval needs an SBIR model (sbir_*) or a classifier")
     size = int(info.get("image_size") or 224)
+    q = _retrieval_embedder(model, task, size, "sketch", dev)([query])  # [1, E]
+    if not bool(torch.isfinite(q).all()):
+        raise UserInputError(f"{weights}: the model's embedding of {query} is not finite (NaN/inf): its "
+                             "weights are damaged or diverged; retrain or pass other --weights")
     index = GalleryIndex.build(gallery, weights, size, _retrieval_embedder(model, task, size, "photo", dev),
-                               cache_dir=cache)
-    q = _retrieval_embedder(model, task, size, "sketch", dev)([query])
+                               cache_dir=cache, width=q.shape[1])  # a cache of another width is rebuilt
     scores, order = index.search(q, k)
     results = [{"rank": r + 1, "file": index.files[i], "score": float(s)}
                for r, (s, i) in enumerate(zip(scores[0].tolist(), order[0].tolist()))]

@@ -22,10 +22,12 @@ from pathlib import Path
 
 import torch
 import typer
-from rich.console import Console
+from typer import rich_utils as typer_help
+from rich import box
 from rich.table import Column, Table
 
 from hybridvision.api import evaluate_files, evaluate_run, load_trained, predict, retrieve
+from hybridvision.console import console, err_console
 from hybridvision.config import TrainConfig, apply_overrides, load_config
 from hybridvision.data.builtin.amounts import make_amounts
 from hybridvision.data.builtin.bimodal import make_bimodal
@@ -33,23 +35,26 @@ from hybridvision.data.builtin.sketches import make_sketches
 from hybridvision.data.converters import modanet_to_coco, montos_to_coco
 from hybridvision.data.classification_transforms import AUGMENT_OPTIONS as CLASSIFICATION_AUGMENT
 from hybridvision.data.classification_transforms import augment_defaults
-from hybridvision.data.importers import csv_to_coco, voc_to_coco, yolo_to_coco
+from hybridvision.data.importers import csv_to_coco, parse_csv_columns, voc_to_coco, yolo_to_coco
+from hybridvision.data.slicing import check_slice_options, slice_coco
 from hybridvision.data.transforms import AUGMENT_OPTIONS as DETECTION_AUGMENT
 from hybridvision.data.transforms import TRANSFORM_PRESETS
 from hybridvision.data.validate import check_coco
 from hybridvision.demo import DEMO_CONFIG, run_demo
 from hybridvision.engine.progress import format_evaluation, format_per_class, format_train_evaluations
+from hybridvision.engine.tiling import check_tile_overlap
 from hybridvision.engine.trainer import resolve_device, train
 from hybridvision.errors import UserInputError
+from hybridvision.evaluation.coco import check_max_dets
 from hybridvision.evaluation.compare import bench_task, build_bench_target, compare_models
 from hybridvision.explain import explain
-from hybridvision.export import check_opset, check_size, default_size, export_onnx
+from hybridvision.export import check_export_paths, check_opset, check_size, default_size, export_onnx
 from hybridvision.factory import create_model, create_task, list_models, model_builder, model_task
 from hybridvision.evaluation.analysis import STATS_FILES, dataset_stats, write_dataset_stats
 from hybridvision.fileio import atomic_write_text, check_output_path, make_output_dir, read_json
 from hybridvision.plots import save_dataset_stats_plots
 from hybridvision.registry import registered_tasks
-from hybridvision.studies.base import run_study
+from hybridvision.studies.base import STUDIES, run_study
 
 app = typer.Typer(
     name="hybridvision",
@@ -68,16 +73,16 @@ app.add_typer(data_app, name="data")
 data_app.add_typer(make_app, name="make")
 data_app.add_typer(convert_app, name="convert")
 
-console = Console(emoji=False)  # ":x:" in a user's path or value stays as typed
-err_console = Console(stderr=True, emoji=False)
 
 
 # --------------------------------------------------------------------------------------- models
 @app.command("models")
 def models_cmd(
     pattern: str = typer.Argument("*", help="shell-style filter, e.g. 'nl_fcos*'"),
-    task: str | None = typer.Option(None, help="detection | classification \\[default: every task]"),
+    task: str | None = typer.Option(None, help=f"{' | '.join(registered_tasks())} \\[default: every task]"),
     params: bool = typer.Option(False, "--params", help="(kept for scripts; parameters are always counted)"),
+    names_only: bool = typer.Option(False, "--names", help="print the matching names only, one a line (for "
+                                    "scripts)"),
 ):
     """List the registered models: task, parameters, input and what each one is (its builder's
     docstring)."""
@@ -87,7 +92,11 @@ def models_cmd(
     if not names:
         where = f" among the {task} models" if task else ""
         raise UserInputError(f"no model matches {pattern!r}{where}; run `hybridvision models` for all")
-    table = Table("model", "task", "params", "input", Column("description", overflow="fold"))
+    if names_only:
+        sys.stdout.write("".join(f"{n}\n" for n in names))
+        return
+    # No vertical rules: each row starts with its model name, as a script splitting on spaces expects.
+    table = Table("model", "task", "params", "input", Column("description", overflow="fold"), box=box.SIMPLE_HEAD)
     for n in names:
         with torch.device("meta"):  # built without memory: counting is instant
             model = create_model(n)
@@ -225,28 +234,37 @@ def eval_cmd(
                                        "\\[default: RUN/eval, runs/eval; with --gt/--dt: none]"),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     exist_ok: bool = typer.Option(False, "--exist-ok",
-                                  help="allow an --out folder holding files hybridvision did not write"),
+                                  help="allow an --out folder holding files hybridvision did not write, or "
+                                  "replace an existing --out .json file"),
     tta: str | None = typer.Option(None, "--tta", help="test-time augmentation of a detector: flip | "
                                    "multiscale (scales 0.5–1.5) \\[default: none]"),
+    max_dets: int | None = typer.Option(None, "--max-dets", help="N, the detections per image and class COCO counts "
+                                        "(maxDets [1, 10, N], reported as AR{N}; a model keeps at least N), "
+                                        "an integer in [11, 100000]; e.g. 300 for images with over 100 objects "
+                                        "\\[default: 100; a run: its eval_max_dets]"),
 ):
     """COCO evaluation: of a results file (--gt/--dt), or of a trained model (--run, --weights).
 
-    Prints the 12 COCO numbers (AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ARs, ARm, ARl)
+    Prints the 12 COCO numbers (AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ARs, ARm, ARl;
+    with --max-dets N, AR100 is AR{N} and AP counts N detections per image)
     and a per-class AP table; "-" marks an empty size bucket or a class without ground truth.
     A model's evaluation (--run, --weights), and --gt/--dt with a folder --out, also write PR
     curves (pr_curves.json, pr_curve.png), a confusion matrix with a background class
     (confusion_matrix.json, .png) and per_class_ap.csv.
     """
+    if max_dets is not None:
+        check_max_dets(max_dets, option="--max-dets")
     if gt is not None or dt is not None:
         if gt is None or dt is None:
             raise UserInputError("eval: --gt and --dt go together (ground truth and results files)")
         if run is not None or weights is not None or data is not None or tta is not None:
             raise UserInputError("eval: --gt/--dt evaluate a results file; --run, --weights, --data and "
                                  "--tta evaluate a model — pass one or the other")
-        evaluation = evaluate_files(gt, dt, out)
+        evaluation = evaluate_files(gt, dt, out, max_dets=100 if max_dets is None else max_dets,
+                                    exist_ok=exist_ok)
     else:
         evaluation = evaluate_run(run=run, weights=weights, data=data, out=out, device=device,
-                                  exist_ok=exist_ok, tta=tta)
+                                  exist_ok=exist_ok, tta=tta, max_dets=max_dets)
     console.print(format_evaluation(evaluation), markup=False, highlight=False)
     per_class = format_per_class(evaluation)
     if per_class:
@@ -268,7 +286,7 @@ def predict_cmd(
     tile: bool = typer.Option(False, "--tile", help="sliced inference: the image at full resolution in "
                               "overlapping windows of --image-size, merged by NMS (large images, small objects)"),
     tile_overlap: float = typer.Option(0.5, "--tile-overlap", help="overlap of neighbouring windows, a "
-                                       "fraction of a window"),
+                                       "fraction of a window in [0, 0.9]"),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     gt: Path | None = typer.Option(None, "--gt", help="COCO file of these images: use its image ids "
                                    "\\[default: ids 1..N in sorted file order]"),
@@ -285,8 +303,7 @@ def predict_cmd(
         raise UserInputError(f"--max-det {max_det}: keep at least 1 detection per image, e.g. --max-det 300")
     if image_size is not None and not 32 <= image_size <= 8192:
         raise UserInputError(f"--image-size {image_size}: use a side in [32, 8192] pixels")
-    if not (math.isfinite(tile_overlap) and 0.0 <= tile_overlap < 1.0):
-        raise UserInputError(f"--tile-overlap {tile_overlap:g}: use a fraction in [0, 1), e.g. 0.5")
+    check_tile_overlap(tile_overlap, "--tile-overlap")
     records = predict(source, weights=weights, out=out, device=device, score_threshold=conf, gt=gt,
                       exist_ok=exist_ok, image_size=image_size, iou=iou, max_det=max_det, tile=tile,
                       tile_overlap=tile_overlap)
@@ -366,9 +383,10 @@ def convert_montos_cmd(
     labels_dir: Path = typer.Argument(..., help="folder of montos .txt files (<class>: <x>, <y>, <w>, <h>)"),
     images: Path = typer.Option(..., "--images", help="folder of the images (same file stems)"),
     out: Path = typer.Option(..., "--out", "-o", help="COCO annotation JSON to write"),
+    exist_ok: bool = typer.Option(False, "--exist-ok", help="replace an existing output file"),
 ):
     """Montos text labels → COCO JSON."""
-    coco = montos_to_coco(labels_dir, images, out)
+    coco = montos_to_coco(labels_dir, images, out, exist_ok=exist_ok)
     console.print(f"wrote {out}: {len(coco['images'])} images, {len(coco['annotations'])} boxes")
 
 
@@ -376,9 +394,10 @@ def convert_montos_cmd(
 def convert_modanet_cmd(
     modanet_json: Path = typer.Argument(..., help="ModaNet instance file, e.g. modanet2018_instances_train.json"),
     out: Path = typer.Option(..., "--out", "-o", help="COCO annotation JSON (boxes) to write"),
+    exist_ok: bool = typer.Option(False, "--exist-ok", help="replace an existing output file"),
 ):
     """ModaNet instances (polygons) → COCO boxes, 13 categories; boxes clipped to their image."""
-    coco = modanet_to_coco(modanet_json, out)
+    coco = modanet_to_coco(modanet_json, out, exist_ok=exist_ok)
     console.print(f"wrote {out}: {len(coco['images'])} images, {len(coco['annotations'])} boxes "
                   f"({coco['info']['dropped_boxes']} without area inside their image dropped)")
 
@@ -395,7 +414,9 @@ def _converted(out: Path, coco: dict) -> None:
     console.print(f"wrote {out}: {len(coco['images'])} images, {len(coco['annotations'])} boxes"
                   + (f" ({crowd} marked iscrowd)" if crowd else "") + f", {len(coco['categories'])} classes "
                   f"({', '.join(c['name'] for c in coco['categories'][:8])}"
-                  f"{', …' if len(coco['categories']) > 8 else ''})", markup=False, highlight=False)
+                  f"{', …' if len(coco['categories']) > 8 else ''})"
+                  + (f"; columns: {coco['info']['columns']}" if coco.get("info", {}).get("columns") else ""),
+                  markup=False, highlight=False)
 
 
 @convert_app.command("voc")
@@ -407,10 +428,11 @@ def convert_voc_cmd(
                                        "\\[default: the names found, sorted]"),
     drop_difficult: bool = typer.Option(False, "--drop-difficult", help="leave difficult objects out "
                                         "\\[default: kept as iscrowd, which the COCO evaluation ignores]"),
+    exist_ok: bool = typer.Option(False, "--exist-ok", help="replace an existing output file"),
 ):
     """Pascal VOC XML → COCO JSON (1-based inclusive pixel indices → continuous pixel boxes)."""
     _converted(out, voc_to_coco(annotations, images, out, class_names=_classes_option(classes),
-                                drop_difficult=drop_difficult))
+                                drop_difficult=drop_difficult, exist_ok=exist_ok))
 
 
 @convert_app.command("yolo")
@@ -419,22 +441,38 @@ def convert_yolo_cmd(
     images: Path = typer.Option(..., "--images", help="folder of the images (images/, same relative paths)"),
     names: Path = typer.Option(..., "--names", help="the dataset's data.yaml (its 'names')"),
     out: Path = typer.Option(..., "--out", "-o", help="COCO annotation JSON to write"),
+    exist_ok: bool = typer.Option(False, "--exist-ok", help="replace an existing output file"),
 ):
     """YOLO text labels (class cx cy w h, normalised) → COCO JSON; images without a label file
     are kept as images without objects."""
-    _converted(out, yolo_to_coco(labels, images, names, out))
+    _converted(out, yolo_to_coco(labels, images, names, out, exist_ok=exist_ok))
 
 
 @convert_app.command("csv")
 def convert_csv_cmd(
-    csv_file: Path = typer.Argument(..., help="CSV with the header image,xmin,ymin,xmax,ymax,label"),
-    images: Path = typer.Option(..., "--images", help="folder the 'image' column is relative to"),
+    csv_file: Path = typer.Argument(..., help="CSV of boxes: image,xmin,ymin,xmax,ymax,label, with or without "
+                                    "a header"),
+    images: Path = typer.Option(..., "--images", help="folder the image column is relative to"),
     out: Path = typer.Option(..., "--out", "-o", help="COCO annotation JSON to write"),
     classes: str | None = typer.Option(None, "--classes", help="class names in id order, comma-separated "
                                        "\\[default: the labels found, sorted]"),
+    columns: str | None = typer.Option(
+        None, "--columns", help="where the fields are: FIELD=COLUMN pairs, comma-separated, FIELD one of image, "
+        "xmin, ymin, xmax, ymax, label, COLUMN a header name or a position (0 = first column); e.g. "
+        "image=0,xmin=1,ymin=2,xmax=3,ymax=4,label=5 for a file without a header, or image=photo,label=species "
+        "\\[default: each field by its common header names (image_path, filename, x1, class_name, …); a file "
+        "whose first row holds numbers has no header and is read as image,xmin,ymin,xmax,ymax,label]"),
+    exist_ok: bool = typer.Option(False, "--exist-ok", help="replace an existing output file"),
 ):
-    """A box CSV (pixel corners; a row with only an image lists an image without objects) → COCO JSON."""
-    _converted(out, csv_to_coco(csv_file, images, out, class_names=_classes_option(classes)))
+    """A box CSV (pixel corners) → COCO JSON. Reads a header of common names (image_path, path,
+    filename; xmin or x1; …; label, class or class_name — any case, other columns ignored) or a file
+    without a header (keras-retinanet's path,x1,y1,x2,y2,class_name); --columns for any other layout.
+    A row whose box and label are empty lists an image without objects. The summary names the
+    columns read."""
+
+    mapping = parse_csv_columns(columns) if columns is not None else None
+    _converted(out, csv_to_coco(csv_file, images, out, class_names=_classes_option(classes), columns=mapping,
+                                exist_ok=exist_ok))
 
 
 @data_app.command("check")
@@ -486,6 +524,36 @@ def stats_cmd(
                   markup=False, highlight=False, soft_wrap=True)
 
 
+@data_app.command("slice")
+def slice_cmd(
+    ann: Path = typer.Argument(..., help="COCO annotation JSON of the large images"),
+    images: Path = typer.Option(..., "--images", help="folder the images' file_name is relative to"),
+    size: int = typer.Option(..., "--size", help="tile side in pixels, in [32, 8192]"),
+    overlap: float = typer.Option(0.2, "--overlap", help="fraction of a tile shared with its neighbour, in [0, 0.9]"),
+    out: Path = typer.Option(..., "--out", "-o", help="output folder (annotations.json and images/)"),
+    min_visible: float = typer.Option(0.5, "--min-visible", help="keep a box cut by a tile edge when the "
+                                      "clipped box keeps at least this fraction of its area, in (0, 1]"),
+    keep_empty: bool = typer.Option(True, "--keep-empty/--no-keep-empty", help="also write tiles with no box"),
+    exist_ok: bool = typer.Option(False, "--exist-ok",
+                                  help="allow an --out folder holding files hybridvision did not write"),
+):
+    """Cut large images into overlapping square tiles for training (SAHI's slice_coco idea).
+
+    Tiles of --size pixels start every size − round(overlap·size) pixels; the last tile of a row or
+    column ends flush with the image's right or bottom edge, so the tiles cover the image. An image
+    side shorter than --size gives one tile of that side (not padded). A box is clipped to each
+    tile it overlaps and kept there when the clipped box keeps at least --min-visible of its area
+    (a box wholly inside a tile comes back unchanged, shifted by the tile's offset). Writes
+    OUT/images/<stem>_x<X>_y<Y>.png and OUT/annotations.json, whose image records also hold
+    source_image_id, source_file_name, offset_x and offset_y. Train on it with
+    --data coco:OUT/annotations.json,OUT/images, then predict large images with predict --tile.
+    """
+    check_slice_options(size, overlap, min_visible)
+    summary = slice_coco(ann, images, out, size=size, overlap=overlap, min_visible=min_visible,
+                         keep_empty=keep_empty, exist_ok=exist_ok)
+    console.print(summary.summary(), markup=False, highlight=False, soft_wrap=True)
+
+
 # ----------------------------------------------------------------------------------------- demo
 @app.command("demo")
 def demo_cmd(
@@ -506,8 +574,7 @@ def demo_cmd(
 # ---------------------------------------------------------------------------------------- study
 @app.command("study")
 def study_cmd(
-    name: str = typer.Argument(..., help="fcos-nonlocal | hybrid-classification | centernet | cornernet-nonlocal | "
-                          "cornerfcos | amounts | anchor-based"),
+    name: str = typer.Argument(..., help=" | ".join(STUDIES)),
     overrides: list[str] | None = typer.Argument(None, help="training settings for every run as "
                                                     "key=value, e.g. epochs=1"),
     rows: str | None = typer.Option(None, "--rows", help="comma-separated row labels to run \\[default: all rows]"),
@@ -566,6 +633,7 @@ def bench_cmd(
                                        help="torch CPU threads \\[default: torch's]"),
     no_memory: bool = typer.Option(False, "--no-memory", help="skip the peak-memory pass"),
     out: Path | None = typer.Option(None, "--out", "-o", help="also write the rows as JSON here \\[default: none]"),
+    exist_ok: bool = typer.Option(False, "--exist-ok", help="replace an existing --out file"),
 ):
     """Compare models' parameters, FLOPs, latency and peak memory, side by side in one run.
 
@@ -575,6 +643,8 @@ def bench_cmd(
     """
     if runs < 1 or warmup < 0 or batch < 1 or (size is not None and size < 32):
         raise UserInputError("--runs and --batch must be >= 1, --warmup >= 0 and --size >= 32")
+    if out is not None:  # before any model is built or timed
+        check_output_path(out, kind="file", exist_ok=exist_ok)
     if threads:
         torch.set_num_threads(threads)
     tasks = {bench_task(n) for n in models}
@@ -588,10 +658,14 @@ def bench_cmd(
     table = Table(Column("model", no_wrap=True), "params (M)", "GFLOPs", "median ms", "× first", "peak MiB",
                   title=f"{targets[0].task}, batch {batch} × {side}², {dev}, "
                         f"{torch.get_num_threads()} threads, median of {runs}")
-    for r in rows:
-        table.add_row(r["name"], f"{r['params'] / 1e6:.2f}", f"{r['gflops']:.2f}", f"{r['median_ms']:.1f}",
+    for r in rows:  # a peer at its own input size is marked "*" and said below the table
+        table.add_row(r["name"] + (" *" if r.get("note") else ""), f"{r['params'] / 1e6:.2f}",
+                      f"{r['gflops']:.2f}", f"{r['median_ms']:.1f}",
                       f"{r['ratio']:.2f}", "-" if r["peak_mb"] is None else f"{r['peak_mb']:.0f}")
     console.print(table)
+    for r in rows:
+        if r.get("note"):
+            console.print(f"* {r['note']}", markup=False, highlight=False, soft_wrap=True)
     if out is not None:
         meta = {"size": side, "batch": batch, "runs": runs, "warmup": warmup, "device": str(dev),
                 "threads": torch.get_num_threads(), "torch": torch.__version__}
@@ -620,32 +694,39 @@ def export_cmd(
                                  help="input channels of a classifier built with --model"),
     opset: int = typer.Option(18, "--opset", help="ONNX opset"),
     check: bool = typer.Option(True, "--check/--no-check", help="compare onnxruntime with PyTorch"),
+    exist_ok: bool = typer.Option(False, "--exist-ok",
+                                  help="replace an existing output file (the .onnx and its .json), "
+                                  "at --out or the default path"),
 ):
     """Export a model to ONNX (raw outputs; dynamic batch) and check it with onnxruntime.
 
-    Writes OUT.onnx and OUT.onnx.json (input shape, output names, classes, strides).
+    Writes OUT.onnx and OUT.onnx.json (input shape, output names, classes, strides). An existing
+    OUT (an earlier export included, at the default path too) is replaced only with --exist-ok.
     """
     if weights is None and model is None:
         raise UserInputError("pass --weights CHECKPOINT.safetensors, or --model NAME for random weights")
     check_opset(opset)  # before anything is built or printed
+    if weights is None:
+        model_task(model)  # an unknown name is named before its default path is looked at
+    target = out or (weights.with_suffix(".onnx") if weights is not None else Path("runs/export") / f"{model}.onnx")
+    if weights is None or weights.is_file():  # else load_trained's line names the missing checkpoint first
+        check_export_paths(target, weights=weights, exist_ok=exist_ok, default=out is None)  # before any work
     kwargs = {"num_classes": num_classes} if num_classes else {}
     meta: dict = {}
     if weights is not None:
         net, info = load_trained(weights, "cpu", model=model, **kwargs)
         meta = {"weights": str(weights), "class_names": info.get("class_names"),
                 "label_to_cat_id": info.get("label_to_cat_id")}
-        default_out = weights.with_suffix(".onnx")
     else:
         kwargs.update(create_task(model_task(model)).input_kwargs(in_chans))
         net, info = create_model(model, **kwargs), {}
-        default_out = Path("runs/export") / f"{model}.onnx"
     name, task = net.model_name, model_task(net.model_name)
     chans = create_task(task).input_channels(net)
     side = size if size is not None else default_size(task, info)
     check_size(side, net)
-    target = out or default_out
     console.print(f"exporting {name} ({task}) at {side}×{side} → {target}")
-    result = export_onnx(net, target, size=side, in_chans=chans, opset=opset, check=check, meta=meta)
+    result = export_onnx(net, target, size=side, in_chans=chans, opset=opset, check=check, meta=meta,
+                         exist_ok=exist_ok)
     if check:
         c = result["check"]
         console.print(f"onnxruntime agrees with PyTorch: max |diff| {c['max_abs_diff']:.2e}, "
@@ -663,22 +744,25 @@ def explain_cmd(
     block: str | None = typer.Option(None, "--block", help="module name of the block \\[default: the first]"),
     call: int = typer.Option(0, "--call", help="which call of a shared block (pyramid level index)"),
     device: str = typer.Option("cpu", help="cpu | cuda"),
+    exist_ok: bool = typer.Option(False, "--exist-ok", help="replace an existing output file"),
 ):
     """Save where a non-local block attends for one query pixel, overlaid on the image."""
     try:
         x, y = (float(v) for v in point.split(","))
     except ValueError:
         raise UserInputError(f"--point {point}: expected X,Y in pixels, e.g. --point 64,40") from None
-    path = explain(weights, image, (x, y), out=out, block=block, call=call, device=device)
+    path = explain(weights, image, (x, y), out=out, block=block, call=call, device=device, exist_ok=exist_ok)
     console.print(f"wrote {path}")
 
 
 # ----------------------------------------------------------------------------------- entry point
 def _one_line(e: UserInputError) -> str:
-    """The first problem of an error, on one line; a count points to `data check` for the rest."""
+    """The first problem of an error, on one line; a count points to `data check` for the rest
+    (not from a converter: `data check` reads COCO files, not the file being converted)."""
     if e.findings:
         more = len(e.findings) - 1
-        tail = f" (+{more} more problem{'s' if more > 1 else ''}; `hybridvision data check` lists all)" if more else ""
+        where = "" if "convert" in sys.argv[1:3] else "; `hybridvision data check` lists all"
+        tail = f" (+{more} more problem{'s' if more > 1 else ''}{where})" if more else ""
         return e.findings[0] + tail
     return " ".join(str(e).split("\n")[0:1]) if "\n" in str(e) else str(e)
 
@@ -687,11 +771,20 @@ INTERRUPTED = "interrupted; a training run continues with `hybridvision train --
 
 
 def _interrupted() -> None:
-    err_console.print(INTERRUPTED, soft_wrap=True, highlight=False, markup=False)
+    """Ctrl-C: exit 130; the resume hint only where there is a run to resume (train, demo, study)."""
+    resumable = any(verb in sys.argv[1:3] for verb in ("train", "demo", "study"))
+    err_console.print(INTERRUPTED if resumable else "interrupted", soft_wrap=True)
     sys.exit(130)
 
 
+#: Width of ``--help`` when stdout is not a terminal (a pipe, a log, CI): wide enough that no
+#: option, default or path is cut, whatever ``$COLUMNS`` says; a terminal gets its own width.
+HELP_PIPE_WIDTH = 120
+
+
 def main() -> None:
+    if not sys.stdout.isatty():
+        typer_help.MAX_WIDTH = HELP_PIPE_WIDTH
     debug = "--debug" in sys.argv or os.environ.get("HYBRIDVISION_DEBUG") == "1"
     if "--debug" in sys.argv:
         sys.argv.remove("--debug")

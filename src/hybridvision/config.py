@@ -23,10 +23,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from hybridvision.backbones.pretrained import BACKBONE_PARAMETERS
 from hybridvision.errors import UserInputError
 from hybridvision.fileio import atomic_write_text
+from hybridvision.options import check_model_options, check_options, model_parameters
+from hybridvision.registry import UnknownModelError, model_task, registered_tasks, task_class
 
 __all__ = ["TrainConfig", "load_config", "apply_overrides", "save_config", "atomic_write_text",
            "MAX_NESTING", "DATA_KINDS"]
@@ -44,7 +47,7 @@ _SOURCE: ContextVar[str] = ContextVar("hybridvision_config_source", default="Tra
 
 _NUMBER_FIELDS = ("image_size", "epochs", "max_steps", "batch_size", "lr", "momentum", "weight_decay",
                   "warmup_steps", "warmup_factor", "grad_clip", "label_smoothing", "workers", "seed",
-                  "eval_every", "val_limit")
+                  "eval_every", "val_limit", "eval_max_dets")
 
 
 def _yaml_text_number(text: str) -> str | None:
@@ -153,6 +156,9 @@ class TrainConfig(BaseModel):
     out: str = Field("runs/train", min_length=1, description="a folder path (the run folder)")
     eval_every: int = Field(1, ge=0, description="an integer >= 0 (evaluate every N epochs; 0: at the end)")
     val_limit: int = Field(0, ge=0, description="an integer >= 0 (evaluate on at most N val images; 0: all)")
+    eval_max_dets: int = Field(100, ge=11, le=100_000, description="an integer in [11, 100000] (detections "
+                               "per image and class the COCO evaluation counts: maxDets [1, 10, N], reported as AR{N}; "
+                               "the detector keeps at least N; 100 is COCO's, e.g. 300 for dense scenes)")
     progress: bool = Field(True, description="true or false")
     logger: Literal["jsonl", "tensorboard"] = Field(
         "jsonl", description="jsonl or tensorboard (also TensorBoard event files in RUN/tensorboard; "
@@ -207,6 +213,16 @@ class TrainConfig(BaseModel):
                              "folders:SKETCH_DIR,PHOTO_DIR)")
         return v
 
+    @model_validator(mode="after")
+    def _run_options(self) -> TrainConfig:
+        # After the fields: the mappings' values against the code that takes them. The
+        # UserInputError passes pydantic by (not a ValueError), its one line naming the source.
+        try:
+            _check_run_options(self)
+        except UserInputError as e:
+            raise UserInputError(f"{_SOURCE.get()}: {e}") from None
+        return self
+
     # ---------------------------------------------------------------------- construction
     def __init__(self, **data: Any) -> None:
         source = _SOURCE.get()
@@ -219,10 +235,17 @@ class TrainConfig(BaseModel):
     def __setattr__(self, name: str, value: Any) -> None:
         if name not in type(self).model_fields:
             _check_keys({name: value}, "config")
+        old = self.__dict__.get(name)
+        token = _SOURCE.set("config")
         try:
             super().__setattr__(name, value)
         except ValidationError as e:
             raise UserInputError(_describe(e, {name: value}, "config")) from None
+        except UserInputError:  # the run-option check (after the field was set): keep the old value
+            self.__dict__[name] = old
+            raise
+        finally:
+            _SOURCE.reset(token)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (a fresh copy), as written to ``config.yaml``."""
@@ -244,6 +267,68 @@ class TrainConfig(BaseModel):
     def updated(self, values: dict[str, Any], *, source: str = "config") -> TrainConfig:
         """A validated copy with ``values`` set (all checked together)."""
         return type(self).from_dict({**self.to_dict(), **values}, source=source)
+
+
+# Task names as the messages spell them.
+_TASK_WORDS = {"sbir": "SBIR"}
+
+
+def _run_task(cfg: TrainConfig) -> type | None:
+    """The task class of ``cfg`` (its model's; ``task`` may only repeat it); None while the model
+    or task is not registered (an unknown model is refused when the run starts, with suggestions)."""
+    try:
+        name = model_task(cfg.model)
+    except UnknownModelError:
+        return None
+    if cfg.task not in ("auto", name):  # before: a traceback from the other task's loss
+        raise UserInputError(f"task={cfg.task}: {cfg.model} is a {name} model; use task=auto (the model's task), "
+                             f"or a {cfg.task} model (hybridvision models --task {cfg.task})")
+    return task_class(name) if name in registered_tasks() else None
+
+
+def _check_run_options(cfg: TrainConfig) -> None:
+    """The free-form mappings checked against what takes them, values normalised in place
+    (``frozen_bn: "false"`` → False): ``model_kwargs`` against the model builder's annotated
+    options (:mod:`hybridvision.options`), ``data_kwargs`` against the dataset factory's (the
+    task's ``data_options(spec)``), ``augment`` by the task; and ``augment.close_mosaic`` that
+    leaves no epoch with mosaics. UserInputError naming the key, the value and the fix."""
+    if "num_classes" in cfg.model_kwargs:
+        raise UserInputError(f"model_kwargs.num_classes={cfg.model_kwargs['num_classes']!r}: a run takes the "
+                             "number of classes from its data (--data); remove model_kwargs.num_classes")
+    task = _run_task(cfg)
+    if task is None:
+        return
+    params = task.data_options(cfg.data) if hasattr(task, "data_options") else None
+    _check_placement(cfg, model_parameters(cfg.model, BACKBONE_PARAMETERS), params)
+    cfg.model_kwargs.update(check_model_options(cfg.model, cfg.model_kwargs, BACKBONE_PARAMETERS))
+    if params is not None:
+        owner = f"{_TASK_WORDS.get(task.name, task.name)} data {cfg.data}"
+        cfg.data_kwargs.update(check_options(cfg.data_kwargs, params, key="data_kwargs", owner=owner))
+    task.check_augment(cfg.augment)
+    _check_close_mosaic(cfg)
+
+
+def _check_placement(cfg: TrainConfig, model: dict | None, data: dict | None) -> None:
+    """A data option given in ``model_kwargs`` (``margin`` of an SBIR run), or a model option in
+    ``data_kwargs``: said so, with where it goes."""
+    if model is None or data is None:
+        return
+    for key, given, own, other, where in (("model_kwargs", cfg.model_kwargs, model, data, "data_kwargs"),
+                                          ("data_kwargs", cfg.data_kwargs, data, model, "model_kwargs")):
+        wrong = sorted(k for k in given if k not in own and k in other)
+        if wrong:
+            raise UserInputError(f"{key}.{wrong[0]}={_short(given[wrong[0]])}: an option of the "
+                                 f"{'data' if where == 'data_kwargs' else 'model'}, not of the "
+                                 f"{'model' if key == 'model_kwargs' else 'data'}; set {where}.{wrong[0]} instead")
+
+
+def _check_close_mosaic(cfg: TrainConfig) -> None:
+    """``augment.close_mosaic`` >= ``epochs`` with mosaics on would silently train without any."""
+    mosaic, close = cfg.augment.get("mosaic", 0), cfg.augment.get("close_mosaic", 0)
+    if mosaic and isinstance(close, int) and close >= cfg.epochs:
+        raise UserInputError(f"augment.close_mosaic={close} with epochs={cfg.epochs}: no epoch would use "
+                             f"augment.mosaic={mosaic} (mosaics stop for the last close_mosaic epochs); set "
+                             f"close_mosaic below {cfg.epochs}, or mosaic=0")
 
 
 def _check_keys(d: dict, source: str) -> None:

@@ -54,7 +54,8 @@ class ScriptSafeConsole(Console):
         Console.size.fset(self, new_size)
 
     def print(self, *objects: Any, **kwargs: Any) -> None:
-        if not self.stderr and os.environ.get("RANK", "0") != "0":  # one writer under torchrun
+        # one writer under torchrun: the process's stdout (not a buffer a caller renders into)
+        if self._file is None and not self.stderr and os.environ.get("RANK", "0") != "0":
             return
         super().print(*objects, **kwargs)
 

@@ -77,19 +77,22 @@ def _device(name: str) -> torch.device:
 
 def explain(weights: str | Path, image: str | Path, point: tuple[float, float], *,
             out: str | Path | None = None, block: str | None = None, call: int = 0,
-            device: str = "cpu") -> Path:
+            device: str = "cpu", exist_ok: bool = False) -> Path:
     """Save the attention map of ``block`` (default: the first) for the query ``point`` (x, y).
 
     ``out`` (default ``runs/explain/<image stem>_attn.png``) must not be the image or the
-    checkpoint; a classifier checkpoint, an unknown device or an image that cannot be read each
-    give one :class:`UserInputError` line before anything is written.
+    checkpoint, and an existing ``out`` (the default one too) is replaced only when ``exist_ok``;
+    a classifier checkpoint, an unknown device or an image that cannot be read each give one
+    :class:`UserInputError` line before anything is written.
     """
 
     weights, image = Path(weights), Path(image)
+    default = out is None
     out = Path(out or Path("runs/explain") / f"{image.stem}_attn.png")
     if out.suffix.lower() != ".png":
         raise UserInputError(f"--out {out}: explain writes a PNG; give the file a .png name")
-    check_output_path(out, inputs=(image, weights, weights.with_suffix(".json")), kind="file")
+    check_output_path(out, inputs=(image, weights, weights.with_suffix(".json")), kind="file",
+                      exist_ok=exist_ok, default=default)
     dev = _device(device)
     model, info = load_trained(weights, dev)
     task = info.get("task") or model_task(getattr(model, "model_name", info.get("model", "")))

@@ -36,8 +36,8 @@ from hybridvision.factory import create_task, list_models, model_task
 from hybridvision.fileio import atomic_write_bytes, atomic_write_text
 from hybridvision.fileio import check_output_path
 
-__all__ = ["ExportCheckError", "MAX_OPSET", "MIN_OPSET", "check_opset", "check_size", "default_size",
-           "export_onnx", "flatten_outputs", "unflatten_outputs"]
+__all__ = ["ExportCheckError", "MAX_OPSET", "MIN_OPSET", "check_export_paths", "check_opset", "check_size",
+           "default_size", "export_onnx", "flatten_outputs", "unflatten_outputs"]
 
 # The opsets an export can target: the exporter writes opset 18 natively and converts down to
 # 16 or 17 (below that its converter silently falls back to 18); onnxruntime 1.31 (pinned in
@@ -132,6 +132,22 @@ class _Flat(nn.Module):
         return tuple(flatten_outputs(self.model(images))[1])
 
 
+def check_export_paths(out: str | Path, *, weights: str | Path | None = None, exist_ok: bool = False,
+                       default: bool = False) -> Path:
+    """Refuse, before any work, an export that would lose a file: ``out`` or ``out.json`` existing
+    (an earlier export, or a file of the user's) unless ``exist_ok``, or being the checkpoint
+    ``weights`` or its ``.json`` sidecar (never, whatever ``exist_ok`` says).
+
+    ``default``: ``out`` is the command's default path (beside the weights, or
+    ``runs/export/MODEL.onnx``); the message says so. Returns ``out`` as a :class:`~pathlib.Path`.
+    """
+    out = Path(out)
+    inputs = [Path(weights), Path(weights).with_suffix(".json")] if weights else []
+    for path in (out, Path(f"{out}.json")):
+        check_output_path(path, inputs=inputs, kind="file", exist_ok=exist_ok, default=default)
+    return out
+
+
 def export_onnx(
     model: nn.Module,
     out: str | Path,
@@ -143,6 +159,7 @@ def export_onnx(
     atol: float = 1e-4,
     rtol: float = 1e-3,
     meta: dict[str, Any] | None = None,
+    exist_ok: bool = False,
 ) -> dict[str, Any]:
     """Export ``model`` (eval mode, CPU) to ONNX at ``out``; returns the metadata written beside it.
 
@@ -157,6 +174,8 @@ def export_onnx(
             :class:`ExportCheckError` otherwise. The maximum difference is in the metadata.
         meta: extra metadata (class names, the checkpoint's path …). ``meta["weights"]`` (and
             its ``.json`` sidecar) is an input: neither ``out`` nor ``out.json`` may be it.
+        exist_ok: replace an existing ``out`` and ``out.json`` (the CLI's ``--exist-ok``);
+            ``False`` refuses them (:func:`check_export_paths`).
 
     The metadata records the opset the file actually declares; an exporter that could not
     produce the requested one raises :class:`ExportCheckError` before anything is written.
@@ -164,10 +183,7 @@ def export_onnx(
 
     out = Path(out)
     check_opset(opset)
-    weights = (meta or {}).get("weights")
-    inputs = [weights, Path(weights).with_suffix(".json")] if weights else []
-    check_output_path(out, inputs=inputs, kind="file")
-    check_output_path(Path(f"{out}.json"), inputs=inputs, kind="file")
+    check_export_paths(out, weights=(meta or {}).get("weights"), exist_ok=exist_ok)
     model = model.to("cpu").eval()
     torch.manual_seed(0)
     # Batch 2, not 1: torch.export specialises a size-1 dimension to the constant 1.

@@ -15,9 +15,10 @@ import torch.nn as nn
 
 import hybridvision.engine.tasks  # noqa: F401  registers the tasks
 import hybridvision.models  # noqa: F401  registers every model builder
-from hybridvision.backbones.pretrained import apply_backbone_options
-from hybridvision.registry import (BACKBONE_OPTIONS, build_model, check_model_kwargs, model_builder, model_task,
-                                   registered_models, task_class)
+from hybridvision.backbones.pretrained import BACKBONE_PARAMETERS, apply_backbone_options
+from hybridvision.options import check_model_options
+from hybridvision.registry import (BACKBONE_OPTIONS, build_model, model_builder, model_task, registered_models,
+                                   task_class)
 
 __all__ = ["create_model", "list_models", "model_task", "model_builder", "create_task", "task_for_model"]
 
@@ -28,14 +29,16 @@ def create_model(name: str, **overrides: Any) -> nn.Module:
     :mod:`hybridvision.backbones.pretrained`), applied to the built model; the loading report is
     kept as ``model.backbone_weights_report``.
 
-    Unknown keyword arguments raise a :class:`~hybridvision.errors.UserInputError` naming the
-    accepted ones.
+    Every keyword argument is checked against the builder's annotated parameters first
+    (:func:`~hybridvision.options.check_model_options`): an unknown one, or a value of the wrong
+    type or range, raises a :class:`~hybridvision.errors.UserInputError` naming the key, the value
+    and what is allowed (the accepted options for an unknown one).
     """
+    overrides = check_model_options(name, overrides, BACKBONE_PARAMETERS)
     options = {k: overrides.pop(k) for k in BACKBONE_OPTIONS if k in overrides}
-    check_model_kwargs(name, overrides)
     model = build_model(name, **overrides)
     if options:
-        model.backbone_weights_report = apply_backbone_options(model, options)
+        model.backbone_weights_report = apply_backbone_options(model, **options)
     return model
 
 

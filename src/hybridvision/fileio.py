@@ -17,10 +17,11 @@ a UTF-8 BOM, and turns a syntax error or absurd nesting into one line naming the
 column.
 
 Output safety: :func:`check_output_path` runs before any work starts and refuses an output that
-is one of the command's inputs (or, for a folder, contains one or lies inside one), a non-empty
-folder hybridvision did not create (recognised by the :data:`OWNER_MARKER` file it writes in the
-folders it creates, or by holding only files it writes), a folder path that is a file or the
-reverse, and a location that cannot be written.
+is one of the command's inputs (or, for a folder, contains one or lies inside one), an existing
+output file (unless the command's ``--exist-ok`` says to replace it: one rule for every command,
+default paths included), a non-empty folder hybridvision did not create (recognised by the
+:data:`OWNER_MARKER` file it writes in the folders it creates, or by holding only files it writes),
+a folder path that is a file or the reverse, and a location that cannot be written.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -82,8 +84,9 @@ def file_mode() -> int:
 def write_error(e: OSError, path: str | os.PathLike) -> UserInputError | None:
     """The one-line error for a failed write of ``path`` (disk full, not allowed), else None."""
     if e.errno in _DISK_FULL:
+        where = _nearest_folder(Path(path))
         return UserInputError(f"{path}: no space left on the device while writing ({e.strerror}); "
-                              "free some space or write to another disk (--out)")
+                              f"free space on the disk holding {where} or write to another disk (--out)")
     if isinstance(e, PermissionError) or e.errno in _NOT_ALLOWED:
         where = "a read-only file system" if e.errno == errno.EROFS else "permission denied"
         return UserInputError(f"{path}: cannot write here ({where}); choose a writable location "
@@ -94,6 +97,24 @@ def write_error(e: OSError, path: str | os.PathLike) -> UserInputError | None:
     if isinstance(e, IsADirectoryError):
         return UserInputError(f"{path}: is a folder, not a file; pass a file path")
     return None
+
+
+def _nearest_folder(path: Path) -> Path:
+    """The nearest existing folder at or above ``path``'s folder (where the disk is to be freed)."""
+    folder = Path(os.path.abspath(path)).parent
+    while not folder.is_dir() and folder != folder.parent:
+        folder = folder.parent
+    return folder
+
+
+def _os_error_of(e: Exception) -> OSError | None:
+    """The :class:`OSError` inside a safetensors error: its Rust writer reports an I/O failure
+    as ``SafetensorError("... (os error 28)")`` rather than raising ``OSError``."""
+    match = re.search(r"os error (\d+)", str(e))
+    if match is None:
+        return None
+    code = int(match.group(1))
+    return OSError(code, os.strerror(code))
 
 
 @contextlib.contextmanager
@@ -177,10 +198,18 @@ def atomic_save_tensors(path: str | os.PathLike, tensors: dict[str, Any],
     safetensors refuses shared or strided storage); returns the path."""
     from safetensors.torch import save_file
 
+    from safetensors import SafetensorError
+
     path = Path(path)
     plain = {k: v.detach().contiguous().cpu().clone() for k, v in tensors.items()}
     with atomic_path(path) as tmp:
-        save_file(plain, str(tmp), metadata=metadata)
+        try:
+            save_file(plain, str(tmp), metadata=metadata)
+        except SafetensorError as e:  # a full disk, as safetensors reports it: the one-line error
+            os_error = _os_error_of(e)
+            if os_error is None:
+                raise
+            raise os_error from e
     return path
 
 
@@ -251,6 +280,7 @@ def check_output_path(
     owner_marker: str | Callable[[Path], bool] | None = OWNER_MARKER,
     known_files: Iterable[str] = (),
     option: str = "--out",
+    default: bool = False,
 ) -> Path:
     """Refuse, before any work starts, an output that would lose a user's file.
 
@@ -258,12 +288,16 @@ def check_output_path(
         path: the output file or folder.
         inputs: the command's input files and folders.
         kind: ``"file"`` or ``"dir"``.
-        exist_ok: allow a non-empty folder that hybridvision did not create.
+        exist_ok: the command's ``--exist-ok``. A file: ``False`` refuses an existing file,
+            ``True`` lets the command replace it. A folder: ``True`` allows a non-empty folder
+            that hybridvision did not create.
         owner_marker: the file that marks a folder as ours (default :data:`OWNER_MARKER`), or a
             predicate on the folder.
         known_files: names of the files this command writes; a folder holding only these is
             ours too (a run's ``eval/`` written before the marker existed).
         option: the option name used in messages.
+        default: ``path`` is the command's default, not one the user named with ``option``;
+            messages say so (``runs/export/m.onnx (the default --out): …``).
 
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
@@ -274,27 +308,31 @@ def check_output_path(
     if kind not in ("file", "dir"):
         raise ValueError(f"kind must be 'file' or 'dir', got {kind!r}")
     out = Path(path)
+    head = f"{out} (the default {option})" if default else f"{option} {out}"  # how every message starts
     target = _resolve(out)
     sources = [(raw, _resolve(raw)) for raw in inputs if raw is not None]
     for raw, src in sources:  # the worst clash first: the output is an input
         if _same(target, src):
-            raise UserInputError(f"{option} {out}: is also an input of this command ({raw}); writing "
+            raise UserInputError(f"{head}: is also an input of this command ({raw}); writing "
                                  "it would destroy the input — choose another output path")
     for raw, src in sources:
         if kind == "dir" and _inside(src, target):
-            raise UserInputError(f"{option} {out}: contains the input {raw}; outputs would mix with "
+            raise UserInputError(f"{head}: contains the input {raw}; outputs would mix with "
                                  "(or overwrite) the inputs — choose a separate output folder")
         if _inside(target, src) and src.is_dir():
-            raise UserInputError(f"{option} {out}: lies inside the input folder {raw}; choose an "
+            raise UserInputError(f"{head}: lies inside the input folder {raw}; choose an "
                                  "output outside the inputs")
     if out.exists() or out.is_symlink():
         if kind == "file" and out.is_dir():
-            raise UserInputError(f"{option} {out}: is a folder; pass a file path")
+            raise UserInputError(f"{head}: is a folder; pass a file path")
         if kind == "dir" and not out.is_dir():
-            raise UserInputError(f"{option} {out}: is a file, not a folder; pass a folder path")
+            raise UserInputError(f"{head}: is a file, not a folder; pass a folder path")
+        if kind == "file" and not exist_ok:
+            raise UserInputError(f"{head}: the file exists; pass --exist-ok to replace it, or "
+                                 f"choose another {option}")
         if kind == "dir" and not exist_ok and any(out.iterdir()) and not _folder_is_ours(
                 out, owner_marker, known_files):
-            raise UserInputError(f"{option} {out}: a non-empty folder that hybridvision did not "
+            raise UserInputError(f"{head}: a non-empty folder that hybridvision did not "
                                  "create; choose a new or empty folder (its files would be mixed "
                                  "with or replaced by the outputs)")
         where = out if kind == "dir" else out.parent
@@ -305,10 +343,10 @@ def check_output_path(
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     if not probe.is_dir():
-        raise UserInputError(f"{option} {out}: {probe} is a file, so no folder can be made there; "
+        raise UserInputError(f"{head}: {probe} is a file, so no folder can be made there; "
                              "choose another output path")
     if not os.access(probe, os.W_OK | os.X_OK):
-        raise UserInputError(f"{option} {out}: cannot write in {probe} (permission denied or "
+        raise UserInputError(f"{head}: cannot write in {probe} (permission denied or "
                              "read-only); choose a writable location")
     return out
 

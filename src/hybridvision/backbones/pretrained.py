@@ -23,19 +23,22 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+import annotated_types as at
 import torch
 import torch.nn as nn
 from torchvision.ops import FrozenBatchNorm2d
 
 from hybridvision.errors import UserInputError
+from hybridvision.options import keyword_parameters
 from hybridvision.registry import BACKBONE_OPTIONS
 
-__all__ = ["BACKBONE_OPTIONS", "read_state_dict", "resolve_weights", "load_backbone_weights", "freeze_backbone",
-           "apply_backbone_options"]
+__all__ = ["BACKBONE_OPTIONS", "BACKBONE_PARAMETERS", "read_state_dict", "resolve_weights", "load_backbone_weights",
+           "freeze_backbone", "apply_backbone_options"]
 
 _PREFIXES = ("module.", "backbone.body.", "backbone.", "model.", "body.", "encoder.")
 
@@ -102,29 +105,99 @@ def _strip(key: str) -> str:
     return key
 
 
+_RESNET_PARTS = ("conv1", "bn1", "layer1", "layer2", "layer3", "layer4")
+_BLOCK = re.compile(r"^layer(\d)\.(\d+)\.")
+
+
+def _resnet_shape(shapes: Mapping[str, Any]) -> tuple[int, float] | None:
+    """(depth, width) of a ResNet from its tensor names and shapes (2 + 2 or 3 convolutions per
+    block, the stem's channels over 64); None for tensors of no ResNet."""
+    blocks = {m.groups() for m in map(_BLOCK.match, shapes) if m}
+    if not blocks:
+        return None
+    depth = 2 + len(blocks) * (3 if any(".conv3." in n for n in shapes) else 2)
+    stem = shapes.get("conv1.weight")
+    return depth, (tuple(stem)[0] / 64 if stem is not None else 1.0)
+
+
+def _resnet_name(shape: tuple[int, float] | None) -> str:
+    if shape is None:
+        return "no ResNet"
+    return f"a ResNet-{shape[0]}" + (f" ×{shape[1]:g}" if shape[1] != 1 else "")
+
+
+def _modules(names: list[str], n: int = 3) -> str:
+    """The first ``n`` modules (``layer1.0.conv3``) of tensor names, for a message."""
+    mods = list(dict.fromkeys(k.rsplit(".", 1)[0] for k in names))
+    return ", ".join(mods[:n]) + (", …" if len(mods) > n else "")
+
+
+def _fix(ours: tuple[int, float] | None, theirs: tuple[int, float] | None) -> str:
+    """What to do when a file of a ``theirs`` ResNet does not fit an ``ours`` backbone."""
+    fix = f"pass {_resnet_name(ours)}'s weights"
+    fix += f" (e.g. torchvision:resnet{ours[0]})" if ours and ours[1] == 1 else ""
+    if theirs and ours and theirs != ours:
+        change = [f"model_kwargs.{k}={t:g}" for k, o, t in (("depth", *[x[0] for x in (ours, theirs)]),
+                                                            ("width", *[x[1] for x in (ours, theirs)])) if o != t]
+        fix += f", or train a model whose backbone is {_resnet_name(theirs)} ({', '.join(change)})"
+    return fix
+
+
+def _fit(backbone: nn.Module, source: dict[str, torch.Tensor], path: Path) -> dict[str, Any]:
+    """Match the file's tensors to ``backbone``'s by name and shape → what loads; UserInputError
+    unless the file fits: every backbone tensor but its own attention blocks' (``attn*``) is in
+    the file with its shape, and the file holds no ResNet tensor the backbone lacks. Tensors of
+    no ResNet (a detector's ``fpn.*``, ``rpn.*``) are ignored and listed; ``fc.*`` is skipped."""
+    counter = "num_batches_tracked"  # a BatchNorm step counter: not a weight
+    target = {k: v for k, v in backbone.state_dict().items() if not k.endswith(counter)}
+    skipped = sorted(k for k in source if k.split(".")[0] == "fc")
+    file = {k: v for k, v in source.items() if k not in skipped and not k.endswith(counter)}
+    take = sorted(k for k, v in file.items() if k in target and tuple(target[k].shape) == tuple(v.shape))
+    reshaped = sorted(k for k in file if k in target and k not in take)
+    lacking = sorted(k for k in target if k not in file)
+    own = [k for k in lacking if any(p.startswith("attn") for p in k.split("."))]  # keep their own init
+    missing = [k for k in lacking if k not in own]
+    foreign = sorted(k for k in file if k not in target)
+    unexpected = [k for k in foreign if k.split(".")[0] in _RESNET_PARTS]
+    if reshaped or missing or unexpected:
+        ours = _resnet_shape({k: v.shape for k, v in target.items()})
+        theirs = _resnet_shape({k: v.shape for k, v in file.items()})
+        problems = [f"{len(missing)} of the backbone's are not in the file ({_modules(missing)})" if missing else "",
+                    f"{len(unexpected)} are not in the backbone ({_modules(unexpected)})" if unexpected else "",
+                    f"{len(reshaped)} have another shape ({reshaped[0]}: {list(file[reshaped[0]].shape)} in the "
+                    f"file, {list(target[reshaped[0]].shape)} here{', …' if len(reshaped) > 1 else ''})"
+                    if reshaped else ""]
+        raise UserInputError(f"{path}: does not fit this backbone, {_resnet_name(ours)} (the file holds "
+                             f"{_resnet_name(theirs)}): {len(take)} of the file's {len(file)} tensors fit; "
+                             f"{', '.join(p for p in problems if p)}; {_fix(ours, theirs)}")
+    # the counters load too where both have them (BatchNorm with momentum=None averages by them)
+    state = backbone.state_dict()
+    take += sorted(k for k in source if k.endswith(counter) and k in state and state[k].shape == source[k].shape)
+    return {"loaded": len(take), "missing": own, "unexpected": foreign, "skipped": skipped, "loaded_names": take}
+
+
 def load_backbone_weights(backbone: nn.Module, spec: str | os.PathLike) -> dict[str, Any]:
     """Load ``spec`` (:func:`resolve_weights`) into ``backbone`` by name and shape → a report:
-    ``{"file", "loaded", "missing" (backbone tensors the file lacks), "unexpected" (file tensors
-    that fit nothing), "skipped" (the classifier)}``. Refuses a file that fits nothing."""
+    ``{"file", "loaded", "missing" (the backbone's attention blocks, which no ResNet file has: a
+    file that lacks any other tensor is refused), "unexpected" (file tensors of no ResNet,
+    ignored), "skipped" (the classifier), "loaded_names"}``. Refuses a file that does not fit
+    (:func:`_fit`), with counts and examples of the missing, extra and reshaped tensors.
+
+    On the meta device (a run's check before any data is made) the fit is checked and nothing
+    loaded; a file that cannot be read is left to the real build, which says why."""
     path = resolve_weights(spec)
-    source = {_strip(k): v for k, v in read_state_dict(path).items()}
-    skipped = sorted(k for k in source if k.split(".")[0] == "fc")
-    target = backbone.state_dict()
-    take, unexpected = {}, []
-    for k, v in source.items():
-        if k in skipped:
-            continue
-        if k in target and tuple(target[k].shape) == tuple(v.shape):
-            take[k] = v.to(target[k].dtype)
-        else:
-            unexpected.append(k)
-    if not any(not k.endswith("num_batches_tracked") for k in take):  # a BN counter fits anything
-        raise UserInputError(f"{path}: none of its {len(source)} tensors fits this backbone (ResNet names such "
-                             "as layer1.0.conv1.weight expected); pass a ResNet of the same depth")
-    backbone.load_state_dict(take, strict=False)
-    missing = sorted(k for k in target if k not in take and not k.endswith("num_batches_tracked"))
-    return {"file": str(path), "loaded": len(take), "missing": missing, "unexpected": sorted(unexpected),
-            "skipped": skipped, "loaded_names": sorted(take)}
+    on_meta = any(p.is_meta for p in backbone.parameters())
+    try:
+        source = {_strip(k): v for k, v in read_state_dict(path).items()}
+    except UserInputError:
+        if not on_meta:
+            raise
+        return {"file": str(path), "loaded": 0, "missing": [], "unexpected": [], "skipped": [], "loaded_names": []}
+    report = {"file": str(path), **_fit(backbone, source, path)}
+    if not on_meta:
+        target = backbone.state_dict()
+        backbone.load_state_dict({k: source[k].to(target[k].dtype) for k in report["loaded_names"]}, strict=False)
+    return report
 
 
 def _stages(backbone: nn.Module) -> list[list[nn.Module]]:
@@ -169,22 +242,30 @@ def freeze_backbone(backbone: nn.Module, stages: int = 0, frozen_bn: bool = Fals
         _freeze_bn(backbone, keep)
 
 
-def apply_backbone_options(model: nn.Module, options: dict[str, Any]) -> dict[str, Any] | None:
-    """Apply :data:`BACKBONE_OPTIONS` to ``model`` (its ``backbone``, or itself for a ResNet
-    classifier); returns the loading report (None without ``backbone_weights``). On the meta
-    device only the file is checked (nothing is read)."""
-    weights = options.get("backbone_weights")
-    freeze = int(options.get("freeze_stages", 2 if weights else 0))
-    frozen_bn = bool(options.get("frozen_bn", bool(weights)))
+def apply_backbone_options(model: nn.Module, *, backbone_weights: str | os.PathLike | None = None,
+                           freeze_stages: Annotated[int, at.Ge(0), at.Le(5)] | None = None,
+                           frozen_bn: bool | None = None) -> dict[str, Any] | None:
+    """Apply the backbone options (module docstring) to ``model`` (its ``backbone``, or itself for
+    a ResNet classifier); returns the loading report (None without ``backbone_weights``). On the
+    meta device the file is checked against the backbone and nothing is loaded.
+
+    ``freeze_stages`` and ``frozen_bn`` left None take the recipe's defaults: 2 and true with
+    ``backbone_weights``, 0 and false without."""
+    given = {"backbone_weights": backbone_weights, "freeze_stages": freeze_stages, "frozen_bn": frozen_bn}
+    freeze = (2 if backbone_weights else 0) if freeze_stages is None else int(freeze_stages)
+    frozen = bool(backbone_weights) if frozen_bn is None else bool(frozen_bn)
+    if all(v is None for v in given.values()):
+        return None
     backbone = getattr(model, "backbone", model)
     if not all(hasattr(backbone, n) for n in ("conv1", "layer1")):
-        raise UserInputError(f"{', '.join(k for k in BACKBONE_OPTIONS if k in options)}: "
+        raise UserInputError(f"{', '.join(k for k, v in given.items() if v is not None)}: "
                              f"{type(model).__name__}'s backbone is not a ResNet; these options apply to "
                              "ResNet-based models (FCOS, RetinaNet, CenterNet, CornerFCOS)")
-    report = None
-    if weights:
-        on_meta = any(p.is_meta for p in backbone.parameters())
-        report = {"file": str(resolve_weights(weights))} if on_meta else load_backbone_weights(backbone, weights)
-    loaded = set(report["loaded_names"]) if report and "loaded_names" in report else None
-    freeze_backbone(backbone, freeze, frozen_bn, loaded)
+    report = load_backbone_weights(backbone, backbone_weights) if backbone_weights else None
+    loaded = set(report["loaded_names"]) if report else None
+    freeze_backbone(backbone, freeze, frozen, loaded)
     return report
+
+
+# The options' types, checked where model options are (:mod:`hybridvision.options`).
+BACKBONE_PARAMETERS = keyword_parameters(apply_backbone_options, exclude=("model",))

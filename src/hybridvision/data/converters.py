@@ -24,8 +24,9 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from hybridvision.data.validate import MAX_SHOWN
 from hybridvision.errors import DataError
@@ -109,6 +110,7 @@ def montos_to_coco(
     out_json: str | os.PathLike,
     *,
     class_names: Sequence[str] | None = None,
+    exist_ok: bool = False,
 ) -> dict[str, Any]:
     """Convert a folder of montos ``.txt`` files (one per image) to one COCO JSON file.
 
@@ -120,6 +122,7 @@ def montos_to_coco(
         images_dir: folder holding ``<stem>.<ext>`` for each label file (ext: ``IMAGE_EXTENSIONS``).
         out_json: output path (written atomically; its folder is created).
         class_names: name of each class index; default ``"0"``…``"9"``.
+        exist_ok: replace an existing ``out_json`` (otherwise refused before any work).
 
     Returns:
         The COCO dict that was written.
@@ -139,7 +142,7 @@ def montos_to_coco(
         raise DataError(f"{labels_dir}: no .txt label files; point to the folder of montos annotations")
     index = _index_images(images_dir)
     inputs = [*label_files, *(p for ps in index.values() for p in ps)]
-    check_output_path(out_json, inputs=inputs, kind="file")
+    check_output_path(out_json, inputs=inputs, kind="file", exist_ok=exist_ok)
     errors: list[str] = []
     images: list[dict] = []
     annotations: list[dict] = []
@@ -203,52 +206,144 @@ MODANET_CATEGORIES = ("bag", "belt", "boots", "footwear", "outer", "dress", "sun
                       "shorts", "skirt", "headwear", "scarf & tie")
 
 
-def modanet_to_coco(modanet_json: str | os.PathLike, out_json: str | os.PathLike) -> dict[str, Any]:
+def _integer(value: Any, what: str) -> int:
+    """A JSON integer (``2``, or ``2.0``); ``ValueError`` naming ``what`` for a string, a bool, NaN or a fraction."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or (
+            value != int(value)):
+        raise ValueError(f"{what} {value!r} is not an integer")
+    return int(value)
+
+
+def _real(value: Any, what: str) -> float:
+    """A finite JSON number; ``ValueError`` naming ``what`` for a string, a bool, NaN or infinity (not JSON)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{what} {value!r} is not a finite number")
+    return float(value)
+
+
+def _finite_polygons(seg: Any) -> bool:
+    """Polygons ``[[x, y, …], …]`` of finite numbers (an RLE dict is not looked into)."""
+    if isinstance(seg, dict):
+        return True
+    if not isinstance(seg, list):
+        return False
+    return all(isinstance(poly, list) and all(
+        not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v) for v in poly) for poly in seg)
+
+
+def _modanet_image(im: Any) -> dict[str, Any]:
+    """One ``images`` record → ``{id, file_name, width, height}``; ``ValueError`` naming the bad field."""
+    if not isinstance(im, dict):
+        raise ValueError(f"is {type(im).__name__}, not an object with id, file_name, width and height")
+    missing = [k for k in ("id", "file_name", "width", "height") if k not in im]
+    if missing:
+        raise ValueError(f"has no {', '.join(missing)}")
+    name = im["file_name"]
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"file_name {name!r} is not an image file name")
+    rec = {"id": _integer(im["id"], "id"), "file_name": name, "width": _integer(im["width"], "width"),
+           "height": _integer(im["height"], "height")}
+    if rec["width"] < 1 or rec["height"] < 1:
+        raise ValueError(f"size {rec['width']}×{rec['height']} is not positive")
+    return rec
+
+
+def _modanet_annotation(ann: Any) -> tuple[int | None, int, int, list[float], int]:
+    """One ``annotations`` record → ``(id or None, image_id, category_id, [x, y, w, h], iscrowd)``;
+    ``ValueError`` naming the bad field (a string id, a NaN coordinate, ``iscrowd`` not 0/1, …)."""
+    if not isinstance(ann, dict):
+        raise ValueError(f"is {type(ann).__name__}, not an object with image_id, category_id and bbox")
+    missing = [k for k in ("image_id", "category_id", "bbox") if k not in ann]
+    if missing:
+        raise ValueError(f"has no {', '.join(missing)}")
+    ann_id = None if ann.get("id") is None else _integer(ann["id"], "id")
+    image_id, cat = _integer(ann["image_id"], "image_id"), _integer(ann["category_id"], "category_id")
+    box = ann["bbox"]
+    if not isinstance(box, list) or len(box) != 4:
+        raise ValueError(f"bbox {box!r} is not [x, y, w, h]")
+    xywh = [_real(v, "bbox value") for v in box]
+    crowd = ann.get("iscrowd", 0)
+    crowd = 0 if crowd is None else crowd
+    if isinstance(crowd, str) or crowd not in (0, 1):
+        raise ValueError(f"iscrowd {crowd!r} is not 0 or 1")
+    if "segmentation" in ann and not _finite_polygons(ann["segmentation"]):
+        raise ValueError("segmentation is not polygons of finite numbers ([[x, y, x, y, …]])")
+    return ann_id, image_id, cat, xywh, int(crowd)
+
+
+def _modanet_names(categories: Any, errors: list[str]) -> dict[int, str]:
+    """The file's own name of each category id (ModaNet's when absent)."""
+    if categories is None:
+        return {}
+    if not isinstance(categories, list):
+        errors.append(f"categories: is {type(categories).__name__}, not a list of {{id, name}}; fix or remove it")
+        return {}
+    names: dict[int, str] = {}
+    for i, c in enumerate(categories):
+        try:
+            if not isinstance(c, dict) or not isinstance(c.get("name"), str):
+                raise ValueError("is not an object with an id and a name")
+            names[_integer(c.get("id"), "id")] = c["name"]
+        except ValueError as e:
+            errors.append(f"categories[{i}]: {e}; fix the record")
+    return names
+
+
+def modanet_to_coco(modanet_json: str | os.PathLike, out_json: str | os.PathLike, *,
+                    exist_ok: bool = False) -> dict[str, Any]:
     """ModaNet's instance file (``modanet2018_instances_{train,val}.json``: COCO-like, with polygons)
     → a COCO box file for detection (thesis A's main dataset).
 
     Keeps ``images`` (``file_name``, ``id``, ``width``, ``height``) and, per annotation, ``id``,
     ``image_id``, ``category_id``, ``bbox`` (clipped to its image), ``area`` (of the clipped box)
     and ``iscrowd``; drops the polygons. A box with no area left inside its image is dropped and
-    counted (ModaNet has a few); a record that is not a ModaNet annotation (missing keys, an
-    unknown image or a category outside 1–13) is a :class:`DataError` naming it. Categories are
-    ModaNet's 13, with the file's own names when it has them.
+    counted (ModaNet has a few); a record that is not a ModaNet annotation (missing keys, ids or
+    sizes that are not integers, a NaN or infinite coordinate — not valid JSON to write —,
+    ``iscrowd`` not 0/1, a ``file_name`` that is not a name, a repeated id, an unknown image or a
+    category outside 1–13) is a :class:`DataError` naming it. Categories are ModaNet's 13, with
+    the file's own names when it has them (``categories``, a list). An existing ``out_json`` is
+    refused unless ``exist_ok``.
 
     Returns:
         The COCO dict written (with ``info.dropped_boxes``).
     """
     src = Path(modanet_json)
-    check_output_path(out_json, inputs=[src], kind="file")
+    check_output_path(out_json, inputs=[src], kind="file", exist_ok=exist_ok)
     data = read_json(src, what="ModaNet annotation")
     if not isinstance(data, dict) or not isinstance(data.get("images"), list) or not isinstance(
             data.get("annotations"), list):
         raise DataError(f"{src}: not a ModaNet instance file (a JSON object with 'images' and 'annotations' "
                         "lists); pass modanet2018_instances_train.json or _val.json")
-    names = {c.get("id"): c.get("name") for c in data.get("categories", []) if isinstance(c, dict)}
     errors: list[str] = []
+    names = _modanet_names(data.get("categories"), errors)
     images, sizes = [], {}
     for i, im in enumerate(data["images"]):
         try:
-            rec = {"id": int(im["id"]), "file_name": str(im["file_name"]), "width": int(im["width"]),
-                   "height": int(im["height"])}
-        except (KeyError, TypeError, ValueError):
-            errors.append(f"images[{i}]: needs id, file_name, width and height; fix the record")
+            rec = _modanet_image(im)
+        except ValueError as e:
+            errors.append(f"images[{i}]: {e}; fix the record")
+            continue
+        if rec["id"] in sizes:
+            errors.append(f"images[{i}]: id {rec['id']} is used by another image; give each image its own id")
             continue
         images.append(rec)
         sizes[rec["id"]] = (rec["width"], rec["height"])
-    annotations, dropped = [], 0
+    annotations, dropped, used_ids = [], 0, set()
     for i, ann in enumerate(data["annotations"]):
         try:
-            image_id, cat = int(ann["image_id"]), int(ann["category_id"])
-            x, y, w, h = (float(v) for v in ann["bbox"])
-        except (KeyError, TypeError, ValueError):
-            errors.append(f"annotations[{i}]: needs image_id, category_id and bbox [x, y, w, h]; fix the record")
+            ann_id, image_id, cat, (x, y, w, h), crowd = _modanet_annotation(ann)
+        except ValueError as e:
+            errors.append(f"annotations[{i}]: {e}; fix the record")
             continue
+        if ann_id is not None and ann_id in used_ids:
+            errors.append(f"annotations[{i}]: id {ann_id} is used by another annotation; give each its own id")
+            continue
+        used_ids.add(ann_id)
         if image_id not in sizes:
-            errors.append(f"annotations[{i}] (id {ann.get('id')}): image_id {image_id} is not among the images")
+            errors.append(f"annotations[{i}] (id {ann_id}): image_id {image_id} is not among the images")
             continue
         if not 1 <= cat <= len(MODANET_CATEGORIES):
-            errors.append(f"annotations[{i}] (id {ann.get('id')}): category_id {cat} is not a ModaNet "
+            errors.append(f"annotations[{i}] (id {ann_id}): category_id {cat} is not a ModaNet "
                           f"category (1–{len(MODANET_CATEGORIES)})")
             continue
         width, height = sizes[image_id]
@@ -257,19 +352,23 @@ def modanet_to_coco(modanet_json: str | os.PathLike, out_json: str | os.PathLike
         if x1 <= x0 or y1 <= y0:
             dropped += 1
             continue
-        annotations.append({"id": int(ann.get("id", len(annotations) + 1)), "image_id": image_id,
-                            "category_id": cat, "bbox": [x0, y0, x1 - x0, y1 - y0],
-                            "area": (x1 - x0) * (y1 - y0), "iscrowd": int(ann.get("iscrowd", 0) or 0)})
+        annotations.append({"id": ann_id, "image_id": image_id, "category_id": cat, "bbox": [x0, y0, x1 - x0, y1 - y0],
+                            "area": (x1 - x0) * (y1 - y0), "iscrowd": crowd})
     if errors:
+        errors = [f"{src}: {e}" for e in errors]  # each names the file: the CLI shows the first alone
         shown = errors[:MAX_SHOWN]
         head = f"ModaNet {src}: {len(errors)} problem{'s' if len(errors) != 1 else ''} found"
         head += f" (first {len(shown)} shown)" if len(errors) > len(shown) else ""
         raise DataError("\n".join([head] + [f"  - {e}" for e in shown]), findings=errors)
+    next_id = max((a["id"] for a in annotations if a["id"] is not None), default=0) + 1
+    for a in annotations:  # records without an id get fresh ones, after the largest given
+        if a["id"] is None:
+            a["id"], next_id = next_id, next_id + 1
     coco = {
         "info": {"description": f"boxes converted from ModaNet {src.name}", "dropped_boxes": dropped},
         "images": images,
         "annotations": annotations,
-        "categories": [{"id": k + 1, "name": str(names.get(k + 1) or n), "supercategory": "fashion"}
+        "categories": [{"id": k + 1, "name": names.get(k + 1) or n, "supercategory": "fashion"}
                        for k, n in enumerate(MODANET_CATEGORIES)],
     }
     write_json_atomic(coco, out_json)

@@ -65,10 +65,14 @@ class BimodalData:
 
 
 def _read_unseen(path: Path, classes: Sequence[str]) -> list[str]:
+    """The zero-shot class names of ``path`` (one a line; blank lines and ``#`` comments skipped)."""
     try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
+        lines = path.read_bytes().decode("utf-8-sig").splitlines()
     except OSError as e:
         raise DataError(f"{path}: cannot read the zero-shot class list ({e.strerror})") from None
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: the zero-shot class list is not UTF-8 text (byte {e.start}); save it as UTF-8, "
+                        "one class name a line") from None
     names = []
     for n, line in enumerate(lines, 1):
         name = line.strip()

@@ -40,7 +40,7 @@ import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -51,6 +51,7 @@ from torchvision import tv_tensors
 from hybridvision.data.builtin.sketches import DEFAULT_PER_CLASS, ensure_sketches
 from hybridvision.errors import DataError, UserInputError
 from hybridvision.imageio import IMAGE_EXTENSIONS, load_gray_uint8
+from hybridvision.options import Fraction, NonNegativeInt, PositiveFloat, PositiveInt
 
 __all__ = [
     "QUICKDRAW_CANVAS",
@@ -592,16 +593,16 @@ def quickdraw_dataset(
     split: str = "train",
     transform: Callable | None = None,
     *,
-    per_class: int | None = None,
-    val_fraction: float = 0.2,
+    per_class: PositiveInt | None = None,
+    val_fraction: Fraction = 0.2,
     seed: int = 0,
     classes: Sequence[str] | None = None,
-    fmt: str = "auto",
+    fmt: Literal["auto", "ndjson", "npy"] = "auto",
     recognized_only: bool = False,
-    raster_size: int = 256,
-    line_width: float | None = None,
-    padding: int | None = None,
-    supersample: int = 2,
+    raster_size: PositiveInt = 256,
+    line_width: PositiveFloat | None = None,
+    padding: NonNegativeInt | None = None,
+    supersample: PositiveInt = 2,
 ) -> SketchClassification:
     """QuickDraw folder (``<class>.ndjson`` simplified strokes or ``<class>.npy`` bitmaps) → dataset.
 
@@ -682,10 +683,10 @@ def tuberlin_dataset(
     split: str = "train",
     transform: Callable | None = None,
     *,
-    val_fraction: float = 0.2,
+    val_fraction: Fraction = 0.2,
     seed: int = 0,
     classes: Sequence[str] | None = None,
-    per_class: int | None = None,
+    per_class: PositiveInt | None = None,
 ) -> SketchClassification:
     """TU-Berlin (Eitz, Hays & Alexa, "How Do Humans Sketch Objects?", SIGGRAPH 2012) → dataset.
 
@@ -739,8 +740,8 @@ def build_sketch_dataset(
     *,
     root: str | os.PathLike = "data",
     seed: int = 0,
-    per_class: int | None = None,
-    val_fraction: float = 0.2,
+    per_class: PositiveInt | None = None,
+    val_fraction: Fraction = 0.2,
     classes: Sequence[str] | None = None,
     **kwargs: Any,
 ) -> SketchClassification:

@@ -170,7 +170,8 @@ class ScaleCropFlip:
         if self.scale_range is not None:
             lo, hi = self.scale_range
             r *= lo + float(torch.rand(())) * (hi - lo)
-        nh, nw = (int(h * r), int(w * r)) if self.scale_range is not None else _longer_side_to(h, w, self.size)
+        nh, nw = ((max(1, int(h * r)), max(1, int(w * r))) if self.scale_range is not None
+                  else _longer_side_to(h, w, self.size))  # never a side of 0 (a 4000×3 strip)
         top = left = 0
         if self.crop:  # offsets into the image padded by the shortfall on both sides
             ph, pw = nh + 2 * max(0, self.size - nh), nw + 2 * max(0, self.size - nw)
@@ -235,10 +236,23 @@ class ScaleCropFlip:
 
 
 def _longer_side_to(h: int, w: int, size: int) -> tuple[int, int]:
-    """The size ``v2.Resize(None, max_size=size)`` gives an ``h × w`` image (longer side ``size``)."""
+    """The size ``v2.Resize(None, max_size=size)`` gives an ``h × w`` image (longer side ``size``),
+    but never a side of 0 (torchvision's gives a 4000×3 image at 128 a height of 0, and fails)."""
     if w <= h:
-        return size, int(size * w / h)
-    return int(size * h / w), size
+        return size, max(1, int(size * w / h))
+    return max(1, int(size * h / w)), size
+
+
+class LongerSideResize(v2.Resize):
+    """``v2.Resize(None, max_size=size)`` (the eval resize: longer side ``size``, aspect kept) that
+    keeps at least 1 px on the shorter side, so an extreme aspect ratio (a 4000×3 strip) resizes."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(size=None, max_size=int(size), antialias=True)
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        h, w = TF.get_size(inpt)  # the image's size, or the boxes' canvas (the same)
+        return self._call_kernel(TF.resize, inpt, list(_longer_side_to(h, w, self.max_size)), antialias=True)
 
 
 LIGHT_JITTER = {"brightness": 0.3, "contrast": 0.3}
@@ -336,7 +350,7 @@ def build_detection_transforms(
     if size < 1:
         raise ValueError(f"size must be positive, got {size}")
     if not train:
-        return DetectionTransforms(v2.Compose([v2.Resize(size=None, max_size=size, antialias=True)]))
+        return DetectionTransforms(v2.Compose([LongerSideResize(size)]))
     if scale_jitter is not None and not 0 < scale_jitter[0] <= scale_jitter[1]:
         raise ValueError(f"scale_jitter must be (min, max) with 0 < min <= max, got {scale_jitter}")
     if fast:
@@ -351,7 +365,7 @@ def build_detection_transforms(
             raise ValueError(f"scale_jitter must be (min, max) with 0 < min <= max, got {scale_jitter}")
         steps.append(v2.ScaleJitter(target_size=(size, size), scale_range=(float(lo), float(hi)), antialias=True))
     else:
-        steps.append(v2.Resize(size=None, max_size=size, antialias=True))
+        steps.append(LongerSideResize(size))
     if crop:
         steps.append(v2.RandomCrop((size, size), pad_if_needed=True, fill=0))
     if hflip > 0:

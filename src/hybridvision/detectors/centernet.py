@@ -118,7 +118,7 @@ class CenterNet(DenseDetector):
         radius_form: ``"corrected"`` or ``"original"`` :func:`~hybridvision.ops.gaussian_radius`
             (the released code trained with the original).
         heatmap_weight, size_weight, offset_weight: loss weights (1, 0.1, 1 in the paper).
-        topk: peaks kept per image before the score threshold (100).
+        topk: peaks kept per image before the score threshold (100; at least ``detections_per_img``).
         score_thresh: detections need a peak score > this (0.01).
         nms_thresh: class-wise box NMS after the peaks, or None (default: the paper's decode has
             no NMS; its author reports +0.5 AP for large objects with it).
@@ -275,7 +275,9 @@ class CenterNet(DenseDetector):
                              device=heat.device)  # [B, 2] cells covering each image
         inside = (rows[None, :, None] < cells[:, 0, None, None]) & (cols[None, None, :] < cells[:, 1, None, None])
         heat = heat * inside[:, None].to(heat.dtype)  # no peak in the padding of a smaller image
-        scores, labels, ys, xs = topk_peaks(heatmap_peaks(heat), self.topk)  # [B, k] each
+        # at least detections_per_img peaks, so that raising it (predict --max-det, eval --max-dets) is enough
+        k = max(self.topk, self.detections_per_img)
+        scores, labels, ys, xs = topk_peaks(heatmap_peaks(heat), k)  # [B, k] each
         size = gather_at(outputs["size"].float(), ys, xs).clamp(min=0)  # [B, k, 2]
         offset = gather_at(outputs["offset"].float(), ys, xs)  # [B, k, 2]
         cx = (xs + offset[..., 0]) * self.stride

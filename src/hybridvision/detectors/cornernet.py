@@ -194,7 +194,7 @@ class CornerNet(DenseDetector):
         min_overlap: of the corner Gaussians' radius (0.3, CornerNet's config).
         radius_form: ``"corrected"`` or ``"original"`` (:func:`~hybridvision.ops.gaussian_radius`).
         pull_weight, push_weight, offset_weight: loss weights (0.1, 0.1, 1).
-        topk: corners kept per type and image (100).
+        topk: corners kept per type and image (100; at least ``detections_per_img``).
         tag_thresh: largest tag distance of a pair (0.5).
         score_thresh: pairs need a score (mean of the corner scores) > this (0.01).
         nms_method, nms_thresh: NMS of the pairs (Soft-NMS, Gaussian, as the paper; 0.5).
@@ -424,7 +424,9 @@ class CornerNet(DenseDetector):
             corners = {}
             for corner in _CORNERS:
                 heat = outputs[f"{corner}_heat"][level].float().sigmoid()  # [B, K, H, W]
-                scores, labels, ys, xs = topk_peaks(heatmap_peaks(heat), self.topk)  # [B, k]
+                # k >= detections_per_img: N objects need N corners of each type
+                k = max(self.topk, self.detections_per_img)
+                scores, labels, ys, xs = topk_peaks(heatmap_peaks(heat), k)  # [B, k]
                 tag = gather_at(outputs[f"{corner}_tag"][level].float(), ys, xs)[..., 0]  # [B, k]
                 off = gather_at(outputs[f"{corner}_offset"][level].float(), ys, xs)  # [B, k, 2]
                 corners[corner] = (scores, labels, tag, (xs + off[..., 0]) * stride, (ys + off[..., 1]) * stride)

@@ -15,8 +15,6 @@ from __future__ import annotations
 from typing import Any
 from collections.abc import Callable, Sequence
 
-import inspect
-
 import torch.nn as nn
 
 import hybridvision.backbones.hybrid  # noqa: F401  registers the classification backbones
@@ -30,6 +28,7 @@ from hybridvision.errors import UserInputError
 from hybridvision.necks.fpn import FPN, FinestLevels
 from hybridvision.necks.panet import PANet
 from hybridvision.necks.upsample import DeconvUpsample
+from hybridvision.options import keyword_parameters
 from hybridvision.registry import build_model, register_model
 
 __all__ = ["build_fcos", "build_centernet", "build_retinanet", "build_cornernet", "build_cornerfcos",
@@ -39,22 +38,19 @@ __all__ = ["build_fcos", "build_centernet", "build_retinanet", "build_cornernet"
 INF = float("inf")
 
 
-def _params(fn: Callable[..., Any]) -> set[str]:
-    return {n for n, p in inspect.signature(fn).parameters.items()
-            if p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)}
-
-
 def _preset(*, on: Callable[..., Any], detector: type = FCOS, head: type | None = FCOSHead):
     """Register a detector preset whose ``**kwargs`` go to ``on`` (e.g. :func:`build_fcos`), then
     to ``detector`` and its ``head`` (None: the detector builds its head from its own options):
     the builder declares all of those as its ``options``, so an unknown one is refused, with the
     valid ones, before anything is built."""
-    head_options = set() if head is None else _params(head.__init__) - {"self", "in_channels", "num_classes",
-                                                                         "num_levels"}
-    detector_options = _params(detector.__init__) - {"self", "backbone", "neck", "num_classes", "head"}
+    head_options = {} if head is None else keyword_parameters(head.__init__, exclude=("in_channels", "num_classes",
+                                                                                     "num_levels"))
+    detector_options = keyword_parameters(detector.__init__, exclude=("backbone", "neck", "num_classes", "head"))
+    # name -> annotated parameter (on's where names repeat): hybridvision.options checks values by it
+    options = {**head_options, **detector_options, **keyword_parameters(on, exclude=("backbone_name",))}
 
     def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
-        fn.options = sorted((_params(on) | detector_options | head_options) - {"backbone_name"})
+        fn.options = {k: options[k] for k in sorted(options)}
         return register_model(fn, task="detection")
 
     return wrap

@@ -7,16 +7,24 @@ A checkpoint ``NAME`` is three files in one folder:
 - ``NAME.json``               everything else: epoch, step, optimizer param groups and the
                               non-tensor state, model name and kwargs, class names, metrics.
 
-Each file is written to a temp name and renamed, the JSON last, so a killed run leaves either
-the previous checkpoint or the new one, never a torn mix (the JSON names the step its tensors
-belong to, and loading checks that).
+Each file is written to a temp name and renamed, the JSON last. The three renames are not one
+atomic step, so a save first keeps the checkpoint it replaces: hard links ``NAME.prev.*`` to the
+current files (no data is copied; the files being replaced stay on disk until the new set is
+complete). Each save stamps its tensors files (safetensors metadata) and its JSON with the same
+random ``generation`` and the ``step``; a set whose files disagree is torn. When the new set is
+complete the ``NAME.prev.*`` links are removed. So a ``kill -9`` at any moment leaves a consistent
+``NAME.*`` or a consistent ``NAME.prev.*``, and :func:`recover_checkpoint` (run by ``train
+--resume``) puts the previous one back when the current one is torn.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import shutil
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +33,10 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
 from hybridvision.errors import UserInputError
-from hybridvision.fileio import atomic_save_tensors, atomic_write_text, read_json
+from hybridvision.fileio import atomic_path, atomic_save_tensors, atomic_write_text, read_json
 
 __all__ = ["save_checkpoint", "load_checkpoint_state", "load_weights", "read_sidecar",
-           "validate_sidecar", "weights_step"]
+           "recover_checkpoint", "validate_sidecar", "weights_step"]
 
 _FIX = "delete the .json or pass another checkpoint"
 
@@ -64,18 +72,137 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer | None = None,
     extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``folder/name.{safetensors,optim.safetensors,json}`` atomically; returns the weights path."""
+    """Write ``folder/name.{safetensors,optim.safetensors,json}``, keeping the previous set as
+    ``name.prev.*`` until the new one is complete (module docstring); returns the weights path.
+
+    A failed write (a full disk: a one-line :class:`UserInputError`) puts the previous set back
+    as ``name.*`` before the error propagates, and leaves no temp file.
+    """
     folder = Path(folder)
     step = str((extra or {}).get("step", 0))
-    weights = folder / f"{name}.safetensors"
-    atomic_save_tensors(weights, model.state_dict(), {"format": "pt", "step": step})
-    sidecar: dict[str, Any] = dict(extra or {})
+    generation = uuid.uuid4().hex
+    sidecar: dict[str, Any] = {**(extra or {}), "generation": generation}
+    optim_tensors: dict[str, torch.Tensor] | None = None
     if optimizer is not None:
-        tensors, rest = _split_optimizer_state(optimizer.state_dict())
-        atomic_save_tensors(folder / f"{name}.optim.safetensors", tensors, {"step": step})
-        sidecar["optimizer"] = rest
-    atomic_write_text(folder / f"{name}.json", json.dumps(sidecar, indent=1, default=_jsonable))
+        optim_tensors, sidecar["optimizer"] = _split_optimizer_state(optimizer.state_dict())
+    text = json.dumps(sidecar, indent=1, default=_jsonable)  # a value JSON cannot hold: before any write
+    weights, optim_file, side = _set_files(folder, name)
+    try:
+        _keep_previous(folder, name)
+        atomic_save_tensors(weights, model.state_dict(), {"format": "pt", "step": step, "generation": generation})
+        if optim_tensors is not None:
+            atomic_save_tensors(optim_file, optim_tensors, {"step": step, "generation": generation})
+        atomic_write_text(side, text)  # the commit point: the set is complete
+    except BaseException:
+        with contextlib.suppress(Exception):  # best effort: the error itself is what the user sees
+            recover_checkpoint(folder, name)
+        raise
+    _remove_set(folder, f"{name}.prev")
     return weights
+
+
+# ------------------------------------------------------------------------ consistent sets
+def _set_files(folder: Path, name: str) -> tuple[Path, Path, Path]:
+    """(weights, optimizer, JSON) paths of the checkpoint ``folder/name``."""
+    return folder / f"{name}.safetensors", folder / f"{name}.optim.safetensors", folder / f"{name}.json"
+
+
+def _tensors_meta(path: Path) -> dict[str, str] | None:
+    """A safetensors file's metadata (None when it is missing or unreadable)."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return f.metadata() or {}
+    except (SafetensorError, OSError, ValueError):
+        return None
+
+
+def _set_problem(folder: str | os.PathLike, name: str) -> str | None:
+    """Why the checkpoint ``folder/name`` is not a consistent set (None when it is): a file
+    missing or unreadable, or tensors files from another save than the JSON names."""
+    weights, optim, side = _set_files(Path(folder), name)
+    try:
+        sidecar = json.loads(side.read_bytes().decode("utf-8-sig"))
+    except (OSError, ValueError):
+        return f"{side.name} missing or unreadable"
+    if not isinstance(sidecar, dict):
+        return f"{side.name} is not a JSON object"
+    files = [weights] + ([optim] if "optimizer" in sidecar else [])
+    for f in files:
+        meta = _tensors_meta(f)
+        if meta is None:
+            return f"{f.name} missing or unreadable"
+        if str(meta.get("step", sidecar.get("step"))) != str(sidecar.get("step")):
+            return f"{f.name} is from step {meta.get('step')}, {side.name} from step {sidecar.get('step')}"
+        if meta.get("generation") != sidecar.get("generation"):
+            return f"{f.name} and {side.name} are from different saves"
+    return None
+
+
+def _link(src: Path, dst: Path) -> None:
+    """Make ``dst`` the file ``src`` (a hard link, or a copy where links are not supported),
+    replacing ``dst`` atomically."""
+    if dst.is_file() and os.path.samefile(src, dst):  # already one file (a rename would keep both names)
+        return
+    with atomic_path(dst) as tmp:
+        tmp.unlink()
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+
+
+def _copy_set(folder: Path, src: str, dst: str) -> None:
+    """Make the set ``dst`` the files of the set ``src``: tensors first, the JSON last; an
+    optimizer file ``src`` lacks is removed before the JSON lands."""
+    for a, b in zip(_set_files(folder, src)[:2], _set_files(folder, dst)[:2]):
+        if a.is_file():
+            _link(a, b)
+        else:
+            b.unlink(missing_ok=True)
+    _link(folder / f"{src}.json", folder / f"{dst}.json")
+
+
+def _remove_set(folder: Path, name: str) -> None:
+    """Delete the set ``folder/name.*`` (the JSON first, so that a kill midway leaves no JSON
+    naming files that are gone)."""
+    weights, optim, side = _set_files(folder, name)
+    for f in (side, weights, optim):
+        f.unlink(missing_ok=True)
+
+
+def _keep_previous(folder: Path, name: str) -> None:
+    """Before ``name.*`` is replaced: link its files as ``name.prev.*`` if they form a consistent
+    set (a torn ``name.*`` is left alone: the ``name.prev.*`` beside it is the good one)."""
+    if (folder / f"{name}.json").is_file() and _set_problem(folder, name) is None:
+        _copy_set(folder, name, f"{name}.prev")
+
+
+def recover_checkpoint(folder: str | os.PathLike, name: str) -> str | None:
+    """Repair ``folder/name.*`` after a run was killed while saving it; returns a line saying
+    what was done (None when nothing was needed or possible).
+
+    A consistent ``name.*`` is kept (and a leftover ``name.prev.*`` removed); a torn one is
+    replaced by a consistent ``name.prev.*``, the checkpoint before. With neither, nothing
+    changes (loading then reports the torn set in one line). Temp files of killed writes
+    (``.name.*.tmp``) are removed.
+    """
+    folder = Path(folder)
+    for tmp in folder.glob(f".{name}.*.tmp"):
+        tmp.unlink(missing_ok=True)
+    prev = f"{name}.prev"
+    if not any(f.is_file() for f in _set_files(folder, prev)):
+        return None
+    problem = _set_problem(folder, name)
+    if problem is None:
+        _remove_set(folder, prev)
+        return None
+    if _set_problem(folder, prev) is not None:
+        return None
+    step = read_json(folder / f"{prev}.json", what="checkpoint state").get("step")
+    _copy_set(folder, prev, name)
+    _remove_set(folder, prev)
+    return (f"{folder / name}.*: torn by a run stopped while saving ({problem}); restored the "
+            f"checkpoint before it (step {step})")
 
 
 def _jsonable(o: Any) -> Any:
@@ -114,6 +241,7 @@ _SIDECAR_TYPES: dict[str, tuple[str, Any]] = {
     "train_loop_seconds": ("a number of seconds >= 0", lambda v: _is_number(v) and v >= 0),
     "config": ("an object or null", lambda v: v is None or isinstance(v, dict)),
     "metrics": ("an object", lambda v: isinstance(v, dict)),
+    "generation": ("a string", lambda v: isinstance(v, str)),
     "optimizer": ("an object with param_groups",
                   lambda v: isinstance(v, dict) and isinstance(v.get("param_groups"), list)
                   and all(isinstance(g, dict) and isinstance(g.get("params"), list) for g in v["param_groups"])
@@ -174,14 +302,20 @@ def weights_step(path: str | os.PathLike) -> int | None:
 def _check_step(tensors_file: Path, sidecar: dict[str, Any], side: Path) -> None:
     """The weights (or optimizer) file must be from the step the sidecar names: a run killed
     between writing the tensors and the JSON leaves them from different steps."""
-    if "step" not in sidecar:
-        return
-    step = weights_step(tensors_file)
-    if step is not None and step != sidecar["step"]:
-        raise UserInputError(
-            f"{tensors_file}: weights are from step {step} but the state {side.name} from step "
-            f"{sidecar['step']}: the checkpoint was torn (a run killed while saving); start a new "
-            "run, or fine-tune from it with --weights")
+    fix = ("the checkpoint was torn (a run killed while saving); start a new run, or fine-tune from "
+           "it with --weights")
+    if side.with_name(f"{side.stem}.prev.json").is_file():  # the set kept while it was saved
+        fix = ("the checkpoint was torn (a run killed while saving); `hybridvision train --out RUN --resume` "
+               "restores the one saved before it")
+    if "step" in sidecar:
+        step = weights_step(tensors_file)
+        if step is not None and step != sidecar["step"]:
+            raise UserInputError(f"{tensors_file}: weights are from step {step} but the state {side.name} "
+                                 f"from step {sidecar['step']}: {fix}")
+    generation = (_tensors_meta(tensors_file) or {}).get("generation")
+    if generation is not None and "generation" in sidecar and generation != sidecar["generation"]:
+        raise UserInputError(f"{tensors_file}: weights are from another save than the state {side.name} "
+                             f"(generation {generation[:8]} versus {sidecar['generation'][:8]}): {fix}")
 
 
 def _load_tensors(path: Path) -> dict[str, torch.Tensor]:

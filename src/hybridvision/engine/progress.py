@@ -11,11 +11,10 @@ from collections.abc import Mapping
 from typing import Any, TypeVar
 from collections.abc import Iterable
 
-from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
 
-from hybridvision.console import PIPE_WIDTH, console
+from hybridvision.console import ScriptSafeConsole, console
 from hybridvision.evaluation.coco import format_metrics_table
 
 __all__ = ["console", "is_main_process", "make_progress", "track", "format_evaluation",
@@ -68,7 +67,7 @@ def format_evaluation(evaluation: Mapping[str, Any], title: str | None = None) -
 def _rendered(table: Any) -> str:
     buf = io.StringIO()
     # At its natural width: a long class name widens the table instead of being wrapped or cut.
-    Console(file=buf, width=PIPE_WIDTH, color_system=None, highlight=False).print(table)
+    ScriptSafeConsole(file=buf, color_system=None).print(table)  # markup off: a class named [x] stays
     return "\n".join(line.rstrip() for line in buf.getvalue().strip("\n").splitlines())
 
 

@@ -27,8 +27,10 @@ import torch.nn as nn
 from hybridvision.detectors.base import batch_images
 from hybridvision.errors import UserInputError
 from hybridvision.ops.postprocess import nms_per_image
+from hybridvision.tile_overlap import MAX_TILE_OVERLAP, check_tile_overlap
 
-__all__ = ["tile_windows", "predict_tiled"]
+# MAX_TILE_OVERLAP and check_tile_overlap live in a leaf module shared with data slicing.
+__all__ = ["MAX_TILE_OVERLAP", "check_tile_overlap", "tile_windows", "predict_tiled"]
 
 
 def _starts(n: int, tile: int, overlap: float) -> list[int]:
@@ -52,13 +54,12 @@ def _cores(starts: list[int], tile: int, n: int) -> list[tuple[float, float]]:
 def _check(tile: int, overlap: float) -> None:
     if tile < 1:
         raise UserInputError(f"tile size {tile}: use a positive number of pixels")
-    if not 0 <= overlap < 1:
-        raise UserInputError(f"tile overlap {overlap}: use a fraction in [0, 1)")
+    check_tile_overlap(overlap)
 
 
 def tile_windows(height: int, width: int, tile: int, overlap: float = 0.25) -> list[tuple[int, int, int, int]]:
     """``(y0, x0, y1, x1)`` windows of side ``tile`` (or the image's, when smaller) covering the
-    image, neighbours overlapping by at least ``overlap`` of a tile."""
+    image, neighbours overlapping by at least ``overlap`` (at most :data:`MAX_TILE_OVERLAP`) of a tile."""
     _check(tile, overlap)
     return [(y, x, min(y + tile, height), min(x + tile, width))
             for y in _starts(height, tile, overlap) for x in _starts(width, tile, overlap)]

@@ -61,12 +61,12 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from hybridvision.config import TrainConfig, save_config
 from hybridvision.engine.checkpoint import (load_checkpoint_state, load_weights, read_sidecar,
-                                            save_checkpoint)
+                                            recover_checkpoint, save_checkpoint)
 from hybridvision.engine.loggers import TENSORBOARD_DIR, NullLogger, check_logger, make_logger
 from hybridvision.engine.progress import console, is_main_process, make_progress
 from hybridvision.engine.tasks import DataBundle, make_task
 from hybridvision.errors import UserInputError
-from hybridvision.fileio import OWNER_MARKER, atomic_write_text, make_output_dir
+from hybridvision.fileio import OWNER_MARKER, atomic_write_text, make_output_dir, write_error
 from hybridvision.plots import plot_loss_curve, plot_results
 from hybridvision.factory import create_model
 from hybridvision.registry import check_model_kwargs
@@ -230,9 +230,16 @@ def interrupts_deferred() -> Iterator[None]:
 
 # ---------------------------------------------------------------------------- metrics.jsonl
 def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
-        f.flush()
+    """Append one record (a full disk or a lost permission: one-line error naming the file)."""
+    try:
+        with open(path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+    except OSError as e:
+        err = write_error(e, path)
+        if err is None:
+            raise
+        raise err from None
 
 
 def _truncate_jsonl_after(path: Path, step: int) -> None:
@@ -376,6 +383,11 @@ def train(cfg: TrainConfig, *, resume: bool = False, weights: str | None = None,
     rank, world, device = _setup_distributed(cfg.device)
     out = check_run_folder(cfg.out, resume=resume, exist_ok=exist_ok)  # before any work
     ckpt_dir = out / "checkpoints"
+    if resume and main:  # a run killed while saving: the checkpoint before it (the other ranks wait
+        for name in ("last", "best"):  # at the data barrier below, so they load the repaired set)
+            note = recover_checkpoint(ckpt_dir, name)
+            if note:
+                console.print(note, style="yellow")
     if weights and not Path(weights).is_file():
         raise UserInputError(f"--weights {weights}: file not found; pass a .safetensors file")
     if weights and Path(weights).resolve().is_relative_to(out.resolve()):
@@ -434,7 +446,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, weights: str | None = None,
     elif main:
         make_output_dir(out)  # created and marked as hybridvision's (fileio.OWNER_MARKER)
         metrics_path.unlink(missing_ok=True)
-        for stale in ckpt_dir.glob("best.*"):  # a best of an overwritten run (--exist-ok)
+        for stale in [*ckpt_dir.glob("best.*"), *ckpt_dir.glob("last.prev.*")]:  # of an overwritten run
             stale.unlink()
         for stale in (out / TENSORBOARD_DIR).glob("events.out.tfevents.*"):  # its TensorBoard events
             stale.unlink()
@@ -443,7 +455,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, weights: str | None = None,
         console.print(start_summary(cfg, model, bundle, steps_per_epoch, total_steps, device, world),
                       highlight=False, markup=False)
         for warning in task.start_warnings(model, bundle, cfg):
-            console.print(f"[yellow]{warning}", highlight=False)
+            console.print(warning, style="yellow")
         report = getattr(model, "backbone_weights_report", None)
         if report is not None and not resume:
             console.print(f"backbone weights {report['file']}: loaded {report['loaded']} tensors; "
@@ -619,4 +631,4 @@ def _plot_loss(out: Path) -> None:
         try:
             plot(out / "metrics.jsonl", out / "plots" / f"{name}.png")
         except Exception as e:  # a plot must never lose a finished run
-            console.print(f"[yellow]{name} plot skipped: {e}")
+            console.print(f"{name} plot skipped: {e}", style="yellow")

@@ -9,7 +9,8 @@ with :func:`write_analysis_files`.
 
 PR curves and per-class AP are read from faster-coco-eval's accumulated ``eval["precision"]``
 array ``[T, R, K, A, M]`` (T = 10 IoU thresholds 0.50:0.05:0.95, R = 101 recall points 0:0.01:1,
-K categories, A = 4 areas, M = 3 maxDets) at area ``all`` and maxDets 100, the slice COCO's AP is
+K categories, A = 4 areas, M = 3 maxDets) at area ``all`` and maxDets N (100 unless ``max_dets``
+is set), the slice COCO's AP is
 averaged over. COCO writes -1 where a category has no (non-crowd) ground truth; here such a class
 holds NaN (``null`` in JSON, -1 in the AP table, as in ``coco_metrics.json``) and is left out of
 the "all classes" curve, exactly as COCO leaves it out of AP. Beyond the highest recall a class
@@ -125,13 +126,14 @@ class DetectionAnalysis:
         category_ids: ``[K]`` COCO category ids.
         recall: ``[R]`` the 101 recall points 0, 0.01, …, 1.
         iou_thresholds: ``[T]`` 0.50, 0.55, …, 0.95.
-        precision: ``[T, R, K]`` COCO's interpolated precision at area ``all``, maxDets 100; NaN
+        precision: ``[T, R, K]`` COCO's interpolated precision at area ``all``, maxDets N; NaN
             for a class without ground truth (COCO's -1).
         n_gt: ``[K]`` non-crowd ground-truth boxes per class.
         per_class: the AP table, one :class:`ClassAP` per class.
         confusion: ``[K + 1, K + 1]`` counts, rows = ground-truth class, columns = predicted
             class, the last row and column = background (see :func:`confusion_matrix`).
         iou_threshold, score_threshold: the confusion matrix's matching rule.
+        max_dets: N, the detections per image COCO counted (its ``maxDets[-1]``).
     """
 
     class_names: list[str]
@@ -144,6 +146,7 @@ class DetectionAnalysis:
     confusion: np.ndarray
     iou_threshold: float = 0.5
     score_threshold: float = 0.25
+    max_dets: int = 100
 
     @property
     def matrix_labels(self) -> list[str]:
@@ -281,7 +284,7 @@ def analysis_from_run(run: CocoRun, *, iou_threshold: float = 0.5,
         recall=np.asarray(ev.params.recThrs, dtype=np.float64), iou_thresholds=iou_thrs,
         precision=precision,
         n_gt=n_gt, per_class=rows, confusion=matrix, iou_threshold=float(iou_threshold),
-        score_threshold=float(score_threshold),
+        score_threshold=float(score_threshold), max_dets=int(run.max_dets),
     )
 
 
@@ -302,6 +305,7 @@ def detection_analysis(
     *,
     iou_threshold: float = 0.5,
     score_threshold: float = 0.25,
+    max_dets: int = 100,
 ) -> DetectionAnalysis:
     """PR curves, per-class AP and confusion matrix of COCO ``results`` against ``gt``.
 
@@ -310,12 +314,13 @@ def detection_analysis(
         results: a COCO results file or list ``dict(image_id, category_id, bbox, score)``.
         iou_threshold, score_threshold: the confusion matrix's rule (:func:`confusion_matrix`);
             the PR curves and AP use COCO's own thresholds.
+        max_dets: N of COCO's ``maxDets = [1, 10, N]`` (:func:`~hybridvision.evaluation.coco.evaluate_coco`).
 
     Raises:
         UserInputError: malformed ground truth or results (as :func:`evaluate_coco`).
     """
     _check_thresholds(iou_threshold, score_threshold)
-    return analysis_from_run(run_coco_eval(gt, results), iou_threshold=iou_threshold,
+    return analysis_from_run(run_coco_eval(gt, results, max_dets=max_dets), iou_threshold=iou_threshold,
                              score_threshold=score_threshold)
 
 
@@ -325,11 +330,12 @@ def evaluate_with_analysis(
     *,
     iou_threshold: float = 0.5,
     score_threshold: float = 0.25,
+    max_dets: int = 100,
 ) -> dict[str, Any]:
     """``evaluate_coco``'s result plus ``"analysis"`` (a :class:`DetectionAnalysis`), from one
-    COCO evaluation."""
+    COCO evaluation; ``max_dets``: N of COCO's ``maxDets = [1, 10, N]``."""
     _check_thresholds(iou_threshold, score_threshold)
-    run = run_coco_eval(gt, results)
+    run = run_coco_eval(gt, results, max_dets=max_dets)
     return {**coco_evaluation(run), "analysis": analysis_from_run(
         run, iou_threshold=iou_threshold, score_threshold=score_threshold)}
 
@@ -345,9 +351,9 @@ def pr_curves_dict(analysis: DetectionAnalysis) -> dict[str, Any]:
                     "per_class": {name: curve(iou, k) for k, name in enumerate(analysis.class_names)}}
               for iou in IOU_SETTINGS}
     return {
-        "area": "all", "max_dets": 100,
+        "area": "all", "max_dets": analysis.max_dets,
         "about": "COCO interpolated precision at each recall point (faster-coco-eval's accumulated "
-                 "eval['precision'], area all, maxDets 100); '0.5:0.95' is the mean over the 10 IoU "
+                 "eval['precision'], area all, maxDets max_dets); '0.5:0.95' is the mean over the 10 IoU "
                  "thresholds; 'all' is the mean over the classes with ground truth; null: the class "
                  "has no ground truth (COCO's -1); 0 beyond the highest recall reached",
         "recall": _listed(analysis.recall),

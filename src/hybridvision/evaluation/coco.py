@@ -5,6 +5,13 @@ interpolated precision averaged over 10 IoU thresholds 0.50:0.05:0.95, size buck
 small < 32², medium 32²–96², large > 96² (by the ground truth ``area``), at most 1/10/100
 detections per image. A bucket with no ground truth reports -1, as pycocotools does.
 
+``max_dets`` (``eval --max-dets N``, the config key ``eval_max_dets``) raises the last of those
+limits for dense scenes: COCO's ``params.maxDets`` becomes ``[1, 10, N]``, so AP and the size-bucket
+ARs count up to N detections per image and class (COCO caps each image's detections of each class)
+and the third recall is named ``AR{N}``
+(:func:`metric_keys`; ``AR100`` at the default N = 100, so nothing changes unless N is set). An
+image with more than 100 objects of a class can reach recall 1 only with N at least that count.
+
 We never compute AP ourselves: ``faster_coco_eval.COCOeval_faster`` does, and
 ``tests/test_eval_coco.py`` checks it against ``pycocotools`` on randomised data. What this module
 adds is input checking (bad result files become one-line :class:`UserInputError` messages), the
@@ -36,7 +43,12 @@ from hybridvision.errors import UserInputError
 
 __all__ = [
     "COCO_METRIC_KEYS",
+    "DEFAULT_MAX_DETS",
+    "MAX_MAX_DETS",
     "CocoRun",
+    "check_max_dets",
+    "max_dets_of",
+    "metric_keys",
     "run_coco_eval",
     "coco_evaluation",
     "evaluate_coco",
@@ -52,6 +64,37 @@ COCO_METRIC_KEYS: tuple[str, ...] = (
 )  # fmt: skip
 
 _SUPPORTED_IOU_TYPES = ("bbox",)
+
+DEFAULT_MAX_DETS = 100  # COCO's maxDets[-1]
+MAX_MAX_DETS = 100_000  # far above any dense scene; bounds the evaluator's per-image work
+
+
+def check_max_dets(max_dets: Any, *, option: str = "max_dets") -> int:
+    """``max_dets`` as an int in [11, :data:`MAX_MAX_DETS`], else one-line :class:`UserInputError`.
+
+    COCO reports AR at 1 and 10 detections besides the N given here; N must exceed 10 so that its
+    ``AR{N}`` is a third, distinct number (at N <= 10 COCO would also cut AR10 to N detections).
+    """
+    ok = isinstance(max_dets, numbers.Integral) and not isinstance(max_dets, bool)
+    if not ok or not 10 < int(max_dets) <= MAX_MAX_DETS:
+        raise UserInputError(f"{option} {max_dets!r}: use an integer in [11, {MAX_MAX_DETS}] (detections per "
+                             "image and class that COCO evaluates besides 1 and 10; 100 is COCO's, e.g. 300 for dense "
+                             "scenes)")
+    return int(max_dets)
+
+
+def metric_keys(max_dets: int = DEFAULT_MAX_DETS) -> tuple[str, ...]:
+    """The 12 metric names at ``maxDets = [1, 10, max_dets]``: :data:`COCO_METRIC_KEYS` with
+    ``AR100`` named ``AR{max_dets}`` (unchanged at 100)."""
+    return tuple(f"AR{int(max_dets)}" if k == "AR100" else k for k in COCO_METRIC_KEYS)
+
+
+def max_dets_of(metrics: Mapping[str, Any]) -> int:
+    """The N of a 12-number dict (its ``AR{N}`` key other than AR1 and AR10); 100 when it has none."""
+    for key in metrics:
+        if isinstance(key, str) and key.startswith("AR") and key[2:].isdigit() and int(key[2:]) > 10:
+            return int(key[2:])
+    return DEFAULT_MAX_DETS
 
 
 def _silent(*_args: Any, **_kwargs: Any) -> None:
@@ -227,12 +270,14 @@ class CocoRun:
         results: the checked result records.
         evaluator: the ``COCOeval_faster`` object; ``evaluator.eval["precision"]`` is
             ``[T, R, K, A, M]`` (IoU thresholds, recall points, categories in
-            ``evaluator.params.catIds`` order, areas all/small/medium/large, maxDets 1/10/100).
+            ``evaluator.params.catIds`` order, areas all/small/medium/large, maxDets 1/10/N).
+        max_dets: N, the last of ``evaluator.params.maxDets``.
     """
 
     gt: dict[str, Any]
     results: list[dict[str, Any]]
     evaluator: Any
+    max_dets: int = DEFAULT_MAX_DETS
 
     def class_names(self) -> list[str]:
         """Category names in ``evaluator.params.catIds`` order; a repeated name gets ``#id``."""
@@ -249,15 +294,17 @@ def run_coco_eval(
     results: str | os.PathLike | Sequence[Mapping[str, Any]],
     *,
     iou_type: str = "bbox",
+    max_dets: int = DEFAULT_MAX_DETS,
 ) -> CocoRun:
     """Check ``gt`` and ``results`` and run ``faster_coco_eval.COCOeval_faster`` on them.
 
     Args: as :func:`evaluate_coco`. Neither input is modified.
 
     Raises:
-        UserInputError: unreadable/malformed ground truth or results, or results that name an
-            image or category the ground truth does not have.
+        UserInputError: unreadable/malformed ground truth or results, results that name an
+            image or category the ground truth does not have, or a ``max_dets`` out of range.
     """
+    max_dets = check_max_dets(max_dets)
     if iou_type not in _SUPPORTED_IOU_TYPES:
         raise UserInputError(f"iou_type {iou_type!r} is not supported; use one of {list(_SUPPORTED_IOU_TYPES)}")
     # Imported here so that importing hybridvision does not load the C++ extension.
@@ -279,21 +326,23 @@ def run_coco_eval(
     coco_dt.print_function = _silent
 
     ev = COCOeval_faster(coco_gt, coco_dt, iouType=iou_type, print_function=_silent)
-    ev.params.maxDets = [1, 10, 100]
+    ev.params.maxDets = [1, 10, max_dets]
     ev.evaluate()
     ev.accumulate()
     ev.summarize()
-    return CocoRun(gt=gt_data, results=records, evaluator=ev)
+    return CocoRun(gt=gt_data, results=records, evaluator=ev, max_dets=max_dets)
 
 
 def coco_evaluation(run: CocoRun, *, per_class: bool = True) -> dict[str, dict[str, float]]:
-    """The 12 numbers (and per-class AP) of a finished run; the result of :func:`evaluate_coco`."""
+    """The 12 numbers (and per-class AP) of a finished run; the result of :func:`evaluate_coco`.
+    The third AR is named ``AR{N}`` for the run's ``max_dets`` N (:func:`metric_keys`)."""
     stats = np.asarray(run.evaluator.stats, dtype=np.float64)
-    metrics = {k: float(v) for k, v in zip(COCO_METRIC_KEYS, stats[: len(COCO_METRIC_KEYS)])}
+    keys = metric_keys(run.max_dets)
+    metrics = {k: float(v) for k, v in zip(keys, stats[: len(keys)])}
     per_class_ap: dict[str, float] = {}
     if per_class:
         # precision: [T IoUs, R recall points, K categories, A areas, M maxDets]; area "all" is
-        # index 0 and maxDets=100 the last, the same slice summarize() averages for "AP".
+        # index 0 and maxDets=N the last, the same slice summarize() averages for "AP".
         precision = np.asarray(run.evaluator.eval["precision"])
         for k, name in enumerate(run.class_names()):
             p = precision[:, :, k, 0, -1]
@@ -308,6 +357,7 @@ def evaluate_coco(
     *,
     iou_type: str = "bbox",
     per_class: bool = True,
+    max_dets: int = DEFAULT_MAX_DETS,
 ) -> dict[str, dict[str, float]]:
     """Run the COCO evaluation with ``faster_coco_eval.COCOeval_faster``.
 
@@ -317,9 +367,11 @@ def evaluate_coco(
             ``dict(image_id, category_id, bbox=[x, y, w, h], score)`` (not modified).
         iou_type: only ``"bbox"`` is supported.
         per_class: also report AP@[.5:.95] per category.
+        max_dets: N of COCO's ``maxDets = [1, 10, N]``, an integer in [11, 100000]: the
+            detections per image that AP and AR count (100: COCO's own).
 
     Returns:
-        ``{"metrics": {key: value for key in COCO_METRIC_KEYS}, "per_class": {name: AP}}``;
+        ``{"metrics": {key: value for key in metric_keys(max_dets)}, "per_class": {name: AP}}``;
         values are fractions in [0, 1], -1 where no ground truth falls in the bucket
         (``per_class`` is empty when ``per_class=False``).
 
@@ -327,7 +379,7 @@ def evaluate_coco(
         UserInputError: unreadable/malformed ground truth or results, or results that name an
             image or category the ground truth does not have.
     """
-    return coco_evaluation(run_coco_eval(gt, results, iou_type=iou_type), per_class=per_class)
+    return coco_evaluation(run_coco_eval(gt, results, iou_type=iou_type, max_dets=max_dets), per_class=per_class)
 
 
 def detections_to_coco_results(
@@ -396,7 +448,8 @@ def write_metrics_json(metrics: Mapping[str, Any], path: str | os.PathLike) -> P
     """Write ``metrics`` as JSON, atomically; returns the path.
 
     Given :func:`evaluate_coco`'s whole result, the file holds the 12 COCO keys at the top level
-    (fractions, -1 for an empty size bucket) plus ``per_class`` (class name → AP).
+    (fractions, -1 for an empty size bucket; ``AR{N}`` named for its ``max_dets``) plus
+    ``per_class`` (class name → AP).
     """
     path = Path(path)
     if "metrics" in metrics and isinstance(metrics["metrics"], Mapping):
@@ -410,7 +463,8 @@ def format_metrics_table(metrics: Mapping[str, Any], *, title: str | None = "COC
     """A ``rich.table.Table`` with the 12 COCO numbers as percentages (1 decimal), "-" for -1.
 
     Args:
-        metrics: the 12-key dict, or :func:`evaluate_coco`'s whole result (its ``"metrics"`` is used).
+        metrics: the 12-key dict, or :func:`evaluate_coco`'s whole result (its ``"metrics"`` is used);
+            its ``AR{N}`` key names the third AR column (:func:`max_dets_of`).
         title: the table title (None for none).
     """
     from rich import box
@@ -420,10 +474,11 @@ def format_metrics_table(metrics: Mapping[str, Any], *, title: str | None = "COC
         metrics = metrics["metrics"]
     # No vertical rules and no cell padding: the 12 columns then fit an 80-column terminal.
     table = Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 0))
-    for key in COCO_METRIC_KEYS:
+    keys = metric_keys(max_dets_of(metrics))
+    for key in keys:
         table.add_column(key, justify="right", no_wrap=True, min_width=5)
     cells = []
-    for key in COCO_METRIC_KEYS:
+    for key in keys:
         v = metrics.get(key)
         cells.append("-" if v is None or not _is_number(v) or v < 0 else f"{100.0 * float(v):.1f}")
     table.add_row(*cells)

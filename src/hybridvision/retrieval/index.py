@@ -6,6 +6,14 @@ input size, and each gallery file's relative path, size and modification time �
 the gallery or the model makes a new index, and an unchanged gallery is read back instead of
 embedded again. The cache lives in a folder of its own (``--cache``; default
 ``~/.cache/hybridvision/gallery``), never in the gallery.
+
+A cache file is checked before it is used — one 2-D float ``embeddings`` tensor with a row per
+gallery image (in the listing's order), the width the model embeds to, finite unit rows — and a
+file that fails (damaged, tampered, written by another version) is rebuilt, never trusted.
+
+The gallery is listed as training lists class folders: symbolic links to folders and files are
+followed (each real folder once, so a link to an ancestor does not loop); names starting with
+``.`` are skipped.
 """
 
 from __future__ import annotations
@@ -13,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -31,14 +39,30 @@ def default_cache_dir() -> Path:
     return Path(base) / "hybridvision" / "gallery"
 
 
+def _walk_images(root: Path) -> Iterator[Path]:
+    """Every image file under ``root`` (not hidden), following links to folders as training does
+    (:func:`~hybridvision.data.sketches.find_image_folder`), each real folder visited once."""
+    seen: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:  # a link back to a folder already listed (or an ancestor): no loop
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in filenames:
+            p = Path(dirpath, name)
+            if not name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file():
+                yield p
+
+
 def gallery_files(gallery: str | os.PathLike) -> list[Path]:
-    """The images under ``gallery`` (any depth; class folders or flat), sorted by relative path."""
+    """The images under ``gallery`` (any depth; class folders or flat; linked folders followed),
+    sorted by relative path."""
     root = Path(gallery)
     if not root.is_dir():
         raise UserInputError(f"--gallery {root}: not a folder; pass a folder of images (class folders or flat)")
-    files = sorted((p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-                    and not any(part.startswith(".") for part in p.relative_to(root).parts)),
-                   key=lambda p: p.relative_to(root).as_posix())
+    files = sorted(_walk_images(root), key=lambda p: p.relative_to(root).as_posix())
     if not files:
         raise UserInputError(f"--gallery {root}: no images ({', '.join(IMAGE_EXTENSIONS)}) in it or below it")
     return files
@@ -59,6 +83,19 @@ def index_fingerprint(weights: str | os.PathLike, gallery: str | os.PathLike, fi
     return h.hexdigest()
 
 
+def valid_embeddings(emb: object, rows: int, width: int | None = None) -> bool:
+    """True when ``emb`` can be an index of ``rows`` images: a 2-D float tensor ``[rows, E]``
+    (``E == width`` when given) of finite, unit-length (or zero) rows, as cosine search needs."""
+    if not (isinstance(emb, torch.Tensor) and emb.dtype.is_floating_point and emb.dim() == 2):
+        return False
+    if emb.shape[0] != rows or emb.shape[1] < 1 or (width is not None and emb.shape[1] != width):
+        return False
+    if not bool(torch.isfinite(emb).all()):
+        return False
+    norms = emb.float().norm(dim=1)  # [rows]; 0 where an image's features were all zero
+    return bool((((norms - 1).abs() < 1e-3) | (norms == 0)).all())
+
+
 class GalleryIndex:
     """Unit embeddings ``[N, E]`` of a gallery's images, with their relative paths."""
 
@@ -68,9 +105,11 @@ class GalleryIndex:
     @classmethod
     def build(cls, gallery: str | os.PathLike, weights: str | os.PathLike, image_size: int,
               embed: Callable[[list[Path]], torch.Tensor], cache_dir: str | os.PathLike | None = None,
-              batch_size: int = 32) -> GalleryIndex:
+              batch_size: int = 32, width: int | None = None) -> GalleryIndex:
         """Read the cached index of this (weights, gallery) or embed the gallery with ``embed``
-        (a list of image paths → unit embeddings ``[B, E]``) and cache it."""
+        (a list of image paths → unit embeddings ``[B, E]``) and cache it. ``width``: the
+        embedding width the model gives (the query's), checked against a cached index; a cache
+        file that fails :func:`valid_embeddings` is rebuilt."""
         root = Path(gallery)
         files = gallery_files(root)
         fp = index_fingerprint(weights, root, files, image_size)
@@ -82,13 +121,18 @@ class GalleryIndex:
                 with safe_open(str(path), framework="pt") as f:  # metadata: the files it was built from
                     meta = f.metadata() or {}
                     if meta.get("fingerprint") == fp and json.loads(meta.get("files", "[]")) == rel:
-                        return cls(f.get_tensor("embeddings"), rel, fp, cached=True)
+                        emb = f.get_tensor("embeddings")
+                        if valid_embeddings(emb, len(rel), width):
+                            return cls(emb.float(), rel, fp, cached=True)
             except (OSError, ValueError, KeyError, RuntimeError, SafetensorError):
                 pass  # a damaged cache file is rebuilt below
         chunks = [embed(files[i:i + batch_size]) for i in range(0, len(files), batch_size)]
         emb = torch.cat(chunks).float().contiguous()  # [N, E]
         if emb.shape[0] != len(files):
             raise DataError(f"{root}: the model embedded {emb.shape[0]} of {len(files)} images")
+        if not bool(torch.isfinite(emb).all()):
+            raise DataError(f"{weights}: the model's gallery embeddings are not finite numbers (NaN/inf): "
+                            "its weights are damaged or diverged; retrain or pass other --weights")
         try:
             cache.mkdir(parents=True, exist_ok=True)
             atomic_save_tensors(path, {"embeddings": emb}, {"fingerprint": fp, "files": json.dumps(rel)})

@@ -26,14 +26,16 @@ hybrid network: ResNet26, SAN10, HIB, Pure NL) can be the branches.
 
 from __future__ import annotations
 
-from typing import Any
+import inspect
+from typing import Any, Literal
 
 import torch
 import torch.nn as nn
 
 import hybridvision.backbones.hybrid  # noqa: F401  registers the classification backbones
 from hybridvision.errors import UserInputError
-from hybridvision.registry import build_model, model_task, register_model
+from hybridvision.options import keyword_parameters
+from hybridvision.registry import build_model, model_builder, model_task, register_model
 
 __all__ = ["EmbeddingHead", "TwoBranchSBIR", "MODALITIES", "STAGES"]
 
@@ -73,7 +75,8 @@ class TwoBranchSBIR(nn.Module):
         **backbone_kwargs: options of the backbone's builder (``width``, ``preact``, ...).
     """
 
-    def __init__(self, backbone: str = "resnet26", *, num_classes: int, stage: int = 3, shared_stages: int = 2,
+    def __init__(self, backbone: str = "resnet26", *, num_classes: int, stage: Literal[1, 2, 3] = 3,
+                 shared_stages: int = 2,
                  hidden: int = 1024,
                  embed_dim: int = 128, sketch_chans: int = 1, photo_chans: int = 3,
                  **backbone_kwargs: Any) -> None:
@@ -154,6 +157,14 @@ class TwoBranchSBIR(nn.Module):
 # ---------------------------------------------------------------------------------------------
 
 
+def _sbir_options(backbone: str) -> dict[str, inspect.Parameter]:
+    """The options an SBIR builder on ``backbone`` forwards (``**kwargs``), as annotated parameters:
+    :class:`TwoBranchSBIR`'s and the backbone builder's (but those the branches set themselves)."""
+    branch = keyword_parameters(model_builder(backbone), exclude=("num_classes", "in_chans", "out_indices",
+                                                                  "features_only"))
+    return {**branch, **keyword_parameters(TwoBranchSBIR.__init__, exclude=("backbone", "num_classes"))}
+
+
 @register_model(task="sbir")
 def sbir_resnet26(*, num_classes: int = 33, **kwargs: Any) -> TwoBranchSBIR:
     """Two-branch SBIR on ResNet26 (thesis B, Table 4.4): the last 2 stages and the head shared."""
@@ -164,3 +175,7 @@ def sbir_resnet26(*, num_classes: int = 33, **kwargs: Any) -> TwoBranchSBIR:
 def sbir_hib_patch_2_2_nl(*, num_classes: int = 33, **kwargs: Any) -> TwoBranchSBIR:
     """Two-branch SBIR on HIB patch 2-2 (nl), the seed's hybrid backbone of Table 4.4."""
     return TwoBranchSBIR("hib_patch_2_2_nl", num_classes=num_classes, **kwargs)
+
+
+sbir_resnet26.options = _sbir_options("resnet26")
+sbir_hib_patch_2_2_nl.options = _sbir_options("hib_patch_2_2_nl")

@@ -8,6 +8,7 @@ finished runs are read back, the run in flight continues from its last checkpoin
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -344,7 +345,21 @@ def _measure_run(study: Study, run: dict[str, Any], dev: torch.device) -> None:
     atomic_write_text(run_dir / "result.json", json.dumps(record, indent=1))
 
 
+def with_max_dets(study: Study, max_dets: int) -> Study:
+    """``study`` with its ``AR100`` column named ``AR{max_dets}``: the runs' evaluations (the config's
+    ``eval_max_dets``, e.g. the override ``eval_max_dets=300``) report recall under that name."""
+    if max_dets == 100:
+        return study
+
+    def named(cols: list[str]) -> list[str]:
+        return [f"AR{max_dets}" if c == "AR100" else c for c in cols]
+
+    return dataclasses.replace(study, columns=named(study.columns),
+                               tables=[(title, named(cols)) for title, cols in study.tables])
+
+
 def _write_study_report(study, preset, name, seeds, data, overrides, out, dev, runs, records, t0):
+    study = with_max_dets(study, runs[0]["cfg"].eval_max_dets)
     row_labels = list(dict.fromkeys(r["row"] for r in runs))
     lines = aggregate(records, row_labels, study.columns)
     tables = [(title, markdown_table(lines, cols, formats=study.formats, labels=study.labels))

@@ -34,7 +34,7 @@ many tools treat it as background — named ``"0"``…``"9"``, so the contiguous
 
     out_dir/
       manifest.json                 written last: its presence marks a complete dataset; its
-                                    ``sha256`` maps each JSON and label file to its checksum
+                                    ``sha256`` maps every file generated to its checksum
       train/images/000000.png ...   RGB, image_size × image_size
       train/labels/000000.txt ...   montos format, one "<digit>: <x>, <y>, <w>, <h>" line per box
       train/annotations.json        COCO (images, annotations, categories)
@@ -52,13 +52,16 @@ import os
 import time
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+import annotated_types as at
 import numpy as np
 from PIL import Image
 
 from hybridvision.errors import UserInputError
-from hybridvision.fileio import files_not_in, atomic_replace_dir
+from hybridvision.data.builtin.generated import checksums, refuse_user_files, user_files
+from hybridvision.fileio import atomic_replace_dir
+from hybridvision.options import NonNegativeInt
 
 __all__ = [
     "AMOUNTS_VERSION",
@@ -465,10 +468,10 @@ def read_manifest(root: str | os.PathLike) -> dict[str, Any] | None:
 def make_amounts(
     out_dir: str | os.PathLike,
     *,
-    n_train: int = 2000,
-    n_val: int = 300,
-    seed: int = 0,
-    image_size: int = 128,
+    n_train: NonNegativeInt = 2000,
+    n_val: NonNegativeInt = 300,
+    seed: NonNegativeInt = 0,
+    image_size: Annotated[int, at.Ge(32)] = 128,
     source: str = "sklearn",
 ) -> dict[str, Any]:
     """Generate the ``amounts`` dataset into ``out_dir`` (atomically) and return its manifest.
@@ -477,14 +480,14 @@ def make_amounts(
     place only when complete (``manifest.json`` is written last), so a killed run never leaves a
     half dataset at ``out_dir``. An existing amounts dataset at ``out_dir`` is replaced; any other
     non-empty folder there is left alone and raises :class:`UserInputError`, and so is a dataset
-    someone changed: one holding files it did not generate, or whose ``annotations.json`` or
-    label files differ from the SHA-256 checksums its manifest recorded (an edit by hand, which
-    regenerating would silently undo).
+    holding files of the user's — the rule of every generated set
+    (:mod:`hybridvision.data.builtin.generated`): a file it did not generate, or one whose SHA-256
+    differs from the checksum its manifest recorded (an edited label file, a replaced image),
+    which regenerating would silently lose.
 
-    What is checksummed: every JSON and ``.txt`` label file (about 0.04 s for 2,000 images), not
-    the PNGs: at the default 128 px hashing 2,300 PNGs takes about 0.2 s, but it grows with
-    ``image_size`` squared (~16x at 512 px) and runs up to three times per regeneration, while
-    a hand-edited PNG is rare. A manifest from before checksums were recorded checks no file.
+    Every generated file is checksummed (PNGs too: about 0.2 s for 2,300 images at 128 px, only
+    when a dataset is regenerated over an old one). A manifest from an older version checks the
+    files it recorded (the JSON and label files), or none.
 
     Args:
         out_dir: destination folder.
@@ -514,21 +517,9 @@ def make_amounts(
             raise UserInputError(
                 f"{out}: exists and is not an amounts dataset; choose another output folder or remove it"
             )
-        foreign = _foreign_files(out, man)
-        if foreign:
-            raise UserInputError(
-                f"{out}: an amounts dataset that also holds files it did not generate "
-                f"({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}); regenerating would "
-                "delete them — move them out or choose another output folder"
-            )
-        edited = _edited_files(out, man)
-        if edited:
-            raise UserInputError(
-                f"{out}: {', '.join(edited[:3])}{', ...' if len(edited) > 3 else ''} changed since the "
-                f"dataset was generated (SHA-256 differs from {MANIFEST}); regenerating would undo the "
-                "edit — write to another folder (--out; data_root when training), or delete "
-                f"{out} to regenerate it"
-            )
+        refuse_user_files(out, "amounts", _generated_files(man) or (), man.get("sha256"),
+                          fix=f"move it out, write to another folder (--out; data_root when training), "
+                              f"or delete {out} to regenerate it")
 
     def fill(tmp: Path) -> dict[str, Any]:
         t0 = time.perf_counter()
@@ -543,7 +534,7 @@ def make_amounts(
             "class_names": list(CLASS_NAMES),
             "category_ids": [d + 1 for d in range(10)],
             "splits": splits,
-            "sha256": sha256,
+            "sha256": checksums(tmp),  # every file: what is the generator's (generated.py)
             "seconds": round(time.perf_counter() - t0, 3),
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))  # last: marks completeness
@@ -555,9 +546,9 @@ def make_amounts(
     return manifest
 
 
-def _foreign_files(root: Path, manifest: dict[str, Any]) -> list[str]:
-    """Files under ``root`` that the dataset described by ``manifest`` does not consist of
-    (a user's additions, which replacing the folder would delete), as relative paths."""
+def _generated_files(manifest: dict[str, Any]) -> set[str] | None:
+    """The files (relative paths) the dataset described by ``manifest`` consists of, or None for
+    a manifest we did not write."""
     expected = {MANIFEST}
     for entry in (manifest.get("splits") or {}).values():
         try:
@@ -566,40 +557,15 @@ def _foreign_files(root: Path, manifest: dict[str, Any]) -> list[str]:
             expected.update(f"{entry['images']}/{i:06d}.png" for i in range(n))
             expected.update(f"{entry['labels']}/{i:06d}.txt" for i in range(n))
         except (KeyError, TypeError, ValueError):
-            return [MANIFEST]  # a manifest we did not write: nothing here is known to be ours
-    return files_not_in(root, expected)
-
-
-def _edited_files(root: Path, manifest: dict[str, Any]) -> list[str]:
-    """Files under ``root`` whose SHA-256 differs from the one ``manifest`` recorded when they
-    were generated (hand edits), as relative paths. A file that is gone is not listed (nothing
-    of it would be lost); a manifest without ``sha256`` (an older version) lists none."""
-    sums = manifest.get("sha256")
-    if sums is None:
-        return []
-    if not (isinstance(sums, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in sums.items())):
-        return [MANIFEST]  # a manifest we did not write
-    edited = []
-    for rel, digest in sums.items():
-        path = root / rel
-        if Path(rel).is_absolute() or ".." in Path(rel).parts:
-            return [MANIFEST]
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            continue
-        except OSError:  # now a folder, unreadable, ...: not what was generated
-            edited.append(rel)
-            continue
-        if hashlib.sha256(data).hexdigest() != digest:
-            edited.append(rel)
-    return edited
+            return None
+    return expected
 
 
 def _is_ours(root: Path) -> bool:
-    """A complete amounts dataset holding nothing but what the generator wrote, unedited."""
+    """A complete amounts dataset holding nothing of the user's (only what the generator wrote, unedited)."""
     man = read_manifest(root)
-    return man is not None and not _foreign_files(root, man) and not _edited_files(root, man)
+    listed = None if man is None else _generated_files(man)
+    return listed is not None and user_files(root, listed, man.get("sha256")) == []
 
 
 def ensure_amounts(root: str | os.PathLike, **kw: Any) -> dict[str, Any]:

@@ -15,7 +15,9 @@ Layout (Flickr15k's: one folder per class in each modality)::
     ROOT/sketches/<class>/<n>.png   grey
     ROOT/photos/<class>/<n>.png     RGB
     ROOT/unseen_classes.txt         the zero-shot classes (never trained on), one per line
-    ROOT/manifest.json              written last: a folder with it is complete
+    ROOT/manifest.json              written last: a folder with it is complete; it records the
+                                    SHA-256 of every file, so a regeneration never replaces a
+                                    file the user added or changed (builtin/generated.py)
 
 The zero-shot split holds out every fourth class in alphabetical order (9 of 36). Deterministic
 by seed and prefix-stable per class (the first n images do not depend on the counts asked).
@@ -27,15 +29,18 @@ import json
 import os
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+import annotated_types as at
 import numpy as np
 from PIL import Image, ImageDraw
 
 from hybridvision.data.builtin.sketches import SKETCH_CLASSES, draw_sketch
 from hybridvision.data.sketches import rasterize_strokes
 from hybridvision.errors import DataError, UserInputError
-from hybridvision.fileio import atomic_replace_dir, files_not_in
+from hybridvision.data.builtin.generated import checksums, refuse_user_files, user_files
+from hybridvision.fileio import atomic_replace_dir
+from hybridvision.options import PositiveInt
 
 __all__ = ["BIMODAL_CLASSES", "UNSEEN_CLASSES", "render_photo", "make_bimodal", "ensure_bimodal"]
 
@@ -145,10 +150,11 @@ def _read_manifest(root: Path) -> dict[str, Any] | None:
 
 
 def _is_ours(root: Path) -> bool:
+    """A generation of ours holding nothing of the user's: no file added, none changed."""
     man = _read_manifest(root)
     if man is None or not isinstance(man.get("files"), list):
         return False
-    return not files_not_in(root, {MANIFEST, *map(str, man["files"])})
+    return user_files(root, map(str, man["files"]), man.get("sha256")) == []
 
 
 def make_bimodal(out_dir: str | os.PathLike, *, sketches: int = DEFAULT_SKETCHES, photos: int = DEFAULT_PHOTOS,
@@ -160,8 +166,13 @@ def make_bimodal(out_dir: str | os.PathLike, *, sketches: int = DEFAULT_SKETCHES
                         "per class of each modality and size >= 16")
     out = Path(out_dir)
     if out.is_dir() and any(out.iterdir()) and not _is_ours(out):
-        raise UserInputError(f"{out}: not a bimodal dataset made by hybridvision; regenerating would delete "
-                             "its files — choose another folder (data_root) or move them out")
+        man = _read_manifest(out)
+        if man is None or not isinstance(man.get("files"), list):
+            raise UserInputError(f"{out}: not a bimodal dataset made by hybridvision; regenerating would delete "
+                                 "its files — choose another folder (data_root) or move them out")
+        refuse_user_files(out, "bimodal", map(str, man["files"]), man.get("sha256"),
+                          fix=f"move it out, choose another folder (--out; data_root when training), or "
+                              f"delete {out} to regenerate it")
 
     def fill(tmp: Path) -> dict[str, Any]:
         files = ["unseen_classes.txt"]
@@ -175,15 +186,17 @@ def make_bimodal(out_dir: str | os.PathLike, *, sketches: int = DEFAULT_SKETCHES
         (tmp / "unseen_classes.txt").write_text("\n".join(UNSEEN_CLASSES) + "\n")
         manifest = {"name": "bimodal", "version": VERSION, "generator": __name__, "seed": seed, "size": size,
                     "sketches_per_class": sketches, "photos_per_class": photos,
-                    "classes": list(BIMODAL_CLASSES), "unseen_classes": list(UNSEEN_CLASSES), "files": files}
+                    "classes": list(BIMODAL_CLASSES), "unseen_classes": list(UNSEEN_CLASSES), "files": files,
+                    "sha256": checksums(tmp)}  # what is the generator's (generated.py)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=0))  # last: marks completeness
         return manifest
 
     return atomic_replace_dir(out, fill, is_ours=_is_ours)
 
 
-def ensure_bimodal(root: str | os.PathLike, *, sketches: int = DEFAULT_SKETCHES, photos: int = DEFAULT_PHOTOS,
-                   size: int = DEFAULT_SIZE, seed: int = 0) -> dict[str, Any]:
+def ensure_bimodal(root: str | os.PathLike, *, sketches: PositiveInt = DEFAULT_SKETCHES,
+                   photos: PositiveInt = DEFAULT_PHOTOS, size: Annotated[int, at.Ge(16)] = DEFAULT_SIZE,
+                   seed: int = 0) -> dict[str, Any]:
     """Reuse ``root`` when it holds a complete generation with these settings (or more images per
     class); otherwise (re)generate it."""
     m = _read_manifest(Path(root))

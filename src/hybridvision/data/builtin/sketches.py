@@ -33,7 +33,9 @@ from typing import Any
 import numpy as np
 
 from hybridvision.errors import DataError, UserInputError
-from hybridvision.fileio import files_not_in, atomic_replace_dir
+from hybridvision.data.builtin.generated import checksums, refuse_user_files, user_files
+from hybridvision.fileio import atomic_replace_dir
+from hybridvision.options import NonNegativeInt, PositiveInt
 
 __all__ = [
     "SKETCH_CLASSES",
@@ -526,44 +528,48 @@ def read_manifest(root: str | os.PathLike) -> dict[str, Any] | None:
     return man if isinstance(man, dict) else None
 
 
-def _foreign_files(root: Path, manifest: dict[str, Any] | None) -> list[str]:
-    """Files under ``root`` that a generation described by ``manifest`` did not write."""
+def _listed(manifest: dict[str, Any] | None) -> list[str] | None:
+    """The files a generation described by ``manifest`` wrote; None for a manifest not of ours."""
     files = (manifest or {}).get("files")
     if not isinstance(files, dict) or manifest.get("name") != "sketches":
-        return [MANIFEST]  # not a manifest of ours: nothing here is known to be ours
-    return files_not_in(root, {MANIFEST, *map(str, files.values())})
+        return None
+    return [str(f) for f in files.values()]
 
 
 def _is_ours(root: Path) -> bool:
-    """A folder make_sketches generated, holding nothing else: its manifest lists every file,
-    or — a generation whose manifest was lost — exactly one ``<class>.ndjson`` per built-in class."""
+    """A folder make_sketches generated, holding nothing of the user's (every file listed in its
+    manifest and, where checksummed, unedited: :mod:`~hybridvision.data.builtin.generated`), or —
+    a generation of an old version whose manifest was lost — one ``<class>.ndjson`` per class."""
     man = read_manifest(root)
     if man is None:
         generated = {f"{name}.ndjson" for name in SKETCH_CLASSES}
         present = {p.name for p in root.iterdir()}
         return present == generated and all((root / n).is_file() for n in present)
-    return not _foreign_files(root, man)
+    listed = _listed(man)
+    return listed is not None and user_files(root, listed, man.get("sha256")) == []
 
 
-def make_sketches(out_dir: str | os.PathLike, *, per_class: int = DEFAULT_PER_CLASS, seed: int = 0) -> dict[str, Any]:
+def make_sketches(out_dir: str | os.PathLike, *, per_class: PositiveInt = DEFAULT_PER_CLASS,
+                  seed: NonNegativeInt = 0) -> dict[str, Any]:
     """Generate the built-in sketches into ``out_dir`` (replacing an earlier generation) → the manifest.
 
     Writes ``<class>.ndjson`` for every class of :data:`SKETCH_CLASSES` into a temporary sibling
     folder, ``manifest.json`` last, then renames it into place, so a reader never sees a partial
     dataset (a folder with a manifest is complete). ``out_dir`` must be absent, empty, or an
-    earlier generation holding only its own files: any other folder is left untouched
-    (:class:`UserInputError`).
+    earlier generation holding only its own files, unedited (the rule of every generated set:
+    :mod:`hybridvision.data.builtin.generated`): any other folder is left untouched
+    (:class:`UserInputError` naming the user's file).
     """
     if per_class < 1:
         raise DataError(f"per_class {per_class}: generate at least 1 drawing per class")
     out = Path(out_dir)
     if out.is_dir() and any(out.iterdir()) and not _is_ours(out):
-        foreign = _foreign_files(out, read_manifest(out))
-        what = ("is not a sketches dataset made by hybridvision" if foreign == [MANIFEST]
-                else f"holds files the generator did not write ({', '.join(foreign[:3])}"
-                     f"{', ...' if len(foreign) > 3 else ''})")
-        raise UserInputError(f"{out}: {what}; regenerating would delete them — choose another "
-                             "folder (--out, or data_root for builtin:sketches) or move them out")
+        man = read_manifest(out)
+        fix = f"move it out, choose another folder (--out, or data_root for builtin:sketches), or delete {out}"
+        if _listed(man) is None:
+            raise UserInputError(f"{out}: is not a sketches dataset made by hybridvision; regenerating would "
+                                 f"delete its files — {fix}")
+        refuse_user_files(out, "sketches", _listed(man), man.get("sha256"), fix=fix)
 
     def fill(tmp: Path) -> dict[str, Any]:
         counts = {}
@@ -582,6 +588,7 @@ def make_sketches(out_dir: str | os.PathLike, *, per_class: int = DEFAULT_PER_CL
             "files": {name: f"{name}.ndjson" for name in SKETCH_CLASSES},
             "counts": counts,
             "num_drawings": sum(counts.values()),
+            "sha256": checksums(tmp),  # what is the generator's (generated.py)
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))  # last: marks completeness
         return manifest

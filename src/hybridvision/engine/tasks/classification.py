@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any
 from collections.abc import Callable
@@ -14,11 +15,13 @@ from torch.utils.data import Subset
 from hybridvision.config import TrainConfig
 from hybridvision.data import classification_transforms
 from hybridvision.data.classification_transforms import build_classification_transforms
-from hybridvision.data.sketches import build_sketch_dataset
+from hybridvision.data.builtin.sketches import make_sketches
+from hybridvision.data.sketches import build_sketch_dataset, quickdraw_dataset, tuberlin_dataset
 from hybridvision.engine.tasks.bundle import DataBundle, unwrap
 from hybridvision.errors import UserInputError
 from hybridvision.evaluation.classification import topk_accuracy
 from hybridvision.fileio import atomic_write_json
+from hybridvision.options import keyword_parameters
 from hybridvision.registry import register_task
 
 
@@ -66,6 +69,22 @@ class ClassificationTask:
     def build_eval_data(self, cfg: TrainConfig, *, whole: bool = False) -> DataBundle:
         """The data ``eval`` scores: the validation split of ``cfg.data``."""
         return self.build_data(cfg)
+
+    @staticmethod
+    def data_options(spec: str) -> dict[str, inspect.Parameter] | None:
+        """The ``data_kwargs`` of ``spec``, as annotated parameters (the config checks them): the
+        reader's (:func:`quickdraw_dataset`, :func:`tuberlin_dataset`) but the run's ``seed``; for
+        ``builtin:sketches`` the QuickDraw reader's but ``fmt``, and ``builtin_seed`` (the
+        generator's ``seed``); None for a spec of another task."""
+        kind, _, rest = spec.partition(":")
+        if kind == "quickdraw" and rest:
+            return keyword_parameters(quickdraw_dataset, exclude=("root", "split", "transform", "seed"))
+        if kind == "tuberlin" and rest:
+            return keyword_parameters(tuberlin_dataset, exclude=("root", "split", "transform", "seed"))
+        if spec == "builtin:sketches":
+            reader = keyword_parameters(quickdraw_dataset, exclude=("root", "split", "transform", "seed", "fmt"))
+            return {**reader, "builtin_seed": keyword_parameters(make_sketches)["seed"].replace(name="builtin_seed")}
+        return None
 
     @staticmethod
     def check_augment(augment: dict[str, Any]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 import random
 import statistics
@@ -15,7 +16,7 @@ from torch.utils.data import Dataset, Subset
 
 from hybridvision.config import TrainConfig
 from hybridvision.data import transforms
-from hybridvision.data.builtin.amounts import ensure_amounts
+from hybridvision.data.builtin.amounts import ensure_amounts, make_amounts
 from hybridvision.data.coco import CocoDetection, collate_detection
 from hybridvision.data.mosaic import MosaicDataset
 from hybridvision.data.transforms import (build_preset_transforms, mosaic_off_epochs, mosaic_probability,
@@ -27,6 +28,7 @@ from hybridvision.errors import UserInputError
 from hybridvision.evaluation.analysis import evaluate_with_analysis, write_analysis_files
 from hybridvision.evaluation.coco import detections_to_coco_results, write_metrics_json
 from hybridvision.fileio import atomic_write_json, read_json
+from hybridvision.options import keyword_parameters
 from hybridvision.plots import save_analysis_plots
 from hybridvision.registry import register_task
 
@@ -139,7 +141,7 @@ class DetectionTask:
             train=train, val=val, num_classes=len(train_full.class_names),
             class_names=list(train_full.class_names), collate=collate_detection,
             train_collate=preset_train_collate(preset, **cfg.augment),
-            meta=dict(label_to_cat_id=list(train_full.label_to_cat_id), val_gt=gt),
+            meta=dict(label_to_cat_id=list(train_full.label_to_cat_id), val_gt=gt, max_dets=cfg.eval_max_dets),
         )
 
     def build_eval_data(self, cfg: TrainConfig, *, whole: bool = False) -> DataBundle:
@@ -155,8 +157,18 @@ class DetectionTask:
         return DataBundle(
             train=val, val=val, num_classes=len(val.class_names), class_names=list(val.class_names),
             collate=collate_detection,
-            meta=dict(label_to_cat_id=list(val.label_to_cat_id), val_gt=read_json(ann, what="COCO annotation")),
+            meta=dict(label_to_cat_id=list(val.label_to_cat_id), val_gt=read_json(ann, what="COCO annotation"),
+                      max_dets=cfg.eval_max_dets),
         )
+
+    @staticmethod
+    def data_options(spec: str) -> dict[str, inspect.Parameter] | None:
+        """The ``data_kwargs`` of ``spec``, as annotated parameters (the config checks them):
+        :func:`make_amounts`'s for the built-in data (its ``source`` is the spec's), none for
+        ``coco:``; None for a spec of another task."""
+        if spec in ("builtin:amounts", "builtin:mnist-amounts"):
+            return keyword_parameters(make_amounts, exclude=("out_dir", "source"))
+        return {} if spec.startswith("coco:") else None
 
     @staticmethod
     def check_augment(augment: dict[str, Any]) -> None:
@@ -185,7 +197,7 @@ class DetectionTask:
             try:
                 save_analysis_plots(analysis, folder)
             except Exception as e:  # a plot must never lose an evaluation
-                console.print(f"[yellow]evaluation plots in {folder} skipped: {e}", highlight=False)
+                console.print(f"evaluation plots in {folder} skipped: {e}", style="yellow")
         return path
 
     def batch_loss(self, model: nn.Module, batch, device: torch.device) -> dict[str, torch.Tensor]:
@@ -201,10 +213,24 @@ class DetectionTask:
         """``(evaluation, results)``: ``evaluate_coco``'s result plus ``"analysis"`` (PR curves,
         per-class AP, confusion matrix: a :class:`~hybridvision.evaluation.analysis.DetectionAnalysis`)
         from one COCO evaluation, and the COCO results list. ``tta``: None, ``"flip"`` or
-        ``"multiscale"`` test-time augmentation."""
-        ids, dets = predict_batches(unwrap(model), loader, device, progress=progress, tta=tta)
+        ``"multiscale"`` test-time augmentation.
+
+        COCO counts up to N = ``bundle.meta["max_dets"]`` detections per image (the config's
+        ``eval_max_dets``, 100 by default; metric ``AR{N}``), and the detector keeps at least N
+        per image while it predicts (its ``detections_per_img`` is raised for the evaluation and
+        restored after it)."""
+        max_dets = int(bundle.meta.get("max_dets", 100))
+        net = unwrap(model)
+        kept = getattr(net, "detections_per_img", None)
+        if kept is not None and kept < max_dets:
+            net.detections_per_img = max_dets
+        try:
+            ids, dets = predict_batches(net, loader, device, progress=progress, tta=tta)
+        finally:
+            if kept is not None:
+                net.detections_per_img = kept
         results = detections_to_coco_results(dets, ids, bundle.meta["label_to_cat_id"])
-        return evaluate_with_analysis(bundle.meta["val_gt"], results), results
+        return evaluate_with_analysis(bundle.meta["val_gt"], results, max_dets=max_dets), results
 
 
 def _base_and_indices(ds) -> tuple[Any, list[int]]:

@@ -4,6 +4,7 @@ its ranking metrics (thesis B §3; Bui et al. 2017).
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any
 from collections.abc import Callable
@@ -15,6 +16,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, default_collate
 
 from hybridvision.config import TrainConfig
+from hybridvision.data.builtin.bimodal import ensure_bimodal
 from hybridvision.data.classification_transforms import build_classification_transforms
 from hybridvision.data.sbir import (ImageItems, PairEpoch, RetrievalItems, TripletEpoch, collate_by_modality,
                                     resolve_bimodal, split_items)
@@ -22,9 +24,19 @@ from hybridvision.engine.tasks.bundle import DataBundle, unwrap
 from hybridvision.errors import UserInputError
 from hybridvision.evaluation.retrieval import retrieval_metrics
 from hybridvision.fileio import atomic_write_json
+from hybridvision.options import Fraction, PositiveFloat, keyword_parameters
 from hybridvision.registry import register_task
 from hybridvision.retrieval.losses import contrastive_loss, hardest_negatives, triplet_loss
 from hybridvision.retrieval.zero_shot import split_queries
+
+
+def sbir_run_options(*, val_fraction: Fraction = 0.2, margin: PositiveFloat | None = None,
+                     hard_negatives: bool = False) -> dict[str, Any]:
+    """The SBIR task's own ``data_kwargs`` with their types and defaults (the config checks a
+    run's against this signature): ``val_fraction`` of each seen class's sketches and photos held
+    out for evaluation, the ``margin`` of the stage's metric loss (None: the loss's default) and
+    ``hard_negatives`` (stage 2)."""
+    return {"val_fraction": val_fraction, "margin": margin, "hard_negatives": hard_negatives}
 
 
 @register_task("sbir")
@@ -68,6 +80,16 @@ class SBIRTask:
         """One query embedding call on ``x`` ``[B, 1, S, S]`` (a sketch batch)."""
         return lambda: model(x, "sketch")
 
+    @staticmethod
+    def data_options(spec: str) -> dict[str, inspect.Parameter] | None:
+        """The ``data_kwargs`` of ``spec``, as annotated parameters (the config checks them): the
+        task's own (:func:`sbir_run_options`) and for ``builtin:bimodal`` the generator's
+        (:func:`ensure_bimodal`, but its ``seed``); None for a spec of another task."""
+        own = keyword_parameters(sbir_run_options)
+        if spec == "builtin:bimodal":
+            return {**own, **keyword_parameters(ensure_bimodal, exclude=("root", "seed"))}
+        return own if spec.startswith("folders:") else None
+
     def _options(self, cfg: TrainConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         kw = dict(cfg.data_kwargs)
         allowed = self._OPTIONS + (self._BUILTIN if cfg.data.startswith("builtin:") else ())
@@ -82,7 +104,8 @@ class SBIRTask:
             raise UserInputError("SBIR trains on one process (stage 1 runs each branch outside the model's "
                                  "forward, which DistributedDataParallel does not see); run it without torchrun")
         options, builtin = self._options(cfg)
-        val_fraction = float(options.get("val_fraction", 0.2))
+        options = sbir_run_options(**options)
+        val_fraction = float(options["val_fraction"])
         if not 0 < val_fraction < 1:
             raise UserInputError(f"data_kwargs val_fraction={val_fraction}: use a number in (0, 1)")
         self.margin = None if options.get("margin") is None else float(options["margin"])
