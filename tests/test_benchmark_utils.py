@@ -1,4 +1,4 @@
-"""Oracles for hybridvision.evaluation.cost and compare: hand-counted parameters and FLOPs, known
+"""Oracles for hybridvision.evaluation.cost and hybridvision.bench: hand-counted parameters and FLOPs, known
 allocation sizes for peak memory, a known sleep for latency."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from hybridvision.evaluation.compare import build_bench_target, compare_models
+from hybridvision.bench import build_bench_target, compare_models
 from hybridvision.evaluation.cost import (
     count_flops,
     count_macs,

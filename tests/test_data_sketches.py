@@ -21,13 +21,10 @@ from hybridvision.data.classification_transforms import (
     MNIST_STD,
     build_classification_transforms,
 )
-from hybridvision.data.sketches import (
-    build_sketch_dataset,
-    read_class_map,
-    read_ndjson,
-    read_split_list,
-    rasterize_strokes,
-)
+from hybridvision.data.sketch_raster import rasterize_strokes
+from hybridvision.data.sketch_readers import read_ndjson
+from hybridvision.data.sketch_splits import read_class_map, read_split_list
+from hybridvision.data.sketches import build_sketch_dataset
 from hybridvision.errors import DataError, UserInputError
 
 QD_KEYS = ("word", "countrycode", "timestamp", "recognized", "key_id", "drawing")

@@ -102,19 +102,19 @@ def test_corrupt_weights_file_is_a_clear_error(tmp_path):
 
 def test_resume_equals_straight_run(tiny_amounts, tmp_path):
     straight = train(_cfg(tiny_amounts, tmp_path / "a"))
-    assert straight["steps"] == 8
+    assert straight.steps == 8
     cfg_b = _cfg(tiny_amounts, tmp_path / "b")
     first = train(cfg_b, stop_after=1)
-    assert first["steps"] == 4
+    assert first.steps == 4
     side = json.loads((tmp_path / "b/checkpoints/last.json").read_text())
-    assert side["epoch"] == 1 and 0 < side["train_loop_seconds"] <= side["train_seconds"] <= first["seconds"]
+    assert side["epoch"] == 1 and 0 < side["train_loop_seconds"] <= side["train_seconds"] <= first.seconds
     # The resumed run's times add the earlier calls' up to the checkpoint (made large here to show).
     (tmp_path / "b/checkpoints/last.json").write_text(json.dumps({**side, "train_seconds": 1e4,
                                                                    "train_loop_seconds": 5e3}))
     second = train(cfg_b, resume=True)
-    assert 1e4 < second["seconds"] < 1e4 + 600 and 5e3 < second["loop_seconds"] < 5e3 + 600
+    assert 1e4 < second.seconds < 1e4 + 600 and 5e3 < second.loop_seconds < 5e3 + 600
     end = json.loads((tmp_path / "b/checkpoints/last.json").read_text())
-    assert end["train_loop_seconds"] == pytest.approx(second["loop_seconds"])
+    assert end["train_loop_seconds"] == pytest.approx(second.loop_seconds)
     wa = load_file(str(tmp_path / "a/checkpoints/last.safetensors"))
     wb = load_file(str(tmp_path / "b/checkpoints/last.safetensors"))
     assert wa.keys() == wb.keys()
@@ -166,7 +166,7 @@ def test_classification_trains_through_engine(tmp_path):
                       batch_size=16, lr=0.1, warmup_steps=1, out=str(tmp_path / "cls"),
                       progress=False, device="cpu")
     summary = train(cfg)
-    m = summary["evaluation"]
+    m = summary.evaluation
     assert 0.0 <= m["top1"] <= m["top5"] <= 1.0
     saved = json.loads((tmp_path / "cls/eval/metrics.json").read_text())
     assert saved == pytest.approx(m)

@@ -16,10 +16,10 @@ from hybridvision.backbones.hybrid import (
     HYBRID_MODELS,
     HybridNet,
     StageSpec,
-    model_macs,
     nl_positions,
 )
 from hybridvision.errors import UserInputError
+from hybridvision.evaluation.cost import model_macs
 from hybridvision.layers.attention import NonLocal2d
 from hybridvision.layers.blocks import Bottleneck
 from hybridvision.layers.san import SANBlock, SANTransition
@@ -236,7 +236,6 @@ def test_thesis_mac_counter_hand_count():
     expected += 2 * c * hw2 + c * hw2  # final BN-ReLU
     expected += c * hw2 + c * 10  # global average pool, fc
     assert model_macs(model, (1, 8, 8)) == expected
-    assert model.count_macs(8) == expected
 
 
 @pytest.mark.slow

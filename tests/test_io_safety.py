@@ -176,11 +176,11 @@ def test_coco_with_a_bom_is_accepted_by_check_dataset_and_eval(cli, tmp_path):
 # -------------------------------------------------------------------------- image reader
 def test_one_image_extension_list():
     from hybridvision import api, imageio
-    from hybridvision.data import converters, sketches
+    from hybridvision.data import converters, sketch_readers
 
     assert api.IMAGE_EXTENSIONS is imageio.IMAGE_EXTENSIONS
     assert converters.IMAGE_EXTENSIONS is imageio.IMAGE_EXTENSIONS
-    assert sketches.IMAGE_EXTENSIONS is imageio.IMAGE_EXTENSIONS
+    assert sketch_readers.IMAGE_EXTENSIONS is imageio.IMAGE_EXTENSIONS
 
 
 def test_load_image_reads_common_formats(tmp_path):
@@ -201,7 +201,7 @@ def test_load_image_reads_common_formats(tmp_path):
 
 def test_decompression_bomb_is_refused_before_decoding(tmp_path):
     from hybridvision.data.coco import load_image as coco_load
-    from hybridvision.data.sketches import load_sketch_image
+    from hybridvision.data.sketch_readers import load_sketch_image
     from hybridvision.data.validate import check_coco
     from hybridvision.imageio import load_image, read_image_size
 

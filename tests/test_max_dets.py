@@ -190,7 +190,7 @@ def test_training_and_run_evaluation_use_eval_max_dets(tiny_amounts, tmp_path, c
                       max_steps=2, batch_size=8, out=str(tmp_path / "run"), progress=False, device="cpu",
                       eval_max_dets=300)
     summary = train(cfg)
-    assert "AR300" in summary["evaluation"]["metrics"] and "AR100" not in summary["evaluation"]["metrics"]
+    assert "AR300" in summary.evaluation["metrics"] and "AR100" not in summary.evaluation["metrics"]
     assert "AR300" in json.loads((tmp_path / "run/eval/coco_metrics.json").read_text())
     code, out, err = cli("eval", "--run", tmp_path / "run", "--device", "cpu", "--out", tmp_path / "e1")
     assert code == 0 and "AR300" in out, err  # the run's own setting
@@ -210,7 +210,7 @@ def test_config_key_is_validated(value):
 
 # ----------------------------------------------------------------------------------------- studies
 def test_studies_take_it_from_the_config(tmp_path):
-    from hybridvision.studies.base import get_study, plan, with_max_dets
+    from hybridvision.studies.runner import get_study, plan, with_max_dets
 
     study = get_study("fcos-nonlocal")
     runs = plan(study, "smoke", 1, None, tmp_path / "s", overrides=["eval_max_dets=300"])

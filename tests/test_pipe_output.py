@@ -105,7 +105,7 @@ def test_only_rank_zero_writes_to_stdout(monkeypatch, capsys):
 
 def test_help_names_every_study_and_every_task(cli):
     from hybridvision.registry import registered_tasks
-    from hybridvision.studies.base import STUDIES
+    from hybridvision.studies.runner import STUDIES
 
     code, out, _ = cli("study", "--help")
     assert code == 0 and all(name in out for name in STUDIES), out  # sbir was missing

@@ -1,4 +1,4 @@
-"""Plots: valid PNGs of the promised size, and pixels drawn where (and only where) they should be."""
+"""Plots and drawings: valid PNGs of the promised size, and pixels drawn where (and only where) they should be."""
 
 from __future__ import annotations
 
@@ -10,15 +10,10 @@ import torch
 from matplotlib import colormaps
 from PIL import Image
 
+from hybridvision.drawing import (GRID_HEADER, GRID_PAD, draw_detections, palette, plot_attention_overlay,
+                                  save_gt_pred_grid)
 from hybridvision.errors import UserInputError
-from hybridvision.plots import (
-    GRID_HEADER,
-    GRID_PAD,
-    draw_detections,
-    plot_attention_overlay,
-    plot_loss_curve,
-    save_gt_pred_grid,
-)
+from hybridvision.plots import plot_loss_curve
 
 GREY = 128
 
@@ -200,12 +195,11 @@ def test_plot_attention_overlay_constant_map_and_bad_shape(tmp_path) -> None:
 
 
 def test_the_best_detection_is_drawn_last_and_labels_grow_with_the_image() -> None:
-    from hybridvision.plots import _palette
 
     boxes = torch.tensor([[20.0, 30.0, 80.0, 70.0], [20.0, 30.0, 90.0, 80.0]])
     for scores, top in (([0.9, 0.4], 0), ([0.4, 0.9], 1)):  # the same boxes, the scores swapped
         a = np.asarray(draw_detections(_grey(100, 120), boxes, torch.tensor([0, 1]), torch.tensor(scores)))
-        assert tuple(a[30, 60]) == _palette(top) and tuple(a[21, 20]) == _palette(top)  # edge, label
+        assert tuple(a[30, 60]) == palette(top) and tuple(a[21, 20]) == palette(top)  # edge, label
     small = np.asarray(draw_detections(_grey(100, 120), boxes[:1], [0], [0.9]))
     big = np.asarray(draw_detections(_grey(1000, 1200), boxes[:1] * 10, [0], [0.9]))
     label_rows = lambda a, x, top: int((a[:top, x] != GREY).any(axis=-1).sum())  # noqa: E731  above the box

@@ -89,7 +89,7 @@ def test_a_tampered_gallery_cache_is_rebuilt_not_trusted(setup, tmp_path, kind):
 
 def test_symlinked_class_folders_are_followed_as_in_training(setup, tmp_path):
     """Before: a class folder that is a link (training follows it) was left out of the gallery."""
-    from hybridvision.data.sketches import find_image_folder
+    from hybridvision.data.sketch_readers import find_image_folder
 
     data, weights = setup
     elsewhere = tmp_path / "elsewhere"

@@ -30,7 +30,7 @@ def test_three_stages_chain_and_stage_two_freezes_the_branches(tmp_path):
         summary = train(_cfg(tmp_path, stage), weights=weights)
         metrics = json.loads((tmp_path / f"stage{stage}" / "eval" / "last" / "retrieval_metrics.json").read_text())
         assert 0 <= metrics["mAP"] <= 1 and metrics["queries"] == 27 * 1 and "P@10" in metrics
-        assert summary["evaluation"]["mAP"] == metrics["mAP"]
+        assert summary.evaluation["mAP"] == metrics["mAP"]
         assert {"sketch_top1", "photo_top1", "zs_uni_mAP", "zs_mAP", "zs_P@10"} <= set(metrics)
         assert all(0 <= metrics[k] <= 1 for k in ("sketch_top1", "zs_uni_mAP", "zs_mAP"))
         weights = str(tmp_path / f"stage{stage}" / "checkpoints" / "last.safetensors")

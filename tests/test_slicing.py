@@ -243,5 +243,5 @@ def test_two_step_training_on_sliced_data(tmp_path):
                       image_size=64, epochs=1, max_steps=2, batch_size=4, out=str(tmp_path / "run"),
                       progress=False, device="cpu", warmup_steps=0)
     result = train(cfg)
-    assert result["evaluation"]["metrics"]["AP"] >= 0
+    assert result.evaluation["metrics"]["AP"] >= 0
     assert (tmp_path / "run/checkpoints/last.safetensors").is_file()

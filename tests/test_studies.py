@@ -17,7 +17,7 @@ from hybridvision.engine.tasks import DetectionTask
 from hybridvision.engine.trainer import share_initialisation, train
 from hybridvision.errors import UserInputError
 from hybridvision.factory import create_model
-from hybridvision.studies.base import get_study, run_study
+from hybridvision.studies.runner import get_study, run_study
 from hybridvision.studies.report import aggregate, markdown_table
 
 
@@ -153,7 +153,7 @@ def imagenet_cache(tmp_path, monkeypatch):
 def test_paper_presets_start_resnets_from_imagenet(tmp_path, monkeypatch, imagenet_cache):
     """The detection studies' paper presets name torchvision's ImageNet weights for every ResNet
     backbone (hourglasses train from scratch); without the file the plan stops in one line."""
-    from hybridvision.studies.base import get_study, plan
+    from hybridvision.studies.runner import get_study, plan
 
     rows = {r.model: r.model_kwargs.get("backbone_weights")
             for name in ("fcos-nonlocal", "centernet", "cornerfcos", "anchor-based", "cornernet-nonlocal")
@@ -170,7 +170,7 @@ def test_paper_presets_start_resnets_from_imagenet(tmp_path, monkeypatch, imagen
 @pytest.mark.parametrize("name", ["cornernet-nonlocal", "cornerfcos", "amounts", "anchor-based"])
 def test_thesis_a_corner_studies_plan_every_preset(name, tmp_path, imagenet_cache):
     """Every run of every preset is planned and its model built (on the meta device)."""
-    from hybridvision.studies.base import get_study, plan
+    from hybridvision.studies.runner import get_study, plan
 
     study = get_study(name)
     for preset in ("smoke", "cpu", "paper"):
@@ -187,7 +187,7 @@ def test_thesis_a_corner_studies_run_on_user_coco(name, tmp_path):
     """Each of thesis A's corner-detector studies trains, evaluates, costs and compares every row
     on a user's COCO data (one step per run), and compares each row with its reference and with the
     rows it is also compared with."""
-    from hybridvision.studies.base import get_study
+    from hybridvision.studies.runner import get_study
 
     study = get_study(name)
     ann, imgs = _write_user_coco(tmp_path / "user")
@@ -298,7 +298,7 @@ def test_cost_measurement_leaves_the_model_as_it_was(kind):
     timing must not move its BatchNorm statistics (nor anything else in its state)."""
     from hybridvision.config import TrainConfig
     from hybridvision.factory import create_model
-    from hybridvision.studies.fcos_nonlocal import measure_detector
+    from hybridvision.studies.common import measure_detector
     from hybridvision.studies.hybrid_classification import measure_classifier
 
     torch.manual_seed(0)
@@ -356,7 +356,7 @@ def test_study_reads_each_data_spec_once_before_training(tmp_path, monkeypatch):
     """Before any run trains, the study builds each distinct data spec's datasets once, in its own
     process (parallel runs would race to generate built-in data); unreadable data stops it in one
     line before it makes its folder."""
-    from hybridvision.studies import base
+    from hybridvision.studies import runner
 
     ann, imgs = _write_user_coco(tmp_path / "user")
     calls = []
@@ -367,7 +367,7 @@ def test_study_reads_each_data_spec_once_before_training(tmp_path, monkeypatch):
         calls.append(("train", len(runs)))
         raise _Stop
 
-    monkeypatch.setattr(base, "_train_all", no_training)
+    monkeypatch.setattr(runner, "_train_all", no_training)
     with pytest.raises(_Stop):
         run_study("cornernet-nonlocal", preset="smoke", seeds=2, data=f"coco:{ann},{imgs}", out=tmp_path / "s",
                   device="cpu")

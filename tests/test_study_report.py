@@ -411,7 +411,7 @@ def test_point_labels_step_clear_of_each_other_and_of_the_points():
 def test_every_study_compares_fractions_in_points_and_costs_in_their_units():
     """A compared metric reads in points exactly when it is not a cost (lower is better): the
     centernet study's ``AP_ms`` (AP with multi-scale testing) once read as milliseconds."""
-    import hybridvision.studies.base  # noqa: F401  registers every study
+    import hybridvision.studies.runner  # noqa: F401  registers every study
     from hybridvision.studies.spec import STUDIES
     from hybridvision.studies.stats import metric_unit
 

@@ -13,7 +13,7 @@ PARENT = r"""
 import sys, time
 from concurrent.futures import ProcessPoolExecutor
 import multiprocessing, os
-from hybridvision.studies.base import exit_with_parent
+from hybridvision.studies.runner import exit_with_parent
 
 def work(parent, pid_file, watch):
     if watch:

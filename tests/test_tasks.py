@@ -7,10 +7,9 @@ import torch
 import torch.nn as nn
 
 import hybridvision.registry as registry
-from hybridvision.engine.tasks import ClassificationTask
-from hybridvision.evaluation.compare import build_bench_target
+from hybridvision.bench import build_bench_target
+from hybridvision.engine.tasks import ClassificationTask, create_task, task_for_model
 from hybridvision.export import default_size
-from hybridvision.factory import create_task, task_for_model
 
 
 class _Doubler(nn.Module):

@@ -131,8 +131,8 @@ def test_resume_reevaluates_an_earlier_best(half_run, tmp_path, monkeypatch):
 
     monkeypatch.setattr(DetectionTask, "evaluate", fake)
     summary = train(cfg, resume=True)
-    assert summary["last_epoch"] == 2 and summary["best_epoch"] == 1
-    assert summary["best_evaluation"]["metrics"]["AP"] == 0.3 and summary["evaluation"]["metrics"]["AP"] == 0.0
+    assert summary.last_epoch == 2 and summary.best_epoch == 1
+    assert summary.best_evaluation["metrics"]["AP"] == 0.3 and summary.evaluation["metrics"]["AP"] == 0.0
     assert json.loads((run / "eval/best/coco_metrics.json").read_text())["AP"] == 0.3
 
 
@@ -212,7 +212,7 @@ def test_rank_above_zero_prints_and_writes_nothing(tiny_amounts, tmp_path, monke
     monkeypatch.setenv("RANK", "1")  # WORLD_SIZE unset: one process that believes it is rank 1
     out = tmp_path / "run"
     summary = train(_cfg(tiny_amounts, out, epochs=1, max_steps=1))
-    assert summary["steps"] == 1
+    assert summary.steps == 1
     assert not out.exists()
     assert capsys.readouterr().out == ""
 

@@ -33,7 +33,7 @@ from hybridvision.errors import UserInputError
 from hybridvision.evaluation.analysis import evaluate_with_analysis
 from hybridvision.evaluation.coco import check_max_dets, write_metrics_json
 from hybridvision.factory import create_model
-from hybridvision.plots import draw_detections, draw_retrieval_grid, save_image
+from hybridvision.drawing import draw_detections, draw_retrieval_grid, save_image
 from hybridvision.fileio import (OWNER_MARKER, atomic_write_json, check_output_path,
                                  make_output_dir, read_json)
 from hybridvision.imageio import IMAGE_EXTENSIONS, load_image, load_image_uint8, read_image_size

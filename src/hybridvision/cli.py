@@ -27,6 +27,7 @@ from rich import box
 from rich.table import Column, Table
 
 from hybridvision.api import evaluate_files, evaluate_run, load_trained, predict, retrieve
+from hybridvision.bench import bench_task, build_bench_target, compare_models
 from hybridvision.console import console, err_console
 from hybridvision.config import TrainConfig, apply_overrides, load_config
 from hybridvision.data.builtin.amounts import make_amounts
@@ -42,19 +43,19 @@ from hybridvision.data.transforms import TRANSFORM_PRESETS
 from hybridvision.data.validate import check_coco
 from hybridvision.demo import DEMO_CONFIG, run_demo
 from hybridvision.engine.progress import format_evaluation, format_per_class, format_train_evaluations
+from hybridvision.engine.tasks import create_task
 from hybridvision.engine.tiling import check_tile_overlap
 from hybridvision.engine.trainer import resolve_device, train
 from hybridvision.errors import UserInputError
 from hybridvision.evaluation.coco import check_max_dets
-from hybridvision.evaluation.compare import bench_task, build_bench_target, compare_models
 from hybridvision.explain import explain
 from hybridvision.export import check_export_paths, check_opset, check_size, default_size, export_onnx
-from hybridvision.factory import create_model, create_task, list_models, model_builder, model_task
+from hybridvision.factory import create_model, list_models, model_builder, model_task
 from hybridvision.evaluation.analysis import STATS_FILES, dataset_stats, write_dataset_stats
 from hybridvision.fileio import atomic_write_text, check_output_path, make_output_dir, read_json
 from hybridvision.plots import save_dataset_stats_plots
 from hybridvision.registry import registered_tasks
-from hybridvision.studies.base import STUDIES, run_study
+from hybridvision.studies.runner import STUDIES, run_study
 
 app = typer.Typer(
     name="hybridvision",
@@ -193,10 +194,11 @@ def train_cmd(
                           source="--backbone-weights")
     cfg = apply_overrides(cfg, overrides or [])
     summary = train(cfg, resume=resume, weights=str(weights) if weights else None, exist_ok=exist_ok)
-    text = format_train_evaluations(summary)
+    text = format_train_evaluations(summary.evaluation, summary.best_evaluation, summary.last_epoch,
+                                    summary.best_epoch)
     if text:
         console.print(text, markup=False, highlight=False)
-    console.print(f"run folder: {summary['out']}  ({summary['steps']} steps, {summary['seconds']:.0f} s)")
+    console.print(f"run folder: {summary.out}  ({summary.steps} steps, {summary.seconds:.0f} s)")
 
 
 # Every key=value setting with its default, at the end of `train --help`.
@@ -584,7 +586,7 @@ def study_cmd(
                                        "\\[default: the study's built-in data]"),
     seeds: int = typer.Option(3, "--seeds", help="seeds per row (mean ± std)"),
     preset: str = typer.Option("cpu", "--preset", help="smoke (tests: seconds) | cpu (converged on the "
-                               "built-in data on a 2-core CPU) | paper (the seed's recipe: GPUs, real data); "
+                               "built-in data on a 2-core CPU) | paper (the thesis's recipe: GPUs, real data); "
                                "quick = cpu"),
     out: Path | None = typer.Option(None, "--out", "-o", help="study folder \\[default: runs/study-NAME-PRESET]"),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
@@ -594,7 +596,7 @@ def study_cmd(
                                      "finished so far, train nothing"),
     dry_run: bool = typer.Option(False, "--dry-run", help="list the runs without training"),
 ):
-    """Reproduce a seed experiment: train every row over seeds, print and save its tables.
+    """Reproduce an experiment of the theses: train every row over seeds, print and save its tables.
 
     Writes report.md, report.html, results.csv and results.json; a killed study resumes where it
     stopped.

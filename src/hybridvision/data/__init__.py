@@ -1,6 +1,6 @@
 """Detection data: COCO datasets, transforms, converters, validation and built-in data.
 
-Data contracts (DESIGN.md): images float32 ``[3, H, W]`` in [0, 1]; targets
+Data contracts (docs/architecture.md): images float32 ``[3, H, W]`` in [0, 1]; targets
 ``dict(boxes=[N, 4] float32 xyxy pixels, labels=[N] int64 in 0..K-1, image_id, orig_size)``.
 """
 

@@ -3,7 +3,7 @@
 Symbols: N boxes in an image, K classes, B images in a batch.
 
 :class:`CocoDetection` reads a COCO JSON (https://cocodataset.org/#format-data) and yields
-``(image, target)`` in the toolkit's contract (DESIGN.md "Contracts"):
+``(image, target)`` in the toolkit's contract (docs/architecture.md):
 
 * ``image``: float32 ``[3, H, W]`` in [0, 1];
 * ``target``: ``boxes`` ``[N, 4]`` float32 xyxy in pixels, ``labels`` ``[N]`` int64 contiguous in
@@ -22,7 +22,8 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -31,9 +32,9 @@ from torch.utils.data import Dataset
 
 from hybridvision import imageio
 from hybridvision.data.validate import check_coco, raise_for_findings
-from hybridvision.detectors.base import batch_images
 from hybridvision.errors import DataError, UserInputError
 from hybridvision.fileio import read_json
+from hybridvision.structures import batch_images
 
 __all__ = ["CocoDetection", "collate_detection", "load_image", "load_image_uint8"]
 
@@ -153,7 +154,7 @@ class CocoDetection(Dataset):
             "orig_size": (h, w),
         }
 
-    def preload(self) -> "CocoDetection":
+    def preload(self) -> CocoDetection:
         """Decode every image once into memory (uint8); later reads skip file decoding.
 
         Worth it for small datasets on CPU, where PNG decoding costs as much as a training

@@ -33,7 +33,7 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 from hybridvision.data.builtin.bimodal import ensure_bimodal
-from hybridvision.data.sketches import find_image_folder, load_sketch_image
+from hybridvision.data.sketch_readers import find_image_folder, load_sketch_image
 from hybridvision.errors import DataError, UserInputError
 from hybridvision.imageio import load_image_uint8
 

@@ -38,7 +38,8 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
+from collections.abc import Iterable
 
 from hybridvision.errors import DataError, UserInputError
 from hybridvision.fileio import read_json

@@ -2,7 +2,7 @@
 
 A detector of this package is a :class:`DenseDetector` subclass that brings four things — a head
 module, ``encode_targets``, ``loss`` and ``decode`` — and nothing else; the core owns input
-normalisation, padding, the composition and the output contract (DESIGN.md; detectron2's
+normalisation, padding, the composition and the output contract (docs/architecture.md; detectron2's
 ``DenseDetector`` and DETR's criterion/postprocessor split are the models):
 
 * ``model(images, image_sizes=None) -> dict[str, Tensor | list[Tensor]]`` — raw head outputs, the
@@ -31,30 +31,11 @@ import torch.nn as nn
 from hybridvision.constants import IMAGENET_MEAN, IMAGENET_STD
 from hybridvision.errors import DataError, UserInputError
 from hybridvision.ops.postprocess import check_nms_method
+from hybridvision.structures import Detections, Targets, batch_images
 
+# batch_images, Targets and Detections live in hybridvision.structures (below data/ and detectors/);
+# they are re-exported here for the importers of detectors.base.
 __all__ = ["DenseDetector", "batch_images", "check_targets", "Targets", "Detections"]
-
-Targets = list[dict[str, torch.Tensor]]
-Detections = list[dict[str, torch.Tensor]]
-
-
-def batch_images(
-    images: Sequence[torch.Tensor], size_divisible: int = 32
-) -> tuple[torch.Tensor, list[tuple[int, int]]]:
-    """Zero-pad ``[3, H_i, W_i]`` images bottom/right into one ``[B, 3, H, W]`` batch.
-
-    H and W are the largest sizes rounded up to ``size_divisible`` (the coarsest stride), so every
-    pyramid level divides evenly. Returns the batch and the original ``(H_i, W_i)`` sizes.
-    """
-    if len(images) == 0:
-        raise UserInputError("batch_images got no images; pass at least one [3, H, W] tensor")
-    sizes = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
-    h = -(-max(s[0] for s in sizes) // size_divisible) * size_divisible
-    w = -(-max(s[1] for s in sizes) // size_divisible) * size_divisible
-    batch = images[0].new_zeros((len(images), images[0].shape[0], h, w))
-    for b, im in enumerate(images):
-        batch[b, :, : im.shape[-2], : im.shape[-1]].copy_(im)
-    return batch, sizes
 
 
 def check_targets(targets: Targets, num_classes: int, batch_size: int | None = None) -> None:

@@ -101,11 +101,11 @@ def format_per_class(evaluation: Mapping[str, Any]) -> str:
     return _rendered(table)
 
 
-def format_train_evaluations(summary: Mapping[str, Any]) -> str:
-    """The end of ``train``: the last weights' evaluation and the best's, each named with its
-    epoch (``last (epoch N)``, ``best (epoch M)``); one table when they are the same epoch."""
-    last, best = summary.get("evaluation") or {}, summary.get("best_evaluation") or {}
-    n, m = summary.get("last_epoch"), summary.get("best_epoch")
+def format_train_evaluations(last: Mapping[str, Any], best: Mapping[str, Any], n: int, m: int) -> str:
+    """The end of ``train``: the last weights' evaluation (of epoch ``n``) and the best's (of
+    epoch ``m``), each named with its epoch (``last (epoch N)``, ``best (epoch M)``); one table
+    when they are the same epoch. Call it with a ``TrainResult``'s ``evaluation``,
+    ``best_evaluation``, ``last_epoch`` and ``best_epoch``."""
     if not last:
         return ""
     if not best or m == n:

@@ -1,5 +1,11 @@
 """The training loop: one for every task, on one device or many (``torchrun``).
 
+:func:`train` runs named steps: :func:`_prepare` (checks, data, model, optimizer, the run
+folder), then for each epoch :func:`_train_one_epoch` (each optimizer step in
+:func:`_train_step`) and :func:`_end_of_epoch` (evaluation, checkpoints), and :func:`_finish`;
+it returns a :class:`TrainResult`. The task (:class:`~hybridvision.engine.tasks.protocol.Task`)
+gives the data, the loss of a batch and the evaluation; the loop owns everything else.
+
 A run folder (``cfg.out``) holds::
 
     config.yaml                 the full TrainConfig
@@ -25,8 +31,9 @@ final epoch); ``best`` is the epoch with the highest primary metric (``AP``, ``t
 evaluated epochs (every ``eval_every`` epochs and always the final one). When a run finishes, both
 are evaluated on the val split and written to ``eval/last/`` and ``eval/best/`` — best at the
 end only if it is another epoch than last — and ``train`` prints both, named ``last (epoch N)``
-and ``best (epoch M)``. ``train`` returns the last weights' evaluation as ``evaluation`` (studies
-report it: the final model, not one picked on the val split) and best's as ``best_evaluation``.
+and ``best (epoch M)``. ``train``'s :class:`TrainResult` holds the last weights' evaluation as
+``evaluation`` (studies report it: the final model, not one picked on the val split) and best's as
+``best_evaluation``.
 ``eval/coco_metrics.json`` and ``predictions.json`` hold best, as ``hybridvision eval --run``
 (which evaluates best) writes them.
 
@@ -49,29 +56,31 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 import torch.nn as nn
+from rich.progress import Progress
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from hybridvision.config import TrainConfig, save_config
 from hybridvision.engine.checkpoint import (load_checkpoint_state, load_weights, read_sidecar,
                                             recover_checkpoint, save_checkpoint)
-from hybridvision.engine.loggers import TENSORBOARD_DIR, NullLogger, check_logger, make_logger
+from hybridvision.engine.loggers import TENSORBOARD_DIR, NullLogger, TensorBoardLogger, check_logger, make_logger
 from hybridvision.engine.progress import console, is_main_process, make_progress
-from hybridvision.engine.tasks import DataBundle, make_task
+from hybridvision.engine.tasks import DataBundle, Task, make_task
 from hybridvision.errors import UserInputError
 from hybridvision.fileio import OWNER_MARKER, atomic_write_text, make_output_dir, write_error
 from hybridvision.plots import plot_loss_curve, plot_results
 from hybridvision.factory import create_model
 from hybridvision.registry import check_model_kwargs
 
-__all__ = ["train", "NonFiniteLossError", "resolve_device", "lr_factor", "check_run_folder",
+__all__ = ["train", "TrainResult", "NonFiniteLossError", "resolve_device", "lr_factor", "check_run_folder",
            "scaler_state", "restore_scaler", "start_summary", "share_initialisation", "build_optimizer", "epoch_loader",
            "RUN_FOLDER_NAMES"]
 
@@ -337,6 +346,93 @@ def start_summary(cfg: TrainConfig, model: nn.Module, bundle: DataBundle, steps_
             f"{torch.get_num_threads()} torch threads")
 
 
+# ------------------------------------------------------------------------------ the result
+@dataclass
+class TrainResult:
+    """What :func:`train` returns.
+
+    ``evaluation`` is the last weights' and ``best_evaluation`` the best's (see "Last versus
+    best" in the module docstring); both are empty until the run has finished. ``seconds`` and
+    ``loop_seconds`` add up every call of a resumed run, each up to its last checkpoint (which
+    ``last.json`` keeps as ``train_seconds`` and ``train_loop_seconds``).
+    """
+
+    out: Path                         # the run folder
+    evaluation: dict[str, Any]        # the last weights' evaluation ({} until the run has finished)
+    last_epoch: int                   # epochs completed
+    best_evaluation: dict[str, Any]   # the best weights' evaluation ({} until the run has finished)
+    best_epoch: int                   # the epoch of checkpoints/best (0: none evaluated yet)
+    best: float                       # its primary metric (-inf: none evaluated yet)
+    epochs: int                       # the schedule's length, ``cfg.epochs``
+    steps: int                        # optimizer steps taken, every call of the run together
+    seconds: float                    # wall time of the run
+    loop_seconds: float               # of which inside training steps (data, compute, logging)
+    finished: bool                    # the schedule is done (every epoch, or ``max_steps``)
+    shared_init: tuple[int, int] | None  # (tensors copied, tensors in the model) with ``init_like``
+
+
+# ----------------------------------------------------------------------- what the loop holds
+_Logger = NullLogger | TensorBoardLogger  # mirrors metrics.jsonl (engine/loggers.py)
+
+
+@dataclass
+class _Run:
+    """What preparation sets up; the loop reads it (and trains ``model``'s weights)."""
+
+    cfg: TrainConfig
+    out: Path
+    rank: int
+    world: int
+    main: bool                        # rank 0: prints and writes
+    device: torch.device
+    task: Task
+    bundle: DataBundle
+    model: nn.Module                  # the model itself: checkpoints and evaluation
+    train_model: nn.Module            # what a step calls: ``model`` or its DistributedDataParallel
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    autocast: Callable[[], contextlib.AbstractContextManager]
+    steps_per_epoch: int
+    total_steps: int
+    plain_log: bool                   # no live bar (a file, a pipe, progress=false): log lines instead
+    shared_init: tuple[int, int] | None
+
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.out / "checkpoints"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.out / "metrics.jsonl"
+
+    def steps_done(self, step: int) -> bool:
+        """``max_steps`` (when set) reached."""
+        return bool(self.cfg.max_steps and step >= self.cfg.max_steps)
+
+
+@dataclass
+class _State:
+    """What the loop changes: the counters ``checkpoints/last.json`` keeps, the time, and the
+    evaluations held in memory."""
+
+    epoch: int = 0                    # epochs completed
+    step: int = 0                     # optimizer steps taken
+    best: float = -math.inf           # the best primary metric so far
+    best_epoch: int = 0
+    # Time spent by earlier calls of a resumed run, up to its checkpoint (the epoch in flight when
+    # it was stopped is trained again, so it counts once).
+    earlier_seconds: float = 0.0
+    earlier_loop_seconds: float = 0.0
+    started: float = 0.0              # time.time() when this call's loop began
+    loop_seconds: float = 0.0         # this call's time inside the training steps (no evaluation)
+    rate_from: tuple[int, float] = (0, 0.0)  # (step, time) the logged speed is measured from
+    last_eval: dict[str, Any] = field(default_factory=dict)
+    last_results: list[dict] = field(default_factory=list)
+    evaluated_epoch: int = -1         # the epoch whose weights last_eval describes
+    best_eval: dict[str, Any] = field(default_factory=dict)
+    best_results: list[dict] = field(default_factory=list)
+
+
 # ------------------------------------------------------------------------------------- train
 def share_initialisation(model: nn.Module, reference: nn.Module) -> tuple[int, int]:
     """Copy into ``model`` every parameter and buffer of ``reference`` with the same name and shape.
@@ -354,16 +450,13 @@ def share_initialisation(model: nn.Module, reference: nn.Module) -> tuple[int, i
 
 def train(cfg: TrainConfig, *, resume: bool = False, weights: str | None = None,
           exist_ok: bool = False, stop_after: int | None = None,
-          init_like: tuple[str, dict[str, Any]] | None = None) -> dict[str, Any]:
-    """Train ``cfg.model`` on ``cfg.data``.
+          init_like: tuple[str, dict[str, Any]] | None = None) -> TrainResult:
+    """Train ``cfg.model`` on ``cfg.data``; returns a :class:`TrainResult`.
 
-    Returns ``dict(out, evaluation, last_epoch, best_evaluation, best_epoch, best, epochs,
-    steps, seconds, loop_seconds, finished, shared_init)``: ``evaluation`` is the last weights'
-    (see "Last versus best" in the module docstring); both evaluations are empty until the run
-    has finished. ``loop_seconds`` is the time inside training steps (data, compute, logging;
-    no evaluation or checkpointing); both add up every call of a resumed run (each up to its last
-    checkpoint, which ``last.json`` keeps as ``train_seconds`` and ``train_loop_seconds``);
-    ``shared_init`` is ``(copied, total)`` with ``init_like``.
+    The steps: :func:`_prepare` (checks, data, model, optimizer, the run folder), then per epoch
+    :func:`_train_one_epoch` (each optimizer step in :func:`_train_step`) and
+    :func:`_end_of_epoch` (evaluation, ``best`` and ``last`` checkpoints), and :func:`_finish`
+    (the last and best evaluations written, plots).
 
     Args:
         resume: continue from ``cfg.out/checkpoints/last`` with identical optimizer, schedule
@@ -374,240 +467,341 @@ def train(cfg: TrainConfig, *, resume: bool = False, weights: str | None = None,
         stop_after: train at most this many epochs in this call and return; the schedule still
             spans ``cfg.epochs``, so a later ``resume=True`` call continues seamlessly (time-sliced
             jobs on shared clusters).
-
         init_like: ``(model name, model_kwargs)`` of a reference model: built with the same seed,
             its tensors initialise every tensor of this model with the same name and shape
             (:func:`share_initialisation`; studies pair each row with its reference this way).
     """
+    run, state = _prepare(cfg, resume=resume, weights=weights, exist_ok=exist_ok, init_like=init_like)
+    # metrics.jsonl is the record; the logger mirrors it (resume: from the step after the checkpoint)
+    logger = make_logger(cfg.logger, run.out, purge_step=state.step + 1 if resume else None) if run.main \
+        else NullLogger()
+    state.rate_from = (state.step, time.time())
+    end_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, state.epoch + stop_after)
+    with make_progress(cfg.progress) as progress, contextlib.closing(logger):
+        for epoch in range(state.epoch, end_epoch):
+            if run.steps_done(state.step):
+                break
+            _train_one_epoch(run, state, epoch, progress, logger)
+            _end_of_epoch(run, state, logger)
+    return _finish(run, state)
+
+
+# ------------------------------------------------------------------------------ preparation
+def _prepare(cfg: TrainConfig, *, resume: bool, weights: str | None, exist_ok: bool,
+             init_like: tuple[str, dict[str, Any]] | None) -> tuple[_Run, _State]:
+    """Everything before the first step, in this order: what can be refused without work (the
+    run folder, ``weights``, the logger, the task's and model's options), the data, the model,
+    the optimizer, the run folder resumed or started afresh, the start lines."""
     main = is_main_process()
     rank, world, device = _setup_distributed(cfg.device)
     out = check_run_folder(cfg.out, resume=resume, exist_ok=exist_ok)  # before any work
-    ckpt_dir = out / "checkpoints"
     if resume and main:  # a run killed while saving: the checkpoint before it (the other ranks wait
-        for name in ("last", "best"):  # at the data barrier below, so they load the repaired set)
-            note = recover_checkpoint(ckpt_dir, name)
-            if note:
-                console.print(note, style="yellow")
+        _recover_checkpoints(out / "checkpoints")  # at the data barrier, so they load the repaired set)
+    _check_weights(weights, out)
+    check_logger(cfg.logger)  # an optional dependency that is missing: said before any work
+    task = _checked_task(cfg)
+    bundle = _build_data(task, cfg, rank, world)
+    model, shared_init = _build_model(cfg, bundle, device, weights=weights,
+                                      init_like=None if weights or resume else init_like)
+    steps_per_epoch = len(bundle.train) // (cfg.batch_size * world)
+    total_steps = cfg.epochs * steps_per_epoch
+    if cfg.max_steps:
+        total_steps = min(total_steps, cfg.max_steps)
+    use_amp = cfg.amp and device.type == "cuda"
+    run = _Run(cfg=cfg, out=out, rank=rank, world=world, main=main, device=device, task=task, bundle=bundle,
+               model=model, train_model=model, optimizer=build_optimizer(model, cfg),
+               scaler=torch.amp.GradScaler("cuda", enabled=use_amp),
+               autocast=(lambda: torch.autocast("cuda", dtype=torch.float16)) if use_amp else nullcontext,
+               steps_per_epoch=steps_per_epoch, total_steps=total_steps,
+               plain_log=not (cfg.progress and console.is_terminal), shared_init=shared_init)
+    state = _resume_state(run) if resume else _start_fresh(run)
+    if main:
+        save_config(cfg, out / "config.yaml")
+        _print_start(run, resume=resume, init_like=init_like)
+    if world > 1:
+        run.train_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    state.started = time.time()
+    return run, state
+
+
+def _recover_checkpoints(ckpt_dir: Path) -> None:
+    """Repair ``last`` and ``best`` of a run killed while saving them (the previous checkpoint)."""
+    for name in ("last", "best"):
+        note = recover_checkpoint(ckpt_dir, name)
+        if note:
+            console.print(note, style="yellow")
+
+
+def _check_weights(weights: str | None, out: Path) -> None:
+    """``--weights``: a file, and not one of the checkpoints this run overwrites."""
     if weights and not Path(weights).is_file():
         raise UserInputError(f"--weights {weights}: file not found; pass a .safetensors file")
     if weights and Path(weights).resolve().is_relative_to(out.resolve()):
         raise UserInputError(f"--weights {weights} lies inside --out {out}, whose checkpoints this run "
                              "writes; copy the weights elsewhere first")
-    check_logger(cfg.logger)  # an optional dependency that is missing: said before any work
+
+
+def _checked_task(cfg: TrainConfig) -> Task:
+    """The run's task, with the augmentation and model options checked before any data is built."""
     task = make_task(cfg)
     task.check_augment(cfg.augment)
     check_model_kwargs(cfg.model, cfg.model_kwargs)  # before data is generated or read
     with torch.device("meta"):  # the options' values too: a build that allocates nothing
         create_model(cfg.model, **{"num_classes": 1, **cfg.model_kwargs})
+    return task
+
+
+def _build_data(task: Task, cfg: TrainConfig, rank: int, world: int) -> DataBundle:
+    """The task's data; rank 0 builds (and for built-in data, generates) it first, the others wait."""
     torch.manual_seed(cfg.seed)
     if world > 1 and rank != 0:
-        dist.barrier()  # rank 0 builds (and for built-in data, generates) the data first
+        dist.barrier()
     bundle = task.build_data(cfg)
     if world > 1 and rank == 0:
         dist.barrier()
     if len(bundle.train) < cfg.batch_size * world:
         raise UserInputError(f"--data {cfg.data}: {len(bundle.train)} training images, fewer than one "
                              f"batch ({cfg.batch_size}×{world}); lower --batch-size")
+    return bundle
+
+
+def _build_model(cfg: TrainConfig, bundle: DataBundle, device: torch.device, *, weights: str | None,
+                 init_like: tuple[str, dict[str, Any]] | None) -> tuple[nn.Module, tuple[int, int] | None]:
+    """The model on ``device``, seeded by ``cfg.seed`` alone; its tensors shared with ``init_like``'s
+    (:func:`share_initialisation`), then ``weights`` loaded. Returns ``(model, shared_init)``."""
     torch.manual_seed(cfg.seed)  # model init does not depend on how much data building consumed
     model = create_model(cfg.model, num_classes=bundle.num_classes, **cfg.model_kwargs).to(device)
     shared_init = None
-    if init_like is not None and not weights and not resume:
+    if init_like is not None:
         torch.manual_seed(cfg.seed)
         reference = create_model(init_like[0], num_classes=bundle.num_classes, **init_like[1])
         shared_init = share_initialisation(model, reference.to(device))
         del reference
     if weights:
         load_weights(model, weights)
-    optimizer = build_optimizer(model, cfg)
-    steps_per_epoch = len(bundle.train) // (cfg.batch_size * world)
-    total_steps = cfg.epochs * steps_per_epoch
-    if cfg.max_steps:
-        total_steps = min(total_steps, cfg.max_steps)
-    use_amp = cfg.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.float16)) if use_amp else nullcontext
+    return model, shared_init
 
-    start_epoch, step, best, best_epoch = 0, 0, -math.inf, 0
-    # Time spent by earlier calls of a resumed run, up to its checkpoint (the epoch in flight when
-    # it was stopped is trained again, so it counts once).
-    earlier_seconds, earlier_loop_seconds = 0.0, 0.0
-    metrics_path = out / "metrics.jsonl"
-    if resume:
-        state = load_checkpoint_state(ckpt_dir, "last", model, optimizer)
-        start_epoch, step = int(state["epoch"]), int(state["step"])
-        earlier_seconds = float(state.get("train_seconds") or 0.0)
-        earlier_loop_seconds = float(state.get("train_loop_seconds") or 0.0)
-        best = -math.inf if state.get("best") is None else float(state["best"])
-        best_epoch = int(state.get("best_epoch") or read_sidecar(ckpt_dir / "best.safetensors").get("epoch", 0))
-        restore_scaler(scaler, state)
-        if main:
-            _truncate_jsonl_after(metrics_path, step)
-            console.print(f"resuming {out} at epoch {start_epoch + 1}/{cfg.epochs} (step {step})")
-    elif main:
-        make_output_dir(out)  # created and marked as hybridvision's (fileio.OWNER_MARKER)
-        metrics_path.unlink(missing_ok=True)
-        for stale in [*ckpt_dir.glob("best.*"), *ckpt_dir.glob("last.prev.*")]:  # of an overwritten run
+
+def _resume_state(run: _Run) -> _State:
+    """Weights, optimizer and scaler from ``checkpoints/last``, and the counters it kept;
+    ``metrics.jsonl`` cut back to its step."""
+    saved = load_checkpoint_state(run.ckpt_dir, "last", run.model, run.optimizer)
+    state = _State(epoch=int(saved["epoch"]), step=int(saved["step"]),
+                   earlier_seconds=float(saved.get("train_seconds") or 0.0),
+                   earlier_loop_seconds=float(saved.get("train_loop_seconds") or 0.0),
+                   best=-math.inf if saved.get("best") is None else float(saved["best"]),
+                   best_epoch=int(saved.get("best_epoch")
+                                  or read_sidecar(run.ckpt_dir / "best.safetensors").get("epoch", 0)))
+    restore_scaler(run.scaler, saved)
+    if run.main:
+        _truncate_jsonl_after(run.metrics_path, state.step)
+        console.print(f"resuming {run.out} at epoch {state.epoch + 1}/{run.cfg.epochs} (step {state.step})")
+    return state
+
+
+def _start_fresh(run: _Run) -> _State:
+    """A new run folder, or an overwritten one without what the earlier run left."""
+    if run.main:
+        make_output_dir(run.out)  # created and marked as hybridvision's (fileio.OWNER_MARKER)
+        run.metrics_path.unlink(missing_ok=True)
+        for stale in [*run.ckpt_dir.glob("best.*"), *run.ckpt_dir.glob("last.prev.*")]:  # of an overwritten run
             stale.unlink()
-        for stale in (out / TENSORBOARD_DIR).glob("events.out.tfevents.*"):  # its TensorBoard events
+        for stale in (run.out / TENSORBOARD_DIR).glob("events.out.tfevents.*"):  # its TensorBoard events
             stale.unlink()
-    if main:
-        save_config(cfg, out / "config.yaml")
-        console.print(start_summary(cfg, model, bundle, steps_per_epoch, total_steps, device, world),
+    return _State()
+
+
+def _print_start(run: _Run, *, resume: bool, init_like: tuple[str, dict[str, Any]] | None) -> None:
+    """The start lines: :func:`start_summary`, the task's warnings, the backbone weights loaded,
+    the initialisation shared with ``init_like``."""
+    cfg = run.cfg
+    console.print(start_summary(cfg, run.model, run.bundle, run.steps_per_epoch, run.total_steps, run.device,
+                                run.world), highlight=False, markup=False)
+    for warning in run.task.start_warnings(run.model, run.bundle, cfg):
+        console.print(warning, style="yellow")
+    report = getattr(run.model, "backbone_weights_report", None)
+    if report is not None and not resume:
+        console.print(f"backbone weights {report['file']}: loaded {report['loaded']} tensors; "
+                      f"{len(report['missing'])} of the backbone's not in the file"
+                      + (f" ({', '.join(report['missing'][:3])}…)" if report["missing"] else "")
+                      + f"; {len(report['unexpected'])} of the file's unused"
+                      + (f" ({', '.join(report['unexpected'][:3])}…)" if report["unexpected"] else "")
+                      + f"; classifier ({len(report['skipped'])} tensors) skipped",
                       highlight=False, markup=False)
-        for warning in task.start_warnings(model, bundle, cfg):
-            console.print(warning, style="yellow")
-        report = getattr(model, "backbone_weights_report", None)
-        if report is not None and not resume:
-            console.print(f"backbone weights {report['file']}: loaded {report['loaded']} tensors; "
-                          f"{len(report['missing'])} of the backbone's not in the file"
-                          + (f" ({', '.join(report['missing'][:3])}…)" if report["missing"] else "")
-                          + f"; {len(report['unexpected'])} of the file's unused"
-                          + (f" ({', '.join(report['unexpected'][:3])}…)" if report["unexpected"] else "")
-                          + f"; classifier ({len(report['skipped'])} tensors) skipped",
-                          highlight=False, markup=False)
-        if shared_init is not None:
-            console.print(f"initialised {shared_init[0]} of {shared_init[1]} tensors as {init_like[0]} "
-                          f"with seed {cfg.seed} (paired with it)", highlight=False, markup=False)
+    if run.shared_init is not None and init_like is not None:
+        console.print(f"initialised {run.shared_init[0]} of {run.shared_init[1]} tensors as {init_like[0]} "
+                      f"with seed {cfg.seed} (paired with it)", highlight=False, markup=False)
 
-    train_model: nn.Module = model
-    if world > 1:
-        train_model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
 
-    t0 = time.time()
-    loop_seconds = 0.0  # inside the training steps (data + compute + logging), no evaluation
-    last_eval: dict[str, Any] = {}
-    last_results: list[dict] = []
-    evaluated_epoch = -1  # the epoch whose weights last_eval describes
-    best_eval: dict[str, Any] = {}
-    best_results: list[dict] = []
-    epoch_done = start_epoch
-    # metrics.jsonl is the record; the logger mirrors it (resume: from the step after the checkpoint)
-    logger = make_logger(cfg.logger, out, purge_step=step + 1 if resume else None) if main else NullLogger()
-    plain_log = not (cfg.progress and console.is_terminal)  # no live bar: log lines instead
-    log_every = max(10, steps_per_epoch // 4)
-    log_start = (step, time.time())
-    with make_progress(cfg.progress) as progress, contextlib.closing(logger):
-        end_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, start_epoch + stop_after)
-        for epoch in range(start_epoch, end_epoch):
-            if cfg.max_steps and step >= cfg.max_steps:
-                break
-            torch.manual_seed(augmentation_seed(cfg.seed, epoch, rank))  # augmentation RNG of this epoch
-            if hasattr(bundle.train, "set_epoch"):  # data drawn per epoch (SBIR pairs, triplets)
-                bundle.train.set_epoch(epoch)
-            loader = epoch_loader(bundle, cfg, epoch, world, rank)
-            bar = progress.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=len(loader), info="")
-            train_model.train()
-            running: dict[str, float] = {}
-            n_running = 0
-            t_loop = time.perf_counter()
-            for i, batch in enumerate(loader):
-                if cfg.max_steps and step >= cfg.max_steps:
-                    break
-                lr = cfg.lr * lr_factor(step, total_steps, cfg)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                with autocast():
-                    losses = task.batch_loss(train_model, batch, device)
-                loss = losses["loss"]
-                finite = torch.isfinite(loss.detach()).float()
-                if world > 1:
-                    dist.all_reduce(finite, op=dist.ReduceOp.MIN)
-                if finite.item() < 1:
-                    parts = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
-                    raise NonFiniteLossError(
-                        f"{out}: non-finite loss at epoch {epoch + 1} step {step} ({parts}); nothing "
-                        f"was saved from this step — lower --lr (now {cfg.lr:g}), set grad_clip=10, "
-                        "or check the data with `hybridvision data check`")
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if cfg.grad_clip > 0:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-                step += 1
-                for k, v in losses.items():
-                    running[k] = running.get(k, 0.0) + float(v.detach())
-                n_running += 1
-                last_of_epoch = i == len(loader) - 1 or (cfg.max_steps and step >= cfg.max_steps)
-                if main and (step % 10 == 0 or last_of_epoch):
-                    # the mean over the steps since the previous record (a smooth curve, no resets)
-                    rec = {"epoch": epoch + 1, "step": step, "lr": lr,
-                           **{k: v / n_running for k, v in running.items()}}
-                    _append_jsonl(metrics_path, rec)
-                    logger.log(rec, step, "train")
-                    running, n_running = {}, 0
-                progress.update(bar, advance=1, info=f"loss {float(loss.detach()):.3f} lr {lr:.2g}")
-                if plain_log and main and (step % log_every == 0 or last_of_epoch):
-                    # No live bar (a file, a pipe, progress=false): a line with loss, speed, ETA.
-                    rate = (step - log_start[0]) / max(time.time() - log_start[1], 1e-9)
-                    eta = (total_steps - step) / max(rate, 1e-9)
-                    console.print(f"epoch {epoch + 1}/{cfg.epochs} step {step}/{total_steps} loss "
-                                  f"{float(loss.detach()):.4f} lr {lr:.3g} · {rate:.2f} steps/s · ETA "
-                                  f"{_clock(eta)}", highlight=False, markup=False)
-            loop_seconds += time.perf_counter() - t_loop
+# -------------------------------------------------------------------------------- one epoch
+def _train_one_epoch(run: _Run, state: _State, epoch: int, progress: Progress, logger: _Logger) -> None:
+    """Epoch ``epoch`` (0-based): its steps, each loss record (``metrics.jsonl``, the logger, every
+    10 steps and at the end) and the progress bar or log lines. Stops early at ``max_steps``."""
+    cfg = run.cfg
+    torch.manual_seed(augmentation_seed(cfg.seed, epoch, run.rank))  # augmentation RNG of this epoch
+    if hasattr(run.bundle.train, "set_epoch"):  # data drawn per epoch (SBIR pairs, triplets)
+        run.bundle.train.set_epoch(epoch)
+    loader = epoch_loader(run.bundle, cfg, epoch, run.world, run.rank)
+    bar = progress.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=len(loader), info="")
+    log_every = max(10, run.steps_per_epoch // 4)
+    run.train_model.train()
+    running: dict[str, float] = {}  # loss sums since the previous record
+    n_running = 0
+    t_loop = time.perf_counter()
+    for i, batch in enumerate(loader):
+        if run.steps_done(state.step):
+            break
+        lr = cfg.lr * lr_factor(state.step, run.total_steps, cfg)
+        losses = _train_step(run, batch, lr, epoch, state.step)
+        state.step += 1
+        for k, v in losses.items():
+            running[k] = running.get(k, 0.0) + float(v.detach())
+        n_running += 1
+        last_of_epoch = i == len(loader) - 1 or run.steps_done(state.step)
+        if run.main and (state.step % 10 == 0 or last_of_epoch):
+            # the mean over the steps since the previous record (a smooth curve, no resets)
+            rec = {"epoch": epoch + 1, "step": state.step, "lr": lr, **{k: v / n_running for k, v in running.items()}}
+            _append_jsonl(run.metrics_path, rec)
+            logger.log(rec, state.step, "train")
+            running, n_running = {}, 0
+        loss = float(losses["loss"].detach())
+        progress.update(bar, advance=1, info=f"loss {loss:.3f} lr {lr:.2g}")
+        if run.plain_log and run.main and (state.step % log_every == 0 or last_of_epoch):
+            _print_step_line(run, state, epoch, loss, lr)
+    state.loop_seconds += time.perf_counter() - t_loop
+    state.epoch = epoch + 1
 
-            epoch_done = epoch + 1
-            do_eval = (cfg.eval_every and epoch_done % cfg.eval_every == 0) or epoch_done == cfg.epochs \
-                or (cfg.max_steps and step >= cfg.max_steps)
-            if main:
-                if do_eval:
-                    last_eval, last_results = task.evaluate(model, _val_loader(bundle, cfg), device, bundle)
-                    evaluated_epoch = epoch_done
-                    flat = last_eval.get("metrics", last_eval)
-                    _append_jsonl(metrics_path, {"epoch": epoch_done, "step": step, **flat})
-                    logger.log(flat, step, "val")
-                    score = float(flat[task.primary_metric])
-                    if score > best:
-                        best, best_epoch = score, epoch_done
-                        best_eval, best_results = last_eval, last_results
-                        with interrupts_deferred():
-                            save_checkpoint(ckpt_dir, "best", model,
-                                            extra=_checkpoint_extra(cfg, bundle, task, epoch_done, step, flat))
-                    console.print(f"epoch {epoch_done}/{cfg.epochs}: {task.primary_metric} "
-                                  f"{score:.4f} (best {best:.4f}, epoch {best_epoch})")
-                extra = _checkpoint_extra(cfg, bundle, task, epoch_done, step)
-                extra.update(best=best if math.isfinite(best) else None, best_epoch=best_epoch,
-                             train_seconds=earlier_seconds + time.time() - t0,
-                             train_loop_seconds=earlier_loop_seconds + loop_seconds)
-                saved_scaler = scaler_state(scaler)
-                if saved_scaler is not None:
-                    extra["scaler"] = saved_scaler
-                with interrupts_deferred():  # Ctrl-C lands after the checkpoint, never inside it
-                    save_checkpoint(ckpt_dir, "last", model, optimizer=optimizer, extra=extra)
-            if world > 1:
-                dist.barrier()
 
-    finished = epoch_done >= cfg.epochs or bool(cfg.max_steps and step >= cfg.max_steps)
-    seconds = earlier_seconds + time.time() - t0
-    loop_seconds += earlier_loop_seconds
-    if main and finished:
-        if evaluated_epoch != epoch_done:  # e.g. resuming a finished run: evaluate last now
-            last_eval, last_results = task.evaluate(model, _val_loader(bundle, cfg), device, bundle)
-        if best_epoch in (0, epoch_done) or not (ckpt_dir / "best.safetensors").is_file():
-            best_eval, best_results, best_epoch = last_eval, last_results, epoch_done
-        elif not best_eval:  # best is an epoch of an earlier call: evaluate its weights
-            best_model = create_model(cfg.model, num_classes=bundle.num_classes, **cfg.model_kwargs)
-            load_weights(best_model, ckpt_dir / "best.safetensors")
-            best_eval, best_results = task.evaluate(best_model.to(device), _val_loader(bundle, cfg),
-                                                    device, bundle)
-        _write_evaluation(out / "eval" / "last", task, last_eval, last_results)
-        _write_evaluation(out / "eval" / "best", task, best_eval, best_results)
-        _write_evaluation(out / "eval", task, best_eval, best_results)
-        if best_results:  # detection: the COCO results of the best weights at the run's root
-            atomic_write_text(out / "predictions.json", json.dumps(best_results))
-    if main:
-        _plot_loss(out)
-    if world > 1:
+def _train_step(run: _Run, batch: Any, lr: float, epoch: int, step: int) -> dict[str, torch.Tensor]:
+    """One optimizer step at learning rate ``lr``; returns the batch's losses (``"loss"`` the
+    total). A non-finite loss on any process is a :class:`NonFiniteLossError` before the update."""
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    with run.autocast():
+        losses = run.task.batch_loss(run.train_model, batch, run.device)
+    loss = losses["loss"]
+    finite = torch.isfinite(loss.detach()).float()
+    if run.world > 1:
+        dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+    if finite.item() < 1:
+        parts = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
+        raise NonFiniteLossError(
+            f"{run.out}: non-finite loss at epoch {epoch + 1} step {step} ({parts}); nothing "
+            f"was saved from this step — lower --lr (now {run.cfg.lr:g}), set grad_clip=10, "
+            "or check the data with `hybridvision data check`")
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scaler.scale(loss).backward()
+    if run.cfg.grad_clip > 0:
+        run.scaler.unscale_(run.optimizer)
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.cfg.grad_clip)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    return losses
+
+
+def _print_step_line(run: _Run, state: _State, epoch: int, loss: float, lr: float) -> None:
+    """A log line with loss, speed and ETA (no live bar: a file, a pipe, ``progress=false``)."""
+    start_step, start_time = state.rate_from
+    rate = (state.step - start_step) / max(time.time() - start_time, 1e-9)
+    eta = (run.total_steps - state.step) / max(rate, 1e-9)
+    console.print(f"epoch {epoch + 1}/{run.cfg.epochs} step {state.step}/{run.total_steps} loss "
+                  f"{loss:.4f} lr {lr:.3g} · {rate:.2f} steps/s · ETA {_clock(eta)}",
+                  highlight=False, markup=False)
+
+
+# ---------------------------------------------------------------------------- end of epoch
+def _end_of_epoch(run: _Run, state: _State, logger: _Logger) -> None:
+    """After each epoch, on rank 0: evaluate when due (every ``eval_every`` epochs, the last
+    epoch, at ``max_steps``), keep ``best`` when it improved, save ``last``; then every rank waits."""
+    if run.main:
+        cfg = run.cfg
+        if (cfg.eval_every and state.epoch % cfg.eval_every == 0) or state.epoch == cfg.epochs \
+                or run.steps_done(state.step):
+            _evaluate_epoch(run, state, logger)
+        _save_last(run, state)
+    if run.world > 1:
+        dist.barrier()
+
+
+def _evaluate_epoch(run: _Run, state: _State, logger: _Logger) -> None:
+    """Evaluate the weights of the epoch just done; a new best is saved as ``checkpoints/best``."""
+    state.last_eval, state.last_results = run.task.evaluate(run.model, _val_loader(run.bundle, run.cfg),
+                                                            run.device, run.bundle)
+    state.evaluated_epoch = state.epoch
+    flat = state.last_eval.get("metrics", state.last_eval)
+    _append_jsonl(run.metrics_path, {"epoch": state.epoch, "step": state.step, **flat})
+    logger.log(flat, state.step, "val")
+    score = float(flat[run.task.primary_metric])
+    if score > state.best:
+        state.best, state.best_epoch = score, state.epoch
+        state.best_eval, state.best_results = state.last_eval, state.last_results
+        with interrupts_deferred():
+            save_checkpoint(run.ckpt_dir, "best", run.model,
+                            extra=_checkpoint_extra(run.cfg, run.bundle, run.task, state.epoch, state.step, flat))
+    console.print(f"epoch {state.epoch}/{run.cfg.epochs}: {run.task.primary_metric} "
+                  f"{score:.4f} (best {state.best:.4f}, epoch {state.best_epoch})")
+
+
+def _save_last(run: _Run, state: _State) -> None:
+    """``checkpoints/last``: weights, optimizer, counters, time so far and the AMP scaler."""
+    extra = _checkpoint_extra(run.cfg, run.bundle, run.task, state.epoch, state.step)
+    extra.update(best=state.best if math.isfinite(state.best) else None, best_epoch=state.best_epoch,
+                 train_seconds=state.earlier_seconds + time.time() - state.started,
+                 train_loop_seconds=state.earlier_loop_seconds + state.loop_seconds)
+    saved_scaler = scaler_state(run.scaler)
+    if saved_scaler is not None:
+        extra["scaler"] = saved_scaler
+    with interrupts_deferred():  # Ctrl-C lands after the checkpoint, never inside it
+        save_checkpoint(run.ckpt_dir, "last", run.model, optimizer=run.optimizer, extra=extra)
+
+
+# ---------------------------------------------------------------------------------- finish
+def _finish(run: _Run, state: _State) -> TrainResult:
+    """After the last epoch of this call: a finished run's last and best evaluations written
+    (``eval/last``, ``eval/best``, ``eval/``, ``predictions.json``), the plots, and the result."""
+    finished = state.epoch >= run.cfg.epochs or run.steps_done(state.step)
+    seconds = state.earlier_seconds + time.time() - state.started
+    if run.main and finished:
+        _evaluate_last_and_best(run, state)
+        _write_evaluations(run, state)
+    if run.main:
+        _plot_loss(run.out)
+    if run.world > 1:
         dist.barrier()
         dist.destroy_process_group()
-    if not finished:
-        last_eval, best_eval = {}, {}
-    return {"out": str(out), "evaluation": last_eval, "last_epoch": epoch_done,
-            "best_evaluation": best_eval, "best_epoch": best_epoch, "best": best,
-            "epochs": cfg.epochs, "steps": step, "seconds": seconds, "loop_seconds": loop_seconds,
-            "finished": finished, "shared_init": shared_init}
+    return TrainResult(out=run.out, evaluation=state.last_eval if finished else {}, last_epoch=state.epoch,
+                       best_evaluation=state.best_eval if finished else {}, best_epoch=state.best_epoch,
+                       best=state.best, epochs=run.cfg.epochs, steps=state.step, seconds=seconds,
+                       loop_seconds=state.earlier_loop_seconds + state.loop_seconds, finished=finished,
+                       shared_init=run.shared_init)
+
+
+def _evaluate_last_and_best(run: _Run, state: _State) -> None:
+    """The evaluations of last and best in memory: those the loop made, or made now (a resumed
+    run: last when the final epoch was not evaluated in this call, best when it is an epoch of
+    an earlier call)."""
+    if state.evaluated_epoch != state.epoch:  # e.g. resuming a finished run: evaluate last now
+        state.last_eval, state.last_results = run.task.evaluate(run.model, _val_loader(run.bundle, run.cfg),
+                                                                run.device, run.bundle)
+    if state.best_epoch in (0, state.epoch) or not (run.ckpt_dir / "best.safetensors").is_file():
+        state.best_eval, state.best_results, state.best_epoch = state.last_eval, state.last_results, state.epoch
+    elif not state.best_eval:  # best is an epoch of an earlier call: evaluate its weights
+        best_model = create_model(run.cfg.model, num_classes=run.bundle.num_classes, **run.cfg.model_kwargs)
+        load_weights(best_model, run.ckpt_dir / "best.safetensors")
+        state.best_eval, state.best_results = run.task.evaluate(best_model.to(run.device),
+                                                                _val_loader(run.bundle, run.cfg),
+                                                                run.device, run.bundle)
+
+
+def _write_evaluations(run: _Run, state: _State) -> None:
+    """``eval/last``, ``eval/best`` and ``eval/`` (best again, as ``eval --run`` writes it), and
+    for detection ``predictions.json`` of the best weights at the run's root."""
+    _write_evaluation(run.out / "eval" / "last", run.task, state.last_eval, state.last_results)
+    _write_evaluation(run.out / "eval" / "best", run.task, state.best_eval, state.best_results)
+    _write_evaluation(run.out / "eval", run.task, state.best_eval, state.best_results)
+    if state.best_results:
+        atomic_write_text(run.out / "predictions.json", json.dumps(state.best_results))
 
 
 def _clock(seconds: float) -> str:
@@ -617,7 +811,7 @@ def _clock(seconds: float) -> str:
     return f"{h}:{rem // 60:02d}:{rem % 60:02d}" if h else f"{rem // 60}:{rem % 60:02d}"
 
 
-def _write_evaluation(folder: Path, task, evaluation: dict[str, Any], results: list[dict]) -> None:
+def _write_evaluation(folder: Path, task: Task, evaluation: dict[str, Any], results: list[dict]) -> None:
     """The task's files of one evaluation in ``folder`` (``coco_metrics.json`` +
     ``predictions.json``, or ``metrics.json``), as ``hybridvision eval`` writes them."""
     if evaluation:

@@ -1,13 +1,15 @@
 """Cost measurements for studies and benchmarks: parameters, FLOPs/MACs, latency, peak memory.
 
-A leaf: it imports nothing of the package, so models (e.g. the hybrid backbones' MAC counter)
-and studies can use it without an import circle. ``evaluation/compare.py`` builds on it for
-``hybridvision bench``.
+No model imports it (detectron2's FLOP counter, ``utils/analysis.py``, is the model): the
+counters walk a model from outside. :func:`model_macs` is thesis B's MAC counter for the hybrid
+classifiers (what each SAN layer computes comes from the layer itself,
+:meth:`~hybridvision.layers.san.SelfAttention2d.elementwise_macs`); the studies and ``hybridvision
+bench`` (:mod:`hybridvision.bench`) build on the rest.
 
 Conventions:
     * FLOPs = 2 · MACs (one multiply-accumulate = one multiply + one add), the convention of
       ``torch.utils.flop_counter`` and of most papers' "FLOPs"; thesis B reports MACs, so use
-      :func:`count_macs` to compare with it.
+      :func:`count_macs` (or :func:`model_macs`, thesis B's own counter) to compare with it.
     * Only matrix products are counted (convolutions, linear layers, (b)mm, attention), as in
       fvcore / ``FlopCounterMode``; element-wise ops (norms, activations, softmax) are not.
     * Peak memory is the peak of live tensor bytes *above* what was allocated when ``fn``
@@ -17,21 +19,26 @@ Conventions:
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import statistics
 import sys
 import time
-from typing import Any
-from collections.abc import Callable, Iterator
+from typing import Any, Literal
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
+from hybridvision.errors import UserInputError
+from hybridvision.layers.san import SelfAttention2d
+
 __all__ = [
     "count_params",
     "count_flops",
     "count_macs",
+    "model_macs",
     "gflops",
     "measure_latency",
     "measure_peak_memory",
@@ -39,6 +46,8 @@ __all__ = [
 ]
 
 aten = torch.ops.aten
+
+MacConvention = Literal["thesis", "flop_counter"]
 
 
 def count_params(model: nn.Module, *, trainable_only: bool = False) -> int:
@@ -213,4 +222,72 @@ def measure_peak_memory(fn: Callable[[], Any], device: str | torch.device = "cpu
     return _cpu_peak_bytes(fn)
 
 
-# ------------------------------------------------------------------------- model comparison
+# ------------------------------------------------------------------ thesis B's MAC counter
+
+
+def model_macs(
+    model: nn.Module,
+    input_size: Sequence[int] = (1, 224, 224),
+    *,
+    convention: MacConvention = "thesis",
+) -> int:
+    """Multiply-accumulates of one forward pass on one image of ``input_size`` (C, H, W).
+
+    Runs wherever the model's parameters are; build the model under ``torch.device("meta")``
+    to count without memory or compute.
+
+    * ``"thesis"`` reproduces thesis B's Table 3.1 counter (``util/complexity.py`` of hszhao/SAN,
+      reused by the thesis; a copy of ``ptflops``): module hooks counting conv and linear MACs
+      *plus* conv biases (1 per output), BN (2 per element), ReLU and pooling (1 per element),
+      and SAN's subtraction and aggregation ops (:meth:`SelfAttention2d.elementwise_macs`). It
+      does *not* count the NL blocks' matrix products (plain tensor code, no module to hook).
+      Table 3.1 was measured on 1×224×224 grayscale sketches: ResNet26 gives 2.28 G at 1
+      channel, 2.36 G at 3.
+    * ``"flop_counter"``: ``FlopCounterMode`` FLOPs / 2 (:func:`count_macs`:
+      convolutions, linear layers and the matrix products that actually run) plus the SAN
+      elementwise multiply-adds, which the flop counter cannot see.
+    """
+    param = next(model.parameters())
+    x = torch.zeros(1, *input_size, device=param.device, dtype=param.dtype)
+    extra = 0
+
+    def san_hook(m: SelfAttention2d, inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+        nonlocal extra
+        extra += m.elementwise_macs(*inp[0].shape[-2:])
+
+    def ptflops_hook(m: nn.Module, inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+        nonlocal extra
+        if isinstance(m, nn.Conv2d):
+            k = math.prod(m.kernel_size) * m.in_channels // m.groups
+            extra += out[0].numel() * (k + (m.bias is not None))
+        elif isinstance(m, nn.Linear):
+            extra += m.in_features * m.out_features
+        elif isinstance(m, nn.BatchNorm2d):
+            extra += inp[0][0].numel() * (2 if m.affine else 1)
+        elif isinstance(m, nn.ReLU):
+            extra += out[0].numel()
+        elif isinstance(m, (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d)):
+            extra += inp[0][0].numel()
+
+    if convention not in ("thesis", "flop_counter"):
+        raise UserInputError(
+            f"unknown MAC convention {convention!r}; use 'thesis' or 'flop_counter'"
+        )
+    hooks = []
+    was_training = model.training
+    model.eval()
+    try:
+        for m in model.modules():
+            if isinstance(m, SelfAttention2d):
+                hooks.append(m.register_forward_hook(san_hook))
+            elif convention == "thesis":
+                hooks.append(m.register_forward_hook(ptflops_hook))
+        if convention == "flop_counter":
+            return count_macs(model, x) + extra
+        with torch.no_grad():
+            model(x)
+        return extra
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)

@@ -41,7 +41,7 @@ def default_cache_dir() -> Path:
 
 def _walk_images(root: Path) -> Iterator[Path]:
     """Every image file under ``root`` (not hidden), following links to folders as training does
-    (:func:`~hybridvision.data.sketches.find_image_folder`), each real folder visited once."""
+    (:func:`~hybridvision.data.sketch_readers.find_image_folder`), each real folder visited once."""
     seen: set[str] = set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         real = os.path.realpath(dirpath)

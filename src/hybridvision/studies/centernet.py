@@ -21,9 +21,11 @@ from hybridvision.detectors.tta import predict_tta
 from hybridvision.engine.tasks import make_task
 from hybridvision.evaluation.cost import measure_latency
 from hybridvision.layers.fusion import fuse_conv_bn
-from hybridvision.studies.fcos_nonlocal import COCO_COLUMNS, COST_COLUMNS, CPU_PRESET, measure_detector
+from hybridvision.studies.common import (
+    COCO_COLUMNS, COST_COLUMNS, COST_FORMATS, COST_LABELS, DETECTION_CPU_PRESET, detection_rows, measure_detector,
+    smoke_preset)
 from hybridvision.studies.figures import detection_figures
-from hybridvision.studies.spec import Study, StudyRow, imagenet_backbone, register_study
+from hybridvision.studies.spec import Study, register_study
 
 TTA_COLUMNS = ["AP_flip", "AP_ms", "infer_ms_flip", "infer_ms_ms"]
 SPEED_ACCURACY = ["AP", "infer_ms", "AP_flip", "infer_ms_flip", "AP_ms", "infer_ms_ms"]
@@ -52,19 +54,16 @@ def measure_with_tta(model: torch.nn.Module, cfg: TrainConfig, device: torch.dev
     return costs
 
 
-# (label, small CPU model, paper model, paper options); every row is compared with CenterNet-R18.
-# The paper preset trains CenterNet with the released code's Gaussian radius, as published.
-ROWS = [
-    ("CenterNet-R18", "centernet_small", "centernet_r18", {"radius_form": "original"}),
-    ("CenterNet-R18 + NL", "nl_centernet_small", "nl_centernet_r18", {"radius_form": "original"}),
-    ("FCOS", "fcos_small", "fcos_r50_fpn", {"depth": 18}),
-    ("RetinaNet", "retinanet_small", "retinanet_r50_fpn", {"depth": 18}),
-]
+# (label, small CPU model, paper model, paper options, reference); every row is compared with
+# CenterNet-R18. The small models take no options (they are ResNet-18 already); the paper preset
+# trains CenterNet with the released code's Gaussian radius, as published.
 BASELINE = "CenterNet-R18"
-SMALL_ROWS = [StudyRow(label, model, {}, reference=None if label == BASELINE else BASELINE)
-              for label, model, _, _ in ROWS]
-PAPER_ROWS = [StudyRow(label, model, imagenet_backbone(model, kw), reference=None if label == BASELINE else BASELINE)
-              for label, _, model, kw in ROWS]
+ROWS = detection_rows([
+    (BASELINE, "centernet_small", "centernet_r18", {"radius_form": "original"}, None),
+    ("CenterNet-R18 + NL", "nl_centernet_small", "nl_centernet_r18", {"radius_form": "original"}, BASELINE),
+    ("FCOS", "fcos_small", "fcos_r50_fpn", {"depth": 18}, BASELINE),
+    ("RetinaNet", "retinanet_small", "retinanet_r50_fpn", {"depth": 18}, BASELINE),
+], small_options=False)
 
 STUDY = register_study(Study(
     name="centernet",
@@ -82,12 +81,11 @@ STUDY = register_study(Study(
            "never saw: TTA measures here how each family copes with such views; the CenterNet "
            "paper's gains assume training with the same flips and scales (`augment: {hflip: 0.5}` "
            "on natural images)."),
-    rows={"smoke": SMALL_ROWS, "cpu": SMALL_ROWS, "paper": PAPER_ROWS},
+    rows=ROWS,
     presets={
-        "smoke": dict(image_size=64, epochs=1, max_steps=2, batch_size=4, optimizer="adamw", lr=1e-3,
-                      eval_every=0, workers=0),
+        "smoke": smoke_preset(),
         # The fcos-nonlocal study's CPU settings: every detector gets the same steps.
-        "cpu": dict(CPU_PRESET),
+        "cpu": dict(DETECTION_CPU_PRESET),
         # CenterNet's ResNet recipe (Adam 5e-4 at batch 128, 140 epochs, drops at 90 and 120) at 512².
         "paper": dict(image_size=512, epochs=140, batch_size=128, optimizer="adamw", lr=5e-4,
                       weight_decay=0.0, warmup_steps=0, schedule="step", milestones=[0.643, 0.857],
@@ -98,12 +96,8 @@ STUDY = register_study(Study(
     tables=[("COCO metrics (percent)", COCO_COLUMNS),
             ("Speed–accuracy with test-time augmentation (CenterNet Table 1 shape)", SPEED_ACCURACY),
             ("Cost", COST_COLUMNS)],
-    formats={"infer_ms": (1.0, 1, True), "infer_mem_mb": (1.0, 1, False), "train_ms": (1.0, 0, True),
-             "train_mem_mb": (1.0, 0, False), "params_m": (1.0, 2, False), "gflops": (1.0, 2, False),
-             "infer_ms_flip": (1.0, 1, True), "infer_ms_ms": (1.0, 1, True)},
-    labels={"infer_ms": "ms/img", "infer_mem_mb": "infer MiB", "train_ms": "train-step ms",
-            "train_mem_mb": "train-step MiB", "params_m": "params (M)", "gflops": "GFLOPs",
-            "AP_flip": "AP flip", "AP_ms": "AP multi-scale", "infer_ms_flip": "ms/img flip",
+    formats={**COST_FORMATS, "infer_ms_flip": (1.0, 1, True), "infer_ms_ms": (1.0, 1, True)},
+    labels={**COST_LABELS, "AP_flip": "AP flip", "AP_ms": "AP multi-scale", "infer_ms_flip": "ms/img flip",
             "infer_ms_ms": "ms/img multi-scale"},
     # AP_ms is AP with multi-scale testing (a fraction), infer_ms_flip a latency: not what their suffixes say.
     units={"AP_ms": (100.0, "points"), "infer_ms_flip": (1.0, "ms")},

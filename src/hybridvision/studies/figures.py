@@ -2,7 +2,7 @@
 
 Per row (the lowest finished seed of each): precision–recall curves and per-class AP for
 detection, per-class accuracy for classification, and a grid of the same validation images
-predicted by every row side by side (the idea of the seed's Figure 4.1: one picture, every
+predicted by every row side by side (the idea of thesis A's Figure 4.1: one picture, every
 model's answer). Each figure is returned as ``(title, callable)``; :mod:`hybridvision.studies.html`
 draws it and, should one fail, writes a note in its place instead of losing the report.
 """
@@ -21,9 +21,9 @@ from PIL import Image, ImageDraw
 from hybridvision.api import load_trained, prepare_image
 from hybridvision.config import TrainConfig
 from hybridvision.engine.tasks import make_task, unwrap
+from hybridvision.drawing import draw_detections, draw_retrieval_grid
 from hybridvision.evaluation.analysis import detection_analysis, per_class_accuracy
-from hybridvision.plots import (draw_detections, draw_retrieval_grid, plot_per_class_accuracy, plot_per_class_ap,
-                                plot_pr_curves)
+from hybridvision.plots import plot_per_class_accuracy, plot_per_class_ap, plot_pr_curves
 
 __all__ = ["detection_figures", "classification_figures", "sbir_figures", "first_runs", "labelled_grid"]
 

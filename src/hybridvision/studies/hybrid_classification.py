@@ -1,12 +1,12 @@
-"""Study ``hybrid-classification``: convolution vs attention vs hybrids on sketches (seed 001).
+"""Study ``hybrid-classification``: convolution vs attention vs hybrids on sketches (thesis B).
 
-Two tables, as in the seed:
+Two tables, as in thesis B:
 
 - Table 3.1 — cost: parameters and MACs of each model at 250 classes and 224² (full width, as
   published), and training / inference time relative to ResNet26 measured in the same run.
 - Table 4.1 — accuracy: top-1 / top-5 after training each model on the chosen sketch data, mean ±
   std over seeds (the quick preset trains narrow models on small images; the paper preset uses
-  the seed's recipe: SGD 0.1, cosine, label smoothing 0.1, 224², batch 64).
+  thesis B's recipe: SGD 0.1, cosine, label smoothing 0.1, 224², batch 64).
 """
 
 from __future__ import annotations
@@ -22,13 +22,14 @@ import torch
 import torch.nn.functional as F
 
 from hybridvision.engine.progress import console
-from hybridvision.evaluation.cost import count_params, measure_latency
+from hybridvision.evaluation.cost import count_params, measure_latency, model_macs
 from hybridvision.factory import create_model
 from hybridvision.fileio import atomic_write_text
+from hybridvision.studies.common import smoke_preset
 from hybridvision.studies.figures import classification_figures
 from hybridvision.studies.spec import Study, StudyRow, register_study
 
-# (label as in the seed's tables, registered name)
+# (label as in thesis B's tables, registered name)
 MODELS = [
     ("ResNet26", "resnet26"), ("ResNet26 (nl)", "resnet26_nl"),
     ("SAN10 pairwise", "san10_pair"), ("SAN10 pairwise (nl)", "san10_pair_nl"),
@@ -93,9 +94,9 @@ def measure_classifier(model: torch.nn.Module, cfg: Any, device: torch.device) -
 
 
 def _complexity(name: str) -> dict[str, float]:
-    # Table 3.1 counts 1-channel 224² sketches, with the thesis' MAC counter (see backbones/hybrid.py).
+    # Table 3.1 counts 1-channel 224² sketches, with the thesis' MAC counter (evaluation.cost.model_macs).
     model = create_model(name, num_classes=250, in_chans=1)
-    return {"params_m": count_params(model) / 1e6, "gmacs": model.count_macs(224) / 1e9}
+    return {"params_m": count_params(model) / 1e6, "gmacs": model_macs(model, (1, 224, 224)) / 1e9}
 
 
 def cost_table(study: Study, preset: str, out: Path, device: torch.device,
@@ -126,7 +127,7 @@ def cost_table(study: Study, preset: str, out: Path, device: torch.device,
                  f"{r['train_ms'] / ref['train_ms']:.2f} | {r['infer_ms'] / ref['infer_ms']:.2f} | "
                  f"{r['train_ms']:.0f} | {r['infer_ms']:.0f} |\n")
     note = (f"Parameters and MACs at 250 classes, 224², full width. Times: median of {runs} runs after "
-            f"warm-up, batch {batch} at {size}², on `{device}` (the seed: batch 64, 224², TITAN X).\n\n")
+            f"warm-up, batch {batch} at {size}², on `{device}` (thesis B: batch 64, 224², TITAN X).\n\n")
     return [("Table 3.1 — complexity and relative time", note + text)]
 
 
@@ -152,7 +153,7 @@ CPU_LABELS = ("ResNet26", "ResNet26 (nl)", "HIB patch 2-2", "HIB patch 2-2 (nl)"
 
 STUDY = register_study(Study(
     name="hybrid-classification",
-    title="Hybrid convolution/attention models on sketches (seed 001, Tables 3.1 and 4.1)",
+    title="Hybrid convolution/attention models on sketches (thesis B, Tables 3.1 and 4.1)",
     question="Do self-attention layers help a ResNet classify sketches, and at what cost?",
     intro=("Accuracy: each model trained from scratch with SGD (momentum 0.9), cosine schedule, "
            "label smoothing 0.1; top-1 / top-5 in percent on the held-out split. Each \"(nl)\" model "
@@ -161,8 +162,7 @@ STUDY = register_study(Study(
           "cpu": _rows({"width": 0.25, "in_chans": 1}, CPU_LABELS),
           "paper": _rows({"in_chans": 1})},
     presets={
-        "smoke": dict(image_size=32, epochs=1, max_steps=2, batch_size=4, optimizer="sgd", lr=0.05,
-                      eval_every=0, workers=0),
+        "smoke": smoke_preset(image_size=32, optimizer="sgd", lr=0.05),
         # ResNet26 flattens by 16 epochs here (+0.5 top-1 points over the last quarter in a
         # 12-epoch probe; docs/studies/README.md); 6 rows × 3 seeds fit 180 min with --jobs 2.
         "cpu": dict(image_size=64, epochs=16, batch_size=32, optimizer="sgd", lr=0.1,

@@ -1,7 +1,7 @@
-"""Study ``sbir``: sketch-based image retrieval with a convolutional or a hybrid backbone (seed
-001, Tables 4.3 and 4.4).
+"""Study ``sbir``: sketch-based image retrieval with a convolutional or a hybrid backbone (thesis
+B, Tables 4.3 and 4.4).
 
-Each (row, seed) run trains the two-branch network in the seed's three stages (Bui et al. 2017):
+Each (row, seed) run trains the two-branch network in thesis B's three stages (Bui et al. 2017):
 stage 1 both branches as classifiers, stage 2 contrastive pairs with the branches' own stages
 frozen, stage 3 triplets — each stage a run of its own under ``OUT/<row>/seed<k>/stage<n>/``,
 started from the previous stage's weights (a killed study resumes inside the stage it was in).
@@ -31,10 +31,11 @@ from hybridvision.engine.trainer import train
 from hybridvision.evaluation.cost import count_params, measure_latency
 from hybridvision.evaluation.retrieval import retrieval_metrics
 from hybridvision.fileio import atomic_write_text
+from hybridvision.studies.common import smoke_preset
 from hybridvision.studies.figures import sbir_figures
 from hybridvision.studies.spec import Study, StudyRow, register_study
 
-# Epochs of stages 1, 2, 3 per preset (the seed: 100-epoch classifiers, 35 and 10 epochs). cpu:
+# Epochs of stages 1, 2, 3 per preset (thesis B: 100-epoch classifiers, 35 and 10 epochs). cpu:
 # probed on ResNet26 (seed 0): the photo classifier, from scratch on 864 cluttered photos, is at
 # 8 % top-1 after 8 epochs, 51 % after 20, 69 % after 35 (sketches 94 %); 40 epochs of stage 1.
 STAGE_EPOCHS = {"smoke": (1, 1, 1), "cpu": (40, 10, 6), "paper": (100, 35, 10)}
@@ -67,12 +68,11 @@ def train_sbir_run(cfg_dict: dict[str, Any], init_like: tuple[str, dict[str, Any
         resume = (run_dir / f"stage{stage}" / "checkpoints" / "last.json").is_file()
         summary = train(stage_cfg, resume=resume, exist_ok=True, weights=None if resume else weights,
                         init_like=init_like if stage == 1 and not resume else None)
-        evaluation = summary["evaluation"]
-        evaluation = dict(evaluation.get("metrics", evaluation))
+        evaluation = dict(summary.evaluation.get("metrics", summary.evaluation))
         keys = STAGE_1_KEYS if stage == 1 else STAGE_3_KEYS if stage == 3 else ()
         metrics.update({k: evaluation[k] for k in keys if k in evaluation})
-        metrics["train_s"] += summary["seconds"]
-        metrics["train_loop_s"] += summary["loop_seconds"]
+        metrics["train_s"] += summary.seconds
+        metrics["train_loop_s"] += summary.loop_seconds
         weights = run_dir / f"stage{stage}" / "checkpoints" / "last.safetensors"
     if weights is None:
         raise RuntimeError("no SBIR stage ran")
@@ -124,7 +124,7 @@ COSTS = ["query_ms", "photo_ms", "params_m"]
 
 STUDY = register_study(Study(
     name="sbir",
-    title="Sketch-based image retrieval: convolution or hybrid? (seed 001, Tables 4.3 and 4.4)",
+    title="Sketch-based image retrieval: convolution or hybrid? (thesis B, Tables 4.3 and 4.4)",
     question="Does the hybrid backbone retrieve better than ResNet26, unimodal zero-shot and bimodal, "
              "and at what cost?",
     intro=("Each run trains the two-branch network in three stages (classifiers; contrastive pairs "
@@ -136,9 +136,8 @@ STUDY = register_study(Study(
            "ResNet26 seed by seed."),
     rows={"smoke": _rows({**SMALL, "hidden": 32, "embed_dim": 16}), "cpu": _rows(SMALL), "paper": _rows({})},
     presets={
-        "smoke": dict(image_size=32, epochs=1, max_steps=2, batch_size=8, optimizer="adamw", lr=1e-3,
-                      warmup_steps=0, eval_every=0, workers=0,
-                      data_kwargs={"sketches": 5, "photos": 5, "size": 32}),
+        "smoke": smoke_preset(image_size=32, batch_size=8, warmup_steps=0,
+                              data_kwargs={"sketches": 5, "photos": 5, "size": 32}),
         "cpu": dict(image_size=64, epochs=STAGE_EPOCHS["cpu"][0], batch_size=32, optimizer="adamw", lr=1e-3,
                     weight_decay=1e-4, warmup_steps=50, schedule="cosine", eval_every=0, label_smoothing=0.1,
                     workers=0),

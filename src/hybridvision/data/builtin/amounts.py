@@ -59,7 +59,7 @@ import numpy as np
 from PIL import Image
 
 from hybridvision.errors import UserInputError
-from hybridvision.data.builtin.generated import checksums, refuse_user_files, user_files
+from hybridvision.data.builtin.generated import MANIFEST, GeneratedSet, write_manifest
 from hybridvision.fileio import atomic_replace_dir
 from hybridvision.options import NonNegativeInt
 
@@ -83,7 +83,6 @@ SPLIT_SEED = 1797  # fixed: the train/val source split never depends on the data
 VAL_FRACTION = 0.2
 ALPHA_MIN = 0.35  # ink opacity below this is cut, so every pixel of the box edge shows ink
 MAX_DIGITS = 8
-MANIFEST = "manifest.json"
 _FORMAT = "hybridvision.amounts"
 _SPLIT_CODE = {"train": 0, "val": 1}
 # COCO size buckets (area in px²), as in pycocotools' areaRng.
@@ -454,14 +453,9 @@ def _params(n_train: int, n_val: int, seed: int, image_size: int, source: str = 
 
 def read_manifest(root: str | os.PathLike) -> dict[str, Any] | None:
     """The manifest of a complete amounts dataset at ``root`` (with ``root`` added), else None."""
-    path = Path(root) / MANIFEST
-    try:
-        man = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(man, dict) or man.get("format") != _FORMAT:
-        return None
-    man["root"] = str(Path(root).resolve())
+    man = AMOUNTS.read_manifest(root)
+    if man is not None:
+        man["root"] = str(Path(root).resolve())
     return man
 
 
@@ -511,15 +505,8 @@ def make_amounts(
         raise UserInputError(f"amounts: source={source!r}; use one of {', '.join(DIGIT_SOURCES)}")
     _digits(source)  # a missing digit source stops here, before any folder is touched
     out = Path(out_dir)
-    if out.is_dir() and any(out.iterdir()):
-        man = read_manifest(out)
-        if man is None:
-            raise UserInputError(
-                f"{out}: exists and is not an amounts dataset; choose another output folder or remove it"
-            )
-        refuse_user_files(out, "amounts", _generated_files(man) or (), man.get("sha256"),
-                          fix=f"move it out, write to another folder (--out; data_root when training), "
-                              f"or delete {out} to regenerate it")
+    AMOUNTS.check_replaceable(out, fix=f"move it out, write to another folder (--out; data_root when training), "
+                                       f"or delete {out} to regenerate it")
 
     def fill(tmp: Path) -> dict[str, Any]:
         t0 = time.perf_counter()
@@ -534,38 +521,30 @@ def make_amounts(
             "class_names": list(CLASS_NAMES),
             "category_ids": [d + 1 for d in range(10)],
             "splits": splits,
-            "sha256": checksums(tmp),  # every file: what is the generator's (generated.py)
             "seconds": round(time.perf_counter() - t0, 3),
         }
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))  # last: marks completeness
-        return manifest
+        return write_manifest(tmp, manifest)  # every file's SHA-256, the manifest last: complete
 
     # Built in a hidden sibling and swapped in; only a folder we generated is ever replaced.
-    manifest = atomic_replace_dir(out, fill, is_ours=_is_ours)
+    manifest = atomic_replace_dir(out, fill, is_ours=AMOUNTS.is_ours)
     manifest["root"] = str(out.resolve())
     return manifest
 
 
-def _generated_files(manifest: dict[str, Any]) -> set[str] | None:
-    """The files (relative paths) the dataset described by ``manifest`` consists of, or None for
-    a manifest we did not write."""
+def _generated_files(manifest: dict[str, Any]) -> set[str]:
+    """The files (relative paths) the dataset described by ``manifest`` consists of (raises
+    ``KeyError`` / ``TypeError`` / ``ValueError`` for a manifest we did not write)."""
     expected = {MANIFEST}
     for entry in (manifest.get("splits") or {}).values():
-        try:
-            n = int(entry["num_images"])
-            expected.add(str(entry["annotations"]))
-            expected.update(f"{entry['images']}/{i:06d}.png" for i in range(n))
-            expected.update(f"{entry['labels']}/{i:06d}.txt" for i in range(n))
-        except (KeyError, TypeError, ValueError):
-            return None
+        n = int(entry["num_images"])
+        expected.add(str(entry["annotations"]))
+        expected.update(f"{entry['images']}/{i:06d}.png" for i in range(n))
+        expected.update(f"{entry['labels']}/{i:06d}.txt" for i in range(n))
     return expected
 
 
-def _is_ours(root: Path) -> bool:
-    """A complete amounts dataset holding nothing of the user's (only what the generator wrote, unedited)."""
-    man = read_manifest(root)
-    listed = None if man is None else _generated_files(man)
-    return listed is not None and user_files(root, listed, man.get("sha256")) == []
+# The one manifest rule of every generated set (generated.py), told how amounts lists its files.
+AMOUNTS = GeneratedSet("amounts", owns=lambda m: m.get("format") == _FORMAT, files=_generated_files)
 
 
 def ensure_amounts(root: str | os.PathLike, **kw: Any) -> dict[str, Any]:
@@ -579,8 +558,9 @@ def ensure_amounts(root: str | os.PathLike, **kw: Any) -> dict[str, Any]:
     if unknown:
         raise UserInputError(f"amounts: unknown option(s) {sorted(unknown)}; use {sorted(_DEFAULTS)}")
     args = {**_DEFAULTS, **kw}
-    man = read_manifest(root)
-    if man is not None and man.get("params") == _params(**args):
+    man = AMOUNTS.reusable(root, lambda m: m.get("params") == _params(**args))
+    if man is not None:
+        man["root"] = str(Path(root).resolve())
         return man
     return make_amounts(root, **args)
 

@@ -25,7 +25,6 @@ by seed and prefix-stable per class (the first n images do not depend on the cou
 
 from __future__ import annotations
 
-import json
 import os
 import zlib
 from pathlib import Path
@@ -36,16 +35,15 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from hybridvision.data.builtin.sketches import SKETCH_CLASSES, draw_sketch
-from hybridvision.data.sketches import rasterize_strokes
-from hybridvision.errors import DataError, UserInputError
-from hybridvision.data.builtin.generated import checksums, refuse_user_files, user_files
+from hybridvision.data.sketch_raster import rasterize_strokes
+from hybridvision.errors import DataError
+from hybridvision.data.builtin.generated import GeneratedSet, write_manifest
 from hybridvision.fileio import atomic_replace_dir
 from hybridvision.options import PositiveInt
 
 __all__ = ["BIMODAL_CLASSES", "UNSEEN_CLASSES", "render_photo", "make_bimodal", "ensure_bimodal"]
 
 VERSION = 1
-MANIFEST = "manifest.json"
 BIMODAL_CLASSES: tuple[str, ...] = SKETCH_CLASSES
 UNSEEN_CLASSES: tuple[str, ...] = BIMODAL_CLASSES[3::4]  # 9 zero-shot classes
 DEFAULT_SKETCHES, DEFAULT_PHOTOS, DEFAULT_SIZE = 40, 60, 96
@@ -141,20 +139,15 @@ def _class_images(name: str, kind: str, n: int, seed: int, size: int) -> list[np
     return [render(name, rng, size) for _ in range(n)]
 
 
-def _read_manifest(root: Path) -> dict[str, Any] | None:
-    try:
-        man = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
-        return None
-    return man if isinstance(man, dict) and man.get("name") == "bimodal" else None
+def _listed_files(manifest: dict[str, Any]) -> list[Any]:
+    """The manifest's ``files``: the list of every file a generation wrote."""
+    if not isinstance(manifest["files"], list):
+        raise TypeError("files is not a list")
+    return manifest["files"]
 
 
-def _is_ours(root: Path) -> bool:
-    """A generation of ours holding nothing of the user's: no file added, none changed."""
-    man = _read_manifest(root)
-    if man is None or not isinstance(man.get("files"), list):
-        return False
-    return user_files(root, map(str, man["files"]), man.get("sha256")) == []
+# The one manifest rule of every generated set (generated.py), told how bimodal lists its files.
+BIMODAL = GeneratedSet("bimodal", owns=lambda m: m.get("name") == "bimodal", files=_listed_files)
 
 
 def make_bimodal(out_dir: str | os.PathLike, *, sketches: int = DEFAULT_SKETCHES, photos: int = DEFAULT_PHOTOS,
@@ -165,14 +158,8 @@ def make_bimodal(out_dir: str | os.PathLike, *, sketches: int = DEFAULT_SKETCHES
         raise DataError(f"bimodal sketches={sketches} photos={photos} size={size}: use at least 1 image "
                         "per class of each modality and size >= 16")
     out = Path(out_dir)
-    if out.is_dir() and any(out.iterdir()) and not _is_ours(out):
-        man = _read_manifest(out)
-        if man is None or not isinstance(man.get("files"), list):
-            raise UserInputError(f"{out}: not a bimodal dataset made by hybridvision; regenerating would delete "
-                                 "its files — choose another folder (data_root) or move them out")
-        refuse_user_files(out, "bimodal", map(str, man["files"]), man.get("sha256"),
-                          fix=f"move it out, choose another folder (--out; data_root when training), or "
-                              f"delete {out} to regenerate it")
+    BIMODAL.check_replaceable(out, fix=f"move it out, choose another folder (--out; data_root when training), or "
+                                       f"delete {out} to regenerate it")
 
     def fill(tmp: Path) -> dict[str, Any]:
         files = ["unseen_classes.txt"]
@@ -186,21 +173,18 @@ def make_bimodal(out_dir: str | os.PathLike, *, sketches: int = DEFAULT_SKETCHES
         (tmp / "unseen_classes.txt").write_text("\n".join(UNSEEN_CLASSES) + "\n")
         manifest = {"name": "bimodal", "version": VERSION, "generator": __name__, "seed": seed, "size": size,
                     "sketches_per_class": sketches, "photos_per_class": photos,
-                    "classes": list(BIMODAL_CLASSES), "unseen_classes": list(UNSEEN_CLASSES), "files": files,
-                    "sha256": checksums(tmp)}  # what is the generator's (generated.py)
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=0))  # last: marks completeness
-        return manifest
+                    "classes": list(BIMODAL_CLASSES), "unseen_classes": list(UNSEEN_CLASSES), "files": files}
+        return write_manifest(tmp, manifest)  # every file's SHA-256, the manifest last: complete
 
-    return atomic_replace_dir(out, fill, is_ours=_is_ours)
+    return atomic_replace_dir(out, fill, is_ours=BIMODAL.is_ours)
 
 
 def ensure_bimodal(root: str | os.PathLike, *, sketches: PositiveInt = DEFAULT_SKETCHES,
                    photos: PositiveInt = DEFAULT_PHOTOS, size: Annotated[int, at.Ge(16)] = DEFAULT_SIZE,
                    seed: int = 0) -> dict[str, Any]:
     """Reuse ``root`` when it holds a complete generation with these settings (or more images per
-    class); otherwise (re)generate it."""
-    m = _read_manifest(Path(root))
-    if (m is not None and m.get("version") == VERSION and m.get("seed") == seed and m.get("size") == size
-            and int(m.get("sketches_per_class", 0)) >= sketches and int(m.get("photos_per_class", 0)) >= photos):
-        return m
-    return make_bimodal(root, sketches=sketches, photos=photos, size=size, seed=seed)
+    class) and every file it wrote; otherwise (re)generate it."""
+    m = BIMODAL.reusable(root, lambda m: m.get("version") == VERSION and m.get("seed") == seed
+                         and m.get("size") == size and int(m.get("sketches_per_class", 0)) >= sketches
+                         and int(m.get("photos_per_class", 0)) >= photos)
+    return m if m is not None else make_bimodal(root, sketches=sketches, photos=photos, size=size, seed=seed)

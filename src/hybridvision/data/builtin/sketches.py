@@ -3,7 +3,8 @@
 A stand-in for QuickDraw (Ha & Eck, "A Neural Representation of Sketch Drawings", ICLR 2018) that
 needs no download: 36 classes of distinguishable shapes (circle, square, house, fish, …), each
 drawing made from a class template with per-drawing variation, so that the *real* QuickDraw
-reader and rasteriser (:mod:`hybridvision.data.sketches`) are what read it.
+reader and rasteriser (:mod:`hybridvision.data.sketch_readers`, :mod:`~hybridvision.data.sketch_raster`)
+are what read it.
 
 Per drawing: template control points jittered (plus the template's own random parameters: number
 of rays, rungs, peaks, spiral turns, …), strokes randomly split in two, reversed and reordered,
@@ -32,8 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from hybridvision.errors import DataError, UserInputError
-from hybridvision.data.builtin.generated import checksums, refuse_user_files, user_files
+from hybridvision.errors import DataError
+from hybridvision.data.builtin.generated import GeneratedSet, write_manifest
 from hybridvision.fileio import atomic_replace_dir
 from hybridvision.options import NonNegativeInt, PositiveInt
 
@@ -49,7 +50,6 @@ __all__ = [
 
 VERSION = 1  # bump when the drawings change: ensure_sketches then regenerates
 DEFAULT_PER_CLASS = 200
-MANIFEST = "manifest.json"
 
 _TAU = 2.0 * np.pi
 _SPACING = 0.06  # pen-path resampling step before wobble (unit square); ≈ 15 px on the 0–255 canvas
@@ -222,7 +222,8 @@ def _fish(rng):
     x = 0.72 * t
     upper = np.stack([x, 0.5 - h * np.sin(np.pi * t)], 1)
     lower = np.stack([x, 0.5 + h * np.sin(np.pi * t)], 1)
-    tail = _pts(rng, [[0.72, 0.5], [1, 0.5 - rng.uniform(0.18, 0.26)], [1, 0.5 + rng.uniform(0.18, 0.26)], [0.72, 0.5]], 0.02)
+    tail = _pts(rng, [[0.72, 0.5], [1, 0.5 - rng.uniform(0.18, 0.26)], [1, 0.5 + rng.uniform(0.18, 0.26)],
+                      [0.72, 0.5]], 0.02)
     body = [np.concatenate([upper, lower[::-1][1:]])] if rng.random() < 0.6 else [upper, lower]
     eye = _arc([0.18, 0.45], [0.035, 0.035], 0, _TAU, 8) if rng.random() < 0.6 else _pts(rng, [[0.18, 0.45]], 0.01)
     return body + [tail, eye]
@@ -358,7 +359,9 @@ def _stairs(rng):
         y = 1 - (i + 1) / k
         v += [[i / k, y], [(i + 1) / k, y]]
     v += [[1.0, 1.0]]
-    return [_closed(_pts(rng, v, 0.012))] if rng.random() < 0.6 else [_pts(rng, v, 0.012), _pts(rng, [[1, 1], [0, 1]], 0.01)]
+    if rng.random() < 0.6:
+        return [_closed(_pts(rng, v, 0.012))]
+    return [_pts(rng, v, 0.012), _pts(rng, [[1, 1], [0, 1]], 0.01)]
 
 
 def _car(rng):
@@ -519,34 +522,21 @@ def _class_lines(name: str, n: int, seed: int) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- files on disk
+def _class_files(root: Path) -> bool:
+    """A generation of an old version whose manifest was lost: one ``<class>.ndjson`` per class, nothing else."""
+    generated = {f"{name}.ndjson" for name in SKETCH_CLASSES}
+    present = {p.name for p in root.iterdir()}
+    return present == generated and all((root / n).is_file() for n in present)
+
+
+# The one manifest rule of every generated set (generated.py): "files" maps each class to its file.
+SKETCHES = GeneratedSet("sketches", owns=lambda m: m.get("name") == "sketches",
+                        files=lambda m: m["files"].values(), legacy=_class_files)
+
+
 def read_manifest(root: str | os.PathLike) -> dict[str, Any] | None:
-    """The manifest of a generated folder, or ``None`` when absent or unreadable (= incomplete)."""
-    try:
-        man = json.loads((Path(root) / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
-        return None
-    return man if isinstance(man, dict) else None
-
-
-def _listed(manifest: dict[str, Any] | None) -> list[str] | None:
-    """The files a generation described by ``manifest`` wrote; None for a manifest not of ours."""
-    files = (manifest or {}).get("files")
-    if not isinstance(files, dict) or manifest.get("name") != "sketches":
-        return None
-    return [str(f) for f in files.values()]
-
-
-def _is_ours(root: Path) -> bool:
-    """A folder make_sketches generated, holding nothing of the user's (every file listed in its
-    manifest and, where checksummed, unedited: :mod:`~hybridvision.data.builtin.generated`), or —
-    a generation of an old version whose manifest was lost — one ``<class>.ndjson`` per class."""
-    man = read_manifest(root)
-    if man is None:
-        generated = {f"{name}.ndjson" for name in SKETCH_CLASSES}
-        present = {p.name for p in root.iterdir()}
-        return present == generated and all((root / n).is_file() for n in present)
-    listed = _listed(man)
-    return listed is not None and user_files(root, listed, man.get("sha256")) == []
+    """The manifest of a generated folder, or ``None`` when absent, unreadable (= incomplete) or not ours."""
+    return SKETCHES.read_manifest(root)
 
 
 def make_sketches(out_dir: str | os.PathLike, *, per_class: PositiveInt = DEFAULT_PER_CLASS,
@@ -563,13 +553,8 @@ def make_sketches(out_dir: str | os.PathLike, *, per_class: PositiveInt = DEFAUL
     if per_class < 1:
         raise DataError(f"per_class {per_class}: generate at least 1 drawing per class")
     out = Path(out_dir)
-    if out.is_dir() and any(out.iterdir()) and not _is_ours(out):
-        man = read_manifest(out)
-        fix = f"move it out, choose another folder (--out, or data_root for builtin:sketches), or delete {out}"
-        if _listed(man) is None:
-            raise UserInputError(f"{out}: is not a sketches dataset made by hybridvision; regenerating would "
-                                 f"delete its files — {fix}")
-        refuse_user_files(out, "sketches", _listed(man), man.get("sha256"), fix=fix)
+    SKETCHES.check_replaceable(out, fix=f"move it out, choose another folder (--out, or data_root for "
+                                        f"builtin:sketches), or delete {out}")
 
     def fill(tmp: Path) -> dict[str, Any]:
         counts = {}
@@ -588,25 +573,15 @@ def make_sketches(out_dir: str | os.PathLike, *, per_class: PositiveInt = DEFAUL
             "files": {name: f"{name}.ndjson" for name in SKETCH_CLASSES},
             "counts": counts,
             "num_drawings": sum(counts.values()),
-            "sha256": checksums(tmp),  # what is the generator's (generated.py)
         }
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))  # last: marks completeness
-        return manifest
+        return write_manifest(tmp, manifest)  # every file's SHA-256, the manifest last: complete
 
-    return atomic_replace_dir(out, fill, is_ours=_is_ours)
+    return atomic_replace_dir(out, fill, is_ours=SKETCHES.is_ours)
 
 
 def ensure_sketches(root: str | os.PathLike, *, per_class: int = DEFAULT_PER_CLASS, seed: int = 0) -> dict[str, Any]:
     """Reuse ``root`` when it holds a complete generation with this ``seed``, the current
     :data:`VERSION` and at least ``per_class`` drawings per class; otherwise (re)generate it."""
-    m = read_manifest(root)
-    if (
-        m is not None
-        and m.get("version") == VERSION
-        and m.get("seed") == seed
-        and int(m.get("per_class", 0)) >= per_class
-        and m.get("classes") == list(SKETCH_CLASSES)
-        and all((Path(root) / f).is_file() for f in m.get("files", {}).values())
-    ):
-        return m
-    return make_sketches(root, per_class=per_class, seed=seed)
+    m = SKETCHES.reusable(root, lambda m: m.get("version") == VERSION and m.get("seed") == seed
+                          and int(m.get("per_class", 0)) >= per_class and m.get("classes") == list(SKETCH_CLASSES))
+    return m if m is not None else make_sketches(root, per_class=per_class, seed=seed)

@@ -18,6 +18,7 @@ from hybridvision.data.classification_transforms import build_classification_tra
 from hybridvision.data.builtin.sketches import make_sketches
 from hybridvision.data.sketches import build_sketch_dataset, quickdraw_dataset, tuberlin_dataset
 from hybridvision.engine.tasks.bundle import DataBundle, unwrap
+from hybridvision.engine.tasks.protocol import Task
 from hybridvision.errors import UserInputError
 from hybridvision.evaluation.classification import topk_accuracy
 from hybridvision.fileio import atomic_write_json
@@ -26,7 +27,7 @@ from hybridvision.registry import register_task
 
 
 @register_task("classification")
-class ClassificationTask:
+class ClassificationTask(Task):
     """Image/sketch classification: cross-entropy with label smoothing, top-1/top-5."""
 
     name = "classification"

@@ -22,6 +22,7 @@ from hybridvision.data.mosaic import MosaicDataset
 from hybridvision.data.transforms import (build_preset_transforms, mosaic_off_epochs, mosaic_probability,
                                           preset_train_collate)
 from hybridvision.engine.tasks.bundle import DataBundle, unwrap
+from hybridvision.engine.tasks.protocol import Task
 from hybridvision.engine.inference import predict_batches
 from hybridvision.engine.progress import console
 from hybridvision.errors import UserInputError
@@ -72,7 +73,7 @@ def _split_ids(ids: list[int], seed: int, val_fraction: float = 0.2) -> tuple[li
 
 
 @register_task("detection")
-class DetectionTask:
+class DetectionTask(Task):
     """COCO-format detection: losses from the model, COCO AP for evaluation."""
 
     name = "detection"

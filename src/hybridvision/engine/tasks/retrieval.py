@@ -21,6 +21,7 @@ from hybridvision.data.classification_transforms import build_classification_tra
 from hybridvision.data.sbir import (ImageItems, PairEpoch, RetrievalItems, TripletEpoch, collate_by_modality,
                                     resolve_bimodal, split_items)
 from hybridvision.engine.tasks.bundle import DataBundle, unwrap
+from hybridvision.engine.tasks.protocol import Task
 from hybridvision.errors import UserInputError
 from hybridvision.evaluation.retrieval import retrieval_metrics
 from hybridvision.fileio import atomic_write_json
@@ -40,7 +41,7 @@ def sbir_run_options(*, val_fraction: Fraction = 0.2, margin: PositiveFloat | No
 
 
 @register_task("sbir")
-class SBIRTask:
+class SBIRTask(Task):
     """Two-branch sketch-based image retrieval (:mod:`hybridvision.retrieval.two_branch`), one
     training stage per run (the model option ``stage``): stage 1 both branches as classifiers,
     stage 2 contrastive pairs, stage 3 triplets, each with the softmax losses (thesis B §3).

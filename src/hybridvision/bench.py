@@ -1,6 +1,10 @@
 """``hybridvision bench``: models side by side — params, GFLOPs, latency and peak memory — in one
 process, with torchvision's detectors and classifiers as peers (``torchvision:NAME``).
 
+A verb above the engine (``docs/architecture.md``, "Layers"): it builds models with the factory and
+asks their task (the engine's) how to run them; the measurements themselves are
+:mod:`hybridvision.evaluation.cost`, which imports no model and no loop.
+
 What each model runs and how large its input is comes from its registered task
 (``engine/tasks/``): the task is asked, not an if/else here.
 
@@ -25,10 +29,11 @@ import torch
 import torch.nn as nn
 import torchvision
 
+from hybridvision.engine.tasks import create_task
 from hybridvision.errors import UserInputError
 from hybridvision.evaluation.cost import count_flops, count_params, measure_peak_memory, sync
+from hybridvision.factory import create_model, model_task
 from hybridvision.layers.fusion import fuse_conv_bn
-from hybridvision.factory import create_model, create_task, model_task
 
 __all__ = ["BenchTarget", "bench_task", "build_bench_target", "compare_models", "TORCHVISION_PREFIX"]
 

@@ -1,9 +1,12 @@
 """Running a study: every row × seed trained, evaluated and costed, then one report.
 
-A study is data (:class:`Study`): its rows (a label and a registered model), presets (training
-settings), and the tables of its report. :func:`run_study` trains each (row, seed) into
-``OUT/<row>/seed<k>/`` and writes ``result.json`` there when done, so a killed study resumes:
-finished runs are read back, the run in flight continues from its last checkpoint.
+A study is data (:class:`~hybridvision.studies.spec.Study`): its rows (a label and a registered
+model), presets (training settings), and the tables of its report. :func:`run_study` trains each
+(row, seed) into ``OUT/<row>/seed<k>/`` and writes ``result.json`` there when done, so a killed
+study resumes: finished runs are read back, the run in flight continues from its last checkpoint.
+
+Each study module registers its studies when imported; the imports below are the list of studies
+that ``hybridvision study`` knows (a new study module adds its line there, README "A new study").
 """
 
 from __future__ import annotations
@@ -192,13 +195,13 @@ def _train_run(cfg_dict: dict[str, Any], init_like: tuple[str, dict[str, Any]] |
     run_dir = Path(cfg.out)
     resume = (run_dir / "checkpoints" / "last.json").is_file()
     summary = train(cfg, resume=resume, exist_ok=True, init_like=init_like)
-    evaluation = summary["evaluation"]
+    evaluation = summary.evaluation
     metrics = dict(evaluation.get("metrics", evaluation))
     # wall time of this call: a run resumed after a kill counts only the part since the resume
-    metrics["train_s"] = summary["seconds"]
-    metrics["train_loop_s"] = summary["loop_seconds"]
+    metrics["train_s"] = summary.seconds
+    metrics["train_loop_s"] = summary.loop_seconds
     atomic_write_text(run_dir / "trained.json", json.dumps(
-        {"metrics": metrics, "shared_init": summary["shared_init"], "threads": torch.get_num_threads()}, indent=1))
+        {"metrics": metrics, "shared_init": summary.shared_init, "threads": torch.get_num_threads()}, indent=1))
 
 
 def _init_like(study: Study, preset: str, row_label: str) -> tuple[str, dict[str, Any]] | None:
