@@ -27,8 +27,13 @@ def test_layout_split_and_determinism(tmp_path):
     make_bimodal(tmp_path / "c", sketches=1, photos=1, size=32, seed=2)  # another seed, other pixels
     rel = "photos/fish/0000.png"
     assert not np.array_equal(np.asarray(Image.open(tmp_path / "c" / rel)), np.asarray(Image.open(root / rel)))
-    # ensure reuses a generation that has enough images
-    assert ensure_bimodal(root, sketches=1, photos=2, size=32, seed=1)["photos_per_class"] == 3
+    # ensure reuses a generation of exactly these settings, and regenerates one of more images per
+    # class (the reader takes every image of the folders: it would train on more than asked for)
+    stamp = (root / "manifest.json").stat().st_mtime_ns
+    assert ensure_bimodal(root, sketches=2, photos=3, size=32, seed=1)["photos_per_class"] == 3
+    assert (root / "manifest.json").stat().st_mtime_ns == stamp  # reused
+    assert ensure_bimodal(root, sketches=1, photos=2, size=32, seed=1)["photos_per_class"] == 2
+    assert len(list((root / "photos" / "fish").glob("*.png"))) == 2
 
 
 def test_a_users_folder_is_never_replaced(tmp_path):

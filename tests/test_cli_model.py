@@ -192,9 +192,9 @@ def test_export_classifier_and_bad_requests(cli, tmp_path):
 
     code, _, err = cli("export")
     assert code == 2 and "--weights" in err and len(err.strip().splitlines()) == 1
-    code, _, err = cli("export", "--model", "fcos_demo", "--size", "100",
+    code, _, err = cli("export", "--model", "fcos_demo", "--size", "8",
                            "--out", tmp_path / "x.onnx")
-    assert code == 2 and "multiple of 32" in err and not (tmp_path / "x.onnx").exists()
+    assert code == 2 and "--size" in err and not (tmp_path / "x.onnx").exists()
 
 
 def test_export_that_fails_its_check_writes_nothing(tmp_path):

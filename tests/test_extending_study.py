@@ -102,7 +102,8 @@ def test_studies_import_shared_pieces_from_common_not_from_each_other():
     study_modules = {"fcos_nonlocal", "centernet", "cornernet", "hybrid_classification", "sbir"}
     for name in sorted(study_modules):
         tree = ast.parse((folder / f"{name}.py").read_text(encoding="utf-8"))
-        imported = {node.module.rsplit(".", 1)[-1] for node in ast.walk(tree)
-                    if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("hybridvision.studies.")}
+        modules = [node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module]
+        modules += [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names]
+        imported = {m.rsplit(".", 1)[-1] for m in modules if m.startswith("hybridvision.studies.")}
         assert not imported & study_modules, f"studies/{name}.py imports the study {imported & study_modules}"
     assert not (folder / "base.py").exists(), "the runner is studies/runner.py"

@@ -1,4 +1,4 @@
-"""The 17 classification models of thesis B's Table 3.1 (seed 001): structure, size, cost, runs.
+"""The 17 classification models of thesis B's Table 3.1 (thesis B): structure, size, cost, runs.
 
 Parameter counts and MACs are checked against the thesis' own numbers (reference/RESULTS.md,
 Table 3.1, 250 classes, post-activation). Full-size models are built on the meta device, so

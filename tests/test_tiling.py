@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 from scipy import ndimage
 
+from hybridvision.detectors.base import PostProcess
 from hybridvision.engine.tiling import predict_tiled, tile_windows
 from hybridvision.errors import UserInputError
 
@@ -17,7 +18,8 @@ from hybridvision.errors import UserInputError
 class SquareFinder(nn.Module):
     """A detector stub: every bright connected blob of its (unpadded) input is a box, score 1."""
 
-    num_classes, nms_thresh, detections_per_img, nms_method, size_divisible = 1, 0.5, 100, "hard", 32
+    num_classes, size_divisible = 1, 32
+    postprocess = PostProcess(nms_thresh=0.5, detections_per_img=100, nms_method="hard")
 
     def forward(self, batch, sizes):
         return batch
@@ -64,7 +66,7 @@ def test_tiled_prediction_recovers_every_square_without_fragments():
 class TwoBoxes(SquareFinder):
     """Two boxes overlapping by IoU 1/3 per window, scores 0.9 and 0.8; a Soft-NMS model."""
 
-    nms_method, detections_per_img = "soft_gaussian", 2
+    postprocess = PostProcess(nms_thresh=0.5, detections_per_img=2, nms_method="soft_gaussian")
 
     def decode(self, batch, sizes):
         boxes = torch.tensor([[10.0, 10.0, 40.0, 40.0], [25.0, 10.0, 55.0, 40.0]])
@@ -76,4 +78,4 @@ def test_the_merge_neither_decays_scores_twice_nor_caps_the_image_at_one_window(
     one = predict_tiled(TwoBoxes(), torch.zeros(3, 64, 64), tile=128)
     assert one["scores"].tolist() == pytest.approx([0.9, 0.8])  # as the window decoded them
     many = predict_tiled(TwoBoxes(), torch.zeros(3, 256, 256), tile=64, overlap=0.0)
-    assert len(many["boxes"]) == 2 * 16 > TwoBoxes.detections_per_img  # 16 windows, 2 boxes each
+    assert len(many["boxes"]) == 2 * 16 > TwoBoxes.postprocess.detections_per_img  # 16 windows, 2 boxes each

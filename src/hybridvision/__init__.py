@@ -10,34 +10,21 @@ Public API::
     hv.predict("images/", weights="runs/train/checkpoints/best.safetensors", out="preds")
 """
 
-import os as _os
-import signal as _signal
-import sys as _sys
-import threading as _threading
+from hybridvision import interrupts as _interrupts
 
-# Ctrl-C in the seconds the `hybridvision` command spends importing torch is held until the
-# imports end (an interrupt inside torch's native start-up aborts the process), then ends the
-# command as cli.main ends an interrupted one: a message and exit code 130, no traceback.
-# Imported by a program of the user's, nothing changes.
-_held: list[int] = []
-_cli = (_os.path.basename(_sys.argv[0] if _sys.argv else "") in ("hybridvision", "hybridvision.exe")
-        and _threading.current_thread() is _threading.main_thread()
-        and _signal.getsignal(_signal.SIGINT) is _signal.default_int_handler)  # not when Ctrl-C is ignored
-_previous = _signal.signal(_signal.SIGINT, lambda *_: _held.append(1)) if _cli else None
-try:
-    from hybridvision.api import evaluate_files, evaluate_run, load_trained, predict
-    from hybridvision.config import TrainConfig
-    from hybridvision.engine.trainer import train
-    from hybridvision.errors import DataError, UserInputError
-    from hybridvision.layers.registry import create_attn, list_attn
-    from hybridvision.factory import create_model, list_models
-    from hybridvision.registry import register_model
-finally:
-    if _cli:
-        _signal.signal(_signal.SIGINT, _previous)
-if _held:
-    _sys.stderr.write("interrupted\n")
-    raise SystemExit(130)
+# Ctrl-C in the seconds the `hybridvision` command spends importing is held until `cli.main`
+# starts, which then ends the command as an interrupted one: `interrupted`, exit code 130, no
+# traceback (hybridvision.interrupts). Imported by a program of the user's, nothing changes.
+if _interrupts.is_command():
+    _interrupts.hold()
+
+from hybridvision.api import evaluate_files, evaluate_run, load_trained, predict  # noqa: E402
+from hybridvision.config import TrainConfig  # noqa: E402
+from hybridvision.engine.trainer import train  # noqa: E402
+from hybridvision.errors import DataError, UserInputError  # noqa: E402
+from hybridvision.layers.registry import create_attn, list_attn  # noqa: E402
+from hybridvision.factory import create_model, list_models  # noqa: E402
+from hybridvision.registry import register_model  # noqa: E402
 
 __version__ = "0.1.0"
 

@@ -72,7 +72,8 @@ def load_trained(weights: str | Path, device: str | torch.device = "cpu",
     if not name:
         why = "names no model (key 'model')" if side.is_file() else "is missing"
         raise UserInputError(f"{weights}: its sidecar {side.name} {why}; keep the .json that `hybridvision "
-                             "train` writes next to the weights, or pass --model NAME")
+                             "train` writes next to the weights" + (", or pass --model NAME to export"
+                                                                        if model is None else ""))
     kwargs = {**info.get("model_kwargs", {}), **model_kwargs}
     if kwargs.pop("backbone_weights", None):  # the checkpoint holds the weights; keep the structure
         kwargs.setdefault("frozen_bn", True)
@@ -241,20 +242,20 @@ def _list_images(source: Path) -> list[Path]:
     raise UserInputError(f"{source}: no such image or folder")
 
 
-def prepare_image(img: torch.Tensor, size: int | None = None) -> tuple[torch.Tensor, tuple[int, int]]:
+def prepare_image(img: torch.Tensor, size: int | None = None,
+                  size_divisible: int = 32) -> tuple[torch.Tensor, tuple[int, int]]:
     """One image ``[3, H, W]`` → a batch ``[1, 3, H', W']`` and its content size ``(h, w)``.
 
     Resizes keeping the aspect ratio so the longer side is ``size`` (the evaluation transform's
-    convention; ``None`` keeps the size), then zero-pads bottom/right to a multiple of 32.
+    convention; ``None`` keeps the size), then zero-pads bottom/right to a multiple of
+    ``size_divisible`` (pass the model's ``size_divisible``).
     """
-
-
     h, w = img.shape[-2:]
     if size is not None:
         scale = size / max(h, w)
         h, w = max(1, round(h * scale)), max(1, round(w * scale))
         img = TF.resize(img, [h, w], antialias=True)
-    batch, sizes = batch_images([img], 32)
+    batch, sizes = batch_images([img], size_divisible)
     return batch, sizes[0]
 
 
@@ -327,12 +328,12 @@ def predict(source: str | Path, *, weights: str | Path, out: str | Path = "runs/
     model, info = load_trained(weights, dev)
     if info.get("task", "detection") != "detection":
         raise UserInputError(f"{weights}: a {info.get('task')} model; predict draws detections")
-    if hasattr(model, "score_thresh"):  # let --conf go below the decoder's candidate threshold
-        model.score_thresh = min(float(model.score_thresh), score_threshold)
+    post = model.postprocess  # the detector's PostProcess (detectors.base)
+    post.score_thresh = min(float(post.score_thresh), score_threshold)  # --conf below the candidates' cut
     if iou is not None:
-        model.nms_thresh = float(iou)
+        post.nms_thresh = float(iou)
     if max_det is not None:
-        model.detections_per_img = int(max_det)
+        post.detections_per_img = int(max_det)
     size = int(image_size or info.get("image_size") or 512)
     names = info.get("class_names") or [str(i) for i in range(info.get("num_classes", 0))]
     cat_ids = info.get("label_to_cat_id") or list(range(1, len(names) + 1))
@@ -349,7 +350,7 @@ def predict(source: str | Path, *, weights: str | Path, out: str | Path = "runs/
                 dets = predict_tiled(model, img.to(dev), size, overlap=tile_overlap)
             dets = {k: v.cpu() for k, v in dets.items()}
         else:
-            batch, (h, w) = prepare_image(img, size)
+            batch, (h, w) = prepare_image(img, size, model.size_divisible)
             with torch.no_grad():
                 dets = model.decode(model(batch.to(dev), [(h, w)]), [(h, w)])[0]
             dets = scale_detections({k: v.cpu() for k, v in dets.items()}, w0 / w, h0 / h)

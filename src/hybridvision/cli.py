@@ -28,6 +28,7 @@ from rich.table import Column, Table
 
 from hybridvision.api import evaluate_files, evaluate_run, load_trained, predict, retrieve
 from hybridvision.bench import bench_task, build_bench_target, compare_models
+from hybridvision import interrupts
 from hybridvision.console import console, err_console
 from hybridvision.config import TrainConfig, apply_overrides, load_config
 from hybridvision.data.builtin.amounts import make_amounts
@@ -52,6 +53,7 @@ from hybridvision.explain import explain
 from hybridvision.export import check_export_paths, check_opset, check_size, default_size, export_onnx
 from hybridvision.factory import create_model, list_models, model_builder, model_task
 from hybridvision.evaluation.analysis import STATS_FILES, dataset_stats, write_dataset_stats
+from hybridvision.options import MAX_GENERATED
 from hybridvision.fileio import atomic_write_text, check_output_path, make_output_dir, read_json
 from hybridvision.plots import save_dataset_stats_plots
 from hybridvision.registry import registered_tasks
@@ -102,7 +104,8 @@ def models_cmd(
         with torch.device("meta"):  # built without memory: counting is instant
             model = create_model(n)
         count = sum(p.numel() for p in model.parameters())
-        multiple = getattr(model, "size_divisible", None)
+        # a detector's input multiple (it pads to it); a classifier pools whatever its last stage gives
+        multiple = model.size_divisible if model_task(n) == "detection" else None
         shape = f"{getattr(model, 'in_chans', 1 if model_task(n) == 'sbir' else 3)} ch" + (
             f", sides ×{multiple}" if multiple else "")
         table.add_row(n, model_task(n), f"{count / 1e6:.2f}M", shape, _first_sentence(model_builder(n)))
@@ -330,8 +333,11 @@ def retrieve_cmd(
     the weights and the gallery are unchanged."""
     res = retrieve(query, weights=weights, gallery=gallery, k=k, out=out, device=device, cache=cache,
                    exist_ok=exist_ok)
-    table = Table(title=f"{res['query']} → {res['gallery_size']} gallery images "
-                        f"({'cached index' if res['cached'] else 'index built'})")
+    # The title on a line of its own: a table's title wraps to the table's width, which broke the
+    # query's path across lines.
+    console.print(f"{res['query']} → {res['gallery_size']} gallery images "
+                  f"({'cached index' if res['cached'] else 'index built'})")
+    table = Table()
     for col in ("rank", "file", "score"):
         table.add_column(col)
     for r in res["results"]:
@@ -345,8 +351,8 @@ def retrieve_cmd(
 @make_app.command("amounts")
 def make_amounts_cmd(
     out: Path = typer.Option(Path("data/amounts"), "--out", "-o", help="output folder"),
-    train: int = typer.Option(2000, "--train", help="training images"),
-    val: int = typer.Option(300, "--val", help="validation images"),
+    train: int = typer.Option(2000, "--train", min=0, max=MAX_GENERATED, help="training images"),
+    val: int = typer.Option(300, "--val", min=0, max=MAX_GENERATED, help="validation images"),
     seed: int = typer.Option(0, "--seed", min=0, max=2**32 - 1, help="random seed (same seed → same dataset)"),
     image_size: int = typer.Option(128, "--image-size", min=32, max=2048, help="canvas size in pixels"),
 ):
@@ -358,7 +364,7 @@ def make_amounts_cmd(
 @make_app.command("sketches")
 def make_sketches_cmd(
     out: Path = typer.Option(Path("data/sketches"), "--out", "-o", help="output folder"),
-    per_class: int = typer.Option(200, "--per-class", help="drawings per class"),
+    per_class: int = typer.Option(200, "--per-class", min=1, max=MAX_GENERATED, help="drawings per class"),
     seed: int = typer.Option(0, "--seed", min=0, max=2**32 - 1, help="random seed"),
 ):
     """Procedural sketches (≥30 classes) as QuickDraw simplified ndjson, one file per class."""
@@ -369,9 +375,9 @@ def make_sketches_cmd(
 @make_app.command("bimodal")
 def make_bimodal_cmd(
     out: Path = typer.Option(Path("data/bimodal"), "--out", "-o", help="output folder"),
-    sketches: int = typer.Option(40, "--sketches", min=1, help="sketches per class"),
-    photos: int = typer.Option(60, "--photos", min=1, help="photos per class"),
-    size: int = typer.Option(96, "--size", min=16, help="image side in pixels"),
+    sketches: int = typer.Option(40, "--sketches", min=1, max=MAX_GENERATED, help="sketches per class"),
+    photos: int = typer.Option(60, "--photos", min=1, max=MAX_GENERATED, help="photos per class"),
+    size: int = typer.Option(96, "--size", min=16, max=2048, help="image side in pixels"),
     seed: int = typer.Option(0, "--seed", min=0, max=2**32 - 1, help="random seed"),
 ):
     """Sketches and rendered photos of the 36 built-in classes (Flickr15k layout), 9 held out
@@ -490,7 +496,10 @@ def check_cmd(
     if not no_images and not images.is_dir():
         raise UserInputError(f"--images {images}: image folder not found; pass the folder holding the "
                              "images, or --no-images")
-    findings = check_coco(ann, images, check_images=not no_images)
+    # Every pixel decoded (as training reads them): a PNG whose pixel data is corrupt passes the
+    # header and CRC checks alone.
+    # A file that is not JSON at all (not UTF-8, a syntax error) is an input error: one `error:` line.
+    findings = check_coco(ann, images, check_images=not no_images, full_decode=True, unreadable="raise")
     if findings:
         for f in findings:
             err_console.print(str(f), soft_wrap=True, highlight=False, markup=False)
@@ -676,6 +685,9 @@ def bench_cmd(
 
 
 # --------------------------------------------------------------------------------------- export
+EXPORTABLE_TASKS = ("detection", "classification")  # raw outputs a runtime decodes: dense maps or logits
+
+
 @app.command("export")
 def export_cmd(
     weights: Path | None = typer.Option(None, "--weights", "-w",
@@ -723,6 +735,10 @@ def export_cmd(
         kwargs.update(create_task(model_task(model)).input_kwargs(in_chans))
         net, info = create_model(model, **kwargs), {}
     name, task = net.model_name, model_task(net.model_name)
+    if task not in EXPORTABLE_TASKS:
+        raise UserInputError(f"export: {name} is a {task} model (two branches, sketch and photo, with one output "
+                             f"each); export handles {' and '.join(EXPORTABLE_TASKS)} models — export a "
+                             "classifier backbone (e.g. --model resnet26) instead")
     chans = create_task(task).input_channels(net)
     side = size if size is not None else default_size(task, info)
     check_size(side, net)
@@ -785,6 +801,7 @@ HELP_PIPE_WIDTH = 120
 
 
 def main() -> None:
+    interrupts.release()  # a Ctrl-C during the imports ends here: exit 130, no traceback
     if not sys.stdout.isatty():
         typer_help.MAX_WIDTH = HELP_PIPE_WIDTH
     debug = "--debug" in sys.argv or os.environ.get("HYBRIDVISION_DEBUG") == "1"

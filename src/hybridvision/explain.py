@@ -107,7 +107,7 @@ def explain(weights: str | Path, image: str | Path, point: tuple[float, float], 
         raise UserInputError(f"--point {x:g},{y:g} lies outside {image} ({w0}×{h0}); pass X,Y in pixels")
     size = int(info.get("image_size") or max(h0, w0))
     scale = size / max(h0, w0)
-    batch, (h, w) = prepare_image(img, size)
+    batch, (h, w) = prepare_image(img, size, model.size_divisible)
     ph, pw = batch.shape[-2:]
     maps = attention_maps(model, batch.to(dev), (x * scale, y * scale), [(h, w)])
     names = sorted({m["name"] for m in maps})

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from hybridvision.detectors.base import DenseDetector
 from hybridvision.engine.tasks import create_task
 from hybridvision.errors import UserInputError
 from hybridvision.factory import list_models, model_task
@@ -167,7 +168,7 @@ def export_onnx(
     Args:
         model: a registered detector or classifier.
         out: the ``.onnx`` path; ``<out>.json`` receives the metadata. Both writes are atomic.
-        size: input side S (a detector's input must be a multiple of its coarsest stride).
+        size: input side S (a detector pads it to its ``size_divisible`` inside the graph).
         in_chans: input channels C.
         opset: ONNX opset.
         check: run the file in onnxruntime on a batch of 3 (not the traced 2) and compare with PyTorch
@@ -205,6 +206,7 @@ def export_onnx(
         "opset": actual if actual is not None else opset,
         "torch": torch.__version__,
         **({"strides": list(model.strides)} if hasattr(model, "strides") else {}),
+        **({"size_divisible": model.size_divisible} if isinstance(model, DenseDetector) else {}),
         **(meta or {}),
     }
     if check:  # before anything is written: a failed check leaves no file
@@ -293,7 +295,8 @@ def default_size(task: str, info: dict[str, Any]) -> int:
 
 
 def check_size(size: int, model: nn.Module) -> None:
-    """A detector's input side must tile its coarsest stride."""
-    divisor = int(getattr(model, "size_divisible", 1))
-    if size < 1 or size % divisor:
-        raise UserInputError(f"--size {size}: this model needs a positive multiple of {divisor}")
+    """A positive input side: a detector pads any side to its ``size_divisible`` inside the graph
+    (:meth:`~hybridvision.detectors.base.DenseDetector.pad_to_divisible`); a classifier pools
+    whatever its last stage gives."""
+    if size < 1:
+        raise UserInputError(f"--size {size}: pass a positive input side")

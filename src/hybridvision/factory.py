@@ -33,7 +33,8 @@ def create_model(name: str, **overrides: Any) -> nn.Module:
     Every keyword argument is checked against the builder's annotated parameters first
     (:func:`~hybridvision.options.check_model_options`): an unknown one, or a value of the wrong
     type or range, raises a :class:`~hybridvision.errors.UserInputError` naming the key, the value
-    and what is allowed (the accepted options for an unknown one).
+    and what is allowed (the accepted options for an unknown one). This is the one check of a
+    build: :func:`~hybridvision.registry.build_model` then builds with the values it returns.
     """
     overrides = check_model_options(name, overrides, BACKBONE_PARAMETERS)
     options = {k: overrides.pop(k) for k in BACKBONE_OPTIONS if k in overrides}

@@ -34,13 +34,19 @@ from hybridvision.errors import UserInputError
 from hybridvision.registry import BACKBONE_OPTIONS, model_builder
 
 __all__ = ["keyword_parameters", "check_options", "type_text", "model_parameters", "check_model_options",
-           "Fraction", "PositiveFloat", "NonNegativeInt", "PositiveInt"]
+           "Fraction", "PositiveFloat", "NonNegativeInt", "PositiveInt", "MAX_GENERATED", "GeneratedCount",
+           "PositiveGeneratedCount"]
 
 # Bounded types for signatures whose values come from a config.
 Fraction = Annotated[float, at.Gt(0), at.Lt(1)]  # a number in (0, 1)
 PositiveFloat = Annotated[float, at.Gt(0)]
 NonNegativeInt = Annotated[int, at.Ge(0)]
 PositiveInt = Annotated[int, at.Ge(1)]
+#: The most items (images, drawings per class) a built-in generator makes: far above any use, and
+#: below what would fill memory or run for days (a mistyped `--train 99999999999999999999` hung).
+MAX_GENERATED = 1_000_000
+GeneratedCount = Annotated[int, at.Ge(0), at.Le(MAX_GENERATED)]
+PositiveGeneratedCount = Annotated[int, at.Ge(1), at.Le(MAX_GENERATED)]
 
 _VARIADIC = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
 _ADAPTER_CONFIG = ConfigDict(arbitrary_types_allowed=True)

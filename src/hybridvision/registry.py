@@ -16,7 +16,7 @@ import difflib
 import fnmatch
 import inspect
 from typing import Any
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from hybridvision.errors import UserInputError
 
@@ -36,19 +36,32 @@ class UnknownModelError(UserInputError, KeyError):
         return str(self.args[0])
 
 
-def register_model(fn: Callable[..., Any] | None = None, *, task: str = "detection"):
-    """Register a model builder under its function name.
+def register_model(fn: Callable[..., Any] | None = None, *, task: str = "detection",
+                   options: Mapping[str, inspect.Parameter] | None = None):
+    """Register a model builder under its function name (the one way to add a model)::
+
+        @register_model(task="detection", options=preset_options(build_mydet, MyDetector, MyHead))
+        def mydet_small(*, num_classes: int = 10, **kwargs: Any) -> MyDetector:
+            \"\"\"One line: what it is (``hybridvision models`` shows it).\"\"\"
+            return build_mydet(**{"num_classes": num_classes, "depth": 18, **kwargs})
 
     Args:
         fn: builder ``fn(*, num_classes=..., **kw) -> nn.Module``.
         task: the name of a registered task (``"detection"``, ``"classification"``);
             ``list_models(task=...)`` filters on it and ``train``/``eval`` run it.
+        options: for a builder that forwards ``**kwargs``, the parameters it forwards them to
+            (name → annotated :class:`inspect.Parameter`, e.g. from
+            :func:`hybridvision.detectors.presets.common.preset_options`); kept, in its order, as
+            ``fn.options``, so an unknown or ill-typed option is refused, with the valid ones,
+            before anything is built, and ``hybridvision models NAME`` lists them.
     """
 
     def wrap(f: Callable[..., Any]) -> Callable[..., Any]:
         name = f.__name__
         if name in _MODELS:
             raise ValueError(f"model {name!r} is registered twice")
+        if options is not None:
+            f.options = dict(options)
         _MODELS[name] = f
         _MODEL_TASKS[name] = task
         return f
@@ -127,9 +140,14 @@ def check_model_kwargs(name: str, kwargs: dict[str, Any]) -> None:
 
 
 def build_model(name: str, **overrides: Any) -> Any:
-    """Build a registered model; unknown keyword arguments are one error naming the valid ones."""
+    """Build a registered model from ``overrides`` as given: no check of their names or types.
+
+    :func:`hybridvision.factory.create_model` checks a user's options once
+    (:func:`hybridvision.options.check_model_options`) and then builds through here; a builder
+    that builds another registered model (FCOS on a classification backbone) calls this. A
+    keyword that a builder forwards (``**kwargs``) to a class that lacks it is still one error.
+    """
     builder = model_builder(name)
-    check_model_kwargs(name, overrides)
     try:
         model = builder(**overrides)
     except TypeError as e:  # a keyword a builder forwards (**kwargs) to a class that lacks it

@@ -28,6 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from hybridvision.backbones.base import FeatureInfo, resolve_out_indices
 from hybridvision.errors import UserInputError
 from hybridvision.layers.blocks import BasicBlock
 
@@ -103,9 +104,9 @@ class StackedHourglass(nn.Module):
             nn.Sequential(nn.Conv2d(cnv_channels, widths[0], 1, bias=False), nn.BatchNorm2d(widths[0]))
             for _ in range(stacks - 1))
         self.inter_blocks = nn.ModuleList(BasicBlock(widths[0], widths[0]) for _ in range(stacks - 1))
-        self.out_indices = list(range(stacks)) if out_indices is None else [int(i) % stacks for i in out_indices]
-        self.feature_info = [{"channels": cnv_channels, "stride": 4} for _ in self.out_indices]
-        self.size_multiple = 2 ** (depth + 2)  # stem /4, then one halving per level
+        self.out_indices = resolve_out_indices(out_indices, stacks, "StackedHourglass", f"{stacks} stacks")
+        self.feature_info: list[FeatureInfo] = [{"channels": cnv_channels, "stride": 4} for _ in self.out_indices]
+        self.size_divisible = 2 ** (depth + 2)  # stem /4, then one halving per level
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.stem(x)  # [B, widths[0], H/4, W/4]

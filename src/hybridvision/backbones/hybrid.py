@@ -1,4 +1,4 @@
-"""Hybrid convolution/attention classification networks of thesis B (seed 001, Tables 2.3,
+"""Hybrid convolution/attention classification networks of thesis B (Tables 2.3,
 3.1–3.3): ResNet26, SAN10 (Zhao et al., CVPR 2020), PureNL and the "HIB c-a" mixes, each with its
 "(nl)" variant, post- or pre-activation.
 
@@ -29,13 +29,15 @@ Symbols: B batch, C channels, H×W spatial size.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import inspect
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import torch
 import torch.nn as nn
 
+from hybridvision.backbones.base import FeatureInfo, coarsest_stride, resolve_out_indices
 from hybridvision.errors import UserInputError
 from hybridvision.layers.blocks import Bottleneck, init_weights
 from hybridvision.layers.registry import create_attn
@@ -176,8 +178,9 @@ class HybridNet(nn.Module):
             self.stages[-1].append(nn.ReLU(inplace=True))
 
         n = len(self.stages)
-        self.out_indices = tuple(range(n) if out_indices is None else (i % n for i in out_indices))
-        self.feature_info = [info[i] for i in self.out_indices]
+        self.out_indices = resolve_out_indices(out_indices, n, "HybridNet", f"{n} stages")
+        self.feature_info: list[FeatureInfo] = [info[i] for i in self.out_indices]  # type: ignore[misc]
+        self.size_divisible = coarsest_stride(self.feature_info)
         self.num_features = in_ch
         self.features_only = features_only
         if features_only:
@@ -329,12 +332,15 @@ HYBRID_MODELS: dict[str, tuple[str, list[StageSpec], str]] = {
 def _build(
     name: str,
     *,
-    num_classes: int,
-    preact: bool,
-    in_chans: int,
-    width: float,
-    **kw: Any,
+    num_classes: int = 250,
+    preact: bool = False,
+    in_chans: int = 3,
+    width: float = 1.0,
+    out_indices: Sequence[int] | None = None,
+    features_only: bool = False,
+    aggregation: Literal["shift", "unfold"] = "shift",
 ) -> HybridNet:
+    """The model ``name`` of :data:`HYBRID_MODELS` (every registered builder below calls this)."""
     stem, stages, sa_type = HYBRID_MODELS[name]
     if isinstance(width, bool) or not isinstance(width, (int, float)) or not 0 < width <= 16:
         raise UserInputError(
@@ -352,64 +358,150 @@ def _build(
         preact=preact,
         sa_type=sa_type,  # type: ignore[arg-type]
         stem_width=stem_width,
-        **kw,
+        out_indices=out_indices,
+        features_only=features_only,
+        aggregation=aggregation,
     )
 
 
-def _register(name: str, doc: str) -> None:
-    def builder(
-        *,
-        num_classes: int = 250,
-        preact: bool = False,
-        in_chans: int = 3,
-        width: float = 1.0,
-        out_indices: Sequence[int] | None = None,
-        features_only: bool = False,
-        aggregation: Literal["shift", "unfold"] = "shift",
-    ) -> HybridNet:
-        return _build(
-            name,
-            num_classes=num_classes,
-            preact=preact,
-            in_chans=in_chans,
-            width=width,
-            out_indices=out_indices,
-            features_only=features_only,
-            aggregation=aggregation,
-        )
-
-    builder.__name__ = builder.__qualname__ = name
-    builder.__doc__ = (
-        f"{doc} (thesis B, seed 001, Table 3.1).\n\n"
-        "Keyword-only: ``num_classes`` (250 = TU-Berlin), ``preact`` (pre-activation family), "
-        "``in_chans`` (1 for grayscale sketches), ``width`` (channel multiplier, widths rounded "
-        "to multiples of 32: 0.25 gives a CPU-sized preset), ``out_indices`` / "
-        "``features_only`` (backbone use: e.g. ``out_indices=(-3, -2, -1)`` for strides "
-        "8/16/32), ``aggregation`` (SAN: 'shift' or 'unfold')."
-    )
-    register_model(builder, task="classification")
-    globals()[name] = builder
+_OPTIONS_DOC = (
+    "Keyword-only: ``num_classes`` (250 = TU-Berlin), ``preact`` (pre-activation family), "
+    "``in_chans`` (1 for grayscale sketches), ``width`` (channel multiplier, widths rounded "
+    "to multiples of 32: 0.25 gives a CPU-sized preset), ``out_indices`` / "
+    "``features_only`` (backbone use: e.g. ``out_indices=(-3, -2, -1)`` for strides "
+    "8/16/32), ``aggregation`` (SAN: 'shift' or 'unfold')."
+)
 
 
-_DOCS = {
-    "resnet26": "ResNet26: ResNet-50 v1.5 with blocks [1, 2, 4, 1]",
-    "resnet26_nl": "ResNet26 (nl): blocks [1, 1, 2, 1] + NL blocks [0, 1, 2, 0]",
-    "san10_pair": "SAN10 pairwise: SAN stem, 5 SAN stages [2, 1, 2, 4, 1]",
-    "san10_pair_nl": "SAN10 pairwise (nl): blocks [2, 1, 1, 2, 1] + NL blocks [0, 0, 1, 2, 0]",
-    "san10_patch": "SAN10 patchwise: SAN stem, 5 SAN stages [2, 1, 2, 4, 1]",
-    "san10_patch_nl": "SAN10 patchwise (nl): blocks [2, 1, 1, 2, 1] + NL blocks [0, 0, 1, 2, 0]",
-    "hib_pair_2_2": "HIB pair 2-2: 2 ResNet26 stages, then 2 SAN pairwise stages",
-    "hib_pair_2_2_nl": "HIB pair 2-2 (nl): blocks [1, 1, 2, 1] + NL blocks [0, 1, 2, 0]",
-    "hib_patch_2_2": "HIB patch 2-2: 2 ResNet26 stages, then 2 SAN patchwise stages",
-    "hib_patch_2_2_nl": "HIB patch 2-2 (nl): blocks [1, 1, 2, 1] + NL blocks [0, 1, 2, 0]",
-    "hib_pair_3_1": "HIB pair 3-1: 3 ResNet26 stages, then 1 SAN pairwise stage",
-    "hib_pair_3_1_nl": "HIB pair 3-1 (nl): blocks [1, 1, 2, 1] + NL blocks [0, 1, 2, 0]",
-    "hib_patch_3_1": "HIB patch 3-1: 3 ResNet26 stages, then 1 SAN patchwise stage",
-    "hib_patch_3_1_nl": "HIB patch 3-1 (nl): blocks [1, 1, 2, 1] + NL blocks [0, 1, 2, 0]",
-    "pure_nl": "PureNL: SAN stem and transitions, NL stages [3, 2, 4, 1]",
-    "hib_nl_2_2": "HIB NL 2-2: 2 ResNet26 stages, then 2 non-local stages",
-    "hib_nl_3_1": "HIB NL 3-1: 3 ResNet26 stages, then 1 non-local stage",
-}
+def _takes_build_options(fn: Callable[..., HybridNet]) -> Callable[..., HybridNet]:
+    """Give a one-line builder ``def NAME(**options): return _build("NAME", **options)`` the
+    keyword-only signature of :func:`_build` (its options, types and defaults, as the registry
+    and ``hybridvision models`` read them) and the options' paragraph after its description."""
+    params = list(inspect.signature(_build).parameters.values())[1:]  # all but ``name``
+    fn.__signature__ = inspect.Signature(params, return_annotation=HybridNet)  # type: ignore[attr-defined]
+    fn.__annotations__ = {k: v for k, v in _build.__annotations__.items() if k != "name"}
+    fn.__doc__ = f"{fn.__doc__}\n\n{_OPTIONS_DOC}"
+    return fn
 
-for _name in HYBRID_MODELS:
-    _register(_name, _DOCS[_name])
+
+# The registered models of Table 3.1: each a literal ``def`` whose docstring is its description.
+
+
+@register_model(task="classification")
+@_takes_build_options
+def resnet26(**options: Any) -> HybridNet:
+    """ResNet26: ResNet-50 v1.5 with blocks [1, 2, 4, 1] (thesis B, Table 3.1)."""
+    return _build("resnet26", **options)
+
+
+
+@register_model(task="classification")
+@_takes_build_options
+def resnet26_nl(**options: Any) -> HybridNet:
+    """ResNet26 (nl): blocks [1, 1, 2, 1] + NL blocks [0, 1, 2, 0] (thesis B, Table 3.1)."""
+    return _build("resnet26_nl", **options)
+
+
+@register_model(task="classification")
+@_takes_build_options
+def san10_pair(**options: Any) -> HybridNet:
+    """SAN10 pairwise: SAN stem, 5 SAN stages [2, 1, 2, 4, 1] (thesis B, Table 3.1)."""
+    return _build("san10_pair", **options)
+
+
+@register_model(task="classification")
+@_takes_build_options
+def san10_pair_nl(**options: Any) -> HybridNet:
+    """SAN10 pairwise (nl): blocks [2, 1, 1, 2, 1] + NL blocks [0, 0, 1, 2, 0] (thesis B, Table 3.1)."""
+    return _build("san10_pair_nl", **options)
+
+
+@register_model(task="classification")
+@_takes_build_options
+def san10_patch(**options: Any) -> HybridNet:
+    """SAN10 patchwise: SAN stem, 5 SAN stages [2, 1, 2, 4, 1] (thesis B, Table 3.1)."""
+    return _build("san10_patch", **options)
+
+
+@register_model(task="classification")
+@_takes_build_options
+def san10_patch_nl(**options: Any) -> HybridNet:
+    """SAN10 patchwise (nl): blocks [2, 1, 1, 2, 1] + NL blocks [0, 0, 1, 2, 0] (thesis B, Table 3.1)."""
+    return _build("san10_patch_nl", **options)
+
+
+@register_model(task="classification")
+@_takes_build_options
+def hib_pair_2_2(**options: Any) -> HybridNet:
+    """HIB pair 2-2: 2 ResNet26 stages, then 2 SAN pairwise stages (thesis B, Table 3.1)."""
+    return _build("hib_pair_2_2", **options)
+
+
+@register_model(task="classification")
+@_takes_build_options
+def hib_pair_2_2_nl(**options: Any) -> HybridNet:
+    """HIB pair 2-2 (nl): blocks [1, 1, 2, 1] + NL blocks [0, 1, 2, 0] (thesis B, Table 3.1)."""
+    return _build("hib_pair_2_2_nl", **options)
+
+
+@register_model(task="classification")
+@_takes_build_options
+def hib_patch_2_2(**options: Any) -> HybridNet:
+    """HIB patch 2-2: 2 ResNet26 stages, then 2 SAN patchwise stages (thesis B, Table 3.1)."""
+    return _build("hib_patch_2_2", **options)
+
+
+@register_model(task="classification")
+@_takes_build_options
+def hib_patch_2_2_nl(**options: Any) -> HybridNet:
+    """HIB patch 2-2 (nl): blocks [1, 1, 2, 1] + NL blocks [0, 1, 2, 0] (thesis B, Table 3.1)."""
+    return _build("hib_patch_2_2_nl", **options)
+
+
+@register_model(task="classification")
+@_takes_build_options
+def hib_pair_3_1(**options: Any) -> HybridNet:
+    """HIB pair 3-1: 3 ResNet26 stages, then 1 SAN pairwise stage (thesis B, Table 3.1)."""
+    return _build("hib_pair_3_1", **options)
+
+
+@register_model(task="classification")
+@_takes_build_options
+def hib_pair_3_1_nl(**options: Any) -> HybridNet:
+    """HIB pair 3-1 (nl): blocks [1, 1, 2, 1] + NL blocks [0, 1, 2, 0] (thesis B, Table 3.1)."""
+    return _build("hib_pair_3_1_nl", **options)
+
+
+@register_model(task="classification")
+@_takes_build_options
+def hib_patch_3_1(**options: Any) -> HybridNet:
+    """HIB patch 3-1: 3 ResNet26 stages, then 1 SAN patchwise stage (thesis B, Table 3.1)."""
+    return _build("hib_patch_3_1", **options)
+
+
+@register_model(task="classification")
+@_takes_build_options
+def hib_patch_3_1_nl(**options: Any) -> HybridNet:
+    """HIB patch 3-1 (nl): blocks [1, 1, 2, 1] + NL blocks [0, 1, 2, 0] (thesis B, Table 3.1)."""
+    return _build("hib_patch_3_1_nl", **options)
+
+
+@register_model(task="classification")
+@_takes_build_options
+def pure_nl(**options: Any) -> HybridNet:
+    """PureNL: SAN stem and transitions, NL stages [3, 2, 4, 1] (thesis B, Table 3.1)."""
+    return _build("pure_nl", **options)
+
+
+@register_model(task="classification")
+@_takes_build_options
+def hib_nl_2_2(**options: Any) -> HybridNet:
+    """HIB NL 2-2: 2 ResNet26 stages, then 2 non-local stages (thesis B, Table 3.1)."""
+    return _build("hib_nl_2_2", **options)
+
+
+@register_model(task="classification")
+@_takes_build_options
+def hib_nl_3_1(**options: Any) -> HybridNet:
+    """HIB NL 3-1: 3 ResNet26 stages, then 1 non-local stage (thesis B, Table 3.1)."""
+    return _build("hib_nl_3_1", **options)

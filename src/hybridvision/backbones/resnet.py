@@ -39,6 +39,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 
+from hybridvision.backbones.base import FeatureInfo, coarsest_stride, resolve_out_indices
 from hybridvision.errors import UserInputError
 from hybridvision.layers.blocks import BasicBlock, Bottleneck, NormLayer, init_weights
 from hybridvision.layers.registry import create_attn
@@ -109,11 +110,7 @@ class ResNet(nn.Module):
                                  "multiplier (e.g. 0.25)")
         if len(layers) != 4:
             raise UserInputError(f"ResNet needs 4 stage depths, got layers={tuple(layers)}")
-        out_indices = tuple(int(i) for i in out_indices)
-        if not out_indices or any(i < 0 or i > 4 for i in out_indices):
-            raise UserInputError(
-                f"ResNet out_indices={out_indices} must be in 0..4 (0 = stem, 1..4 = layer1..4)"
-            )
+        out_indices = resolve_out_indices(out_indices, 5, "ResNet", "0 = stem, 1..4 = layer1..4")
         if attn is None and attn_at:
             raise UserInputError(f"ResNet attn_at={tuple(attn_at)} given without attn=<block name>")
         self.out_indices = out_indices
@@ -155,7 +152,8 @@ class ResNet(nn.Module):
         self.final_act: nn.Module = (
             nn.Sequential(norm_layer(in_ch), nn.ReLU(inplace=True)) if preact else nn.Identity()
         )
-        self.feature_info: list[dict[str, int]] = [info[i] for i in out_indices]
+        self.feature_info: list[FeatureInfo] = [info[i] for i in out_indices]  # type: ignore[misc]
+        self.size_divisible = coarsest_stride(self.feature_info)
 
         if not features_only:
             if num_classes < 1:

@@ -99,6 +99,7 @@ def check_coco(
     *,
     check_images: bool = True,
     full_decode: bool = False,
+    unreadable: str = "finding",
 ) -> list[Finding]:
     """Check a COCO detection annotation file and its images.
 
@@ -107,6 +108,8 @@ def check_coco(
         images_dir: folder that ``file_name`` is relative to (ignored when ``check_images`` is False).
         check_images: also check that each image exists, decodes and has the recorded size.
         full_decode: decode all pixels, not only the header.
+        unreadable: a file that is not JSON (not UTF-8, a syntax error): ``"finding"`` reports it
+            as one, ``"raise"`` raises its one-line :class:`UserInputError` (``data check``).
 
     Returns:
         The findings, in file order; empty when the dataset is usable.
@@ -123,6 +126,8 @@ def check_coco(
     try:
         data = read_json(ann_file, what="COCO annotation")  # BOM-tolerant; line/column on errors
     except UserInputError as e:
+        if unreadable == "raise":
+            raise
         problem = str(e).removeprefix(f"{Path(ann_file)}: ").partition("; ")[0]
         add("file", problem.replace("COCO annotation file ", ""),
             "write the file as COCO JSON (images, annotations, categories)")

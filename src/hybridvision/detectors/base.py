@@ -24,9 +24,11 @@ Symbols: B images, N boxes of one image, K classes.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from hybridvision.constants import IMAGENET_MEAN, IMAGENET_STD
 from hybridvision.errors import DataError, UserInputError
@@ -35,7 +37,67 @@ from hybridvision.structures import Detections, Targets, batch_images
 
 # batch_images, Targets and Detections live in hybridvision.structures (below data/ and detectors/);
 # they are re-exported here for the importers of detectors.base.
-__all__ = ["DenseDetector", "batch_images", "check_targets", "Targets", "Detections"]
+__all__ = ["DenseDetector", "MERGE_IOU", "PostProcess", "backbone_size_divisible", "postprocess_alias",
+           "batch_images", "check_targets", "Targets", "Detections"]
+
+
+@dataclass
+class PostProcess:
+    """How a dense detector turns raw outputs into detections; one per model
+    (``model.postprocess``), read by ``decode`` and by every caller that merges detections
+    (tiling, TTA) — the dense core owns it, the families fill in their defaults.
+
+    Attributes:
+        score_thresh: a candidate needs a score > this.
+        topk_candidates: candidates kept before NMS (FCOS, RetinaNet: per level and image;
+            CenterNet: peaks per image; CornerNet: corners per type and image — their ``topk``).
+        nms_thresh: class-wise NMS IoU threshold (N_t of linear Soft-NMS); None: no NMS in the
+            model's own decode (CenterNet's default).
+        nms_method: ``"hard"``, ``"soft_gaussian"`` or ``"soft_linear"``
+            (:data:`~hybridvision.ops.postprocess.NMS_METHODS`).
+        detections_per_img: detections kept per image.
+    """
+
+    score_thresh: float = 0.05
+    topk_candidates: int = 1000
+    nms_thresh: float | None = 0.6
+    nms_method: str = "hard"
+    detections_per_img: int = 100
+
+    @property
+    def merge_iou(self) -> float:
+        """The IoU threshold for merging detections of several passes (tiles, TTA views):
+        ``nms_thresh``, else :data:`MERGE_IOU` for a model that runs no NMS."""
+        return MERGE_IOU if self.nms_thresh is None else float(self.nms_thresh)
+
+
+# IoU threshold of the merge of several passes for a model without its own NMS threshold.
+MERGE_IOU = 0.5
+
+
+def postprocess_alias(name: str) -> property:
+    """A property that reads and sets ``model.postprocess.<name>`` (``model.score_thresh = 0.01``
+    keeps working; CenterNet and CornerNet call ``topk_candidates`` ``topk``)."""
+
+    def get(self: DenseDetector) -> object:
+        return getattr(self.postprocess, name)
+
+    def put(self: DenseDetector, value: object) -> None:
+        if name == "nms_method":
+            value = self.checked_nms_method(str(value))
+        setattr(self.postprocess, name, value)
+
+    return property(get, put, doc=f"``postprocess.{name}`` (:class:`PostProcess`).")
+
+
+def backbone_size_divisible(backbone: nn.Module) -> int:
+    """The input multiple a backbone needs: its ``size_divisible`` attribute (every backbone of
+    the package has one), else — for a minimal backbone that declares only ``feature_info`` — its
+    coarsest stride."""
+    multiple = getattr(backbone, "size_divisible", None)
+    if multiple is None:
+        multiple = max(int(f["stride"]) for f in backbone.feature_info)
+    return int(multiple)
 
 
 def check_targets(targets: Targets, num_classes: int, batch_size: int | None = None) -> None:
@@ -70,11 +132,14 @@ class DenseDetector(nn.Module):
 
     Args:
         backbone: returns ``list[Tensor]`` and exposes ``feature_info`` (``channels``, ``stride``
-            per output) — the backbone contract.
+            per output) and ``size_divisible`` — the backbone contract
+            (:class:`hybridvision.backbones.base.Backbone`).
         neck: maps those maps to the pyramid; exposes ``out_channels`` and ``strides``.
         head: maps the pyramid to the raw outputs ``dict[str, list[Tensor]]``.
         num_classes: K.
         pixel_mean, pixel_std: per-channel statistics of inputs in [0, 1].
+        postprocess: the decoding settings (:class:`PostProcess`; a copy is kept, its
+            ``nms_method`` validated). ``model.score_thresh`` etc. read and set its fields.
 
     Subclasses implement :meth:`loss`, :meth:`decode` and :meth:`encode_targets`.
     """
@@ -88,8 +153,12 @@ class DenseDetector(nn.Module):
         *,
         pixel_mean: Sequence[float] = IMAGENET_MEAN,
         pixel_std: Sequence[float] = IMAGENET_STD,
+        postprocess: PostProcess | None = None,
     ) -> None:
         super().__init__()
+        post = replace(postprocess) if postprocess is not None else PostProcess()
+        post.nms_method = self.checked_nms_method(post.nms_method)
+        self.postprocess = post
         if num_classes < 1:
             raise UserInputError(f"num_classes={num_classes} must be >= 1")
         self.num_classes = num_classes
@@ -99,14 +168,22 @@ class DenseDetector(nn.Module):
         self.neck = neck
         self.head = head
         self.strides: list[int] = list(neck.strides)
-        # Inputs pad to the backbone's coarsest stride; extra neck levels (stride-2 convs) pad
-        # themselves, so P6/P7 need no coarser multiple.
-        self.size_divisible = max(int(f["stride"]) for f in backbone.feature_info)
+        # The one input multiple every caller pads to (training, predict, tiling, TTA, export,
+        # bench): the backbone's ``size_divisible`` (a stacked hourglass needs 2^(depth+2)), else
+        # its coarsest stride; extra neck levels (stride-2 convs) pad themselves, so P6/P7 need no
+        # coarser multiple. :meth:`forward` pads any other input to it.
+        self.size_divisible = backbone_size_divisible(backbone)
         # NHWC ("channels_last") weights and activations: on CPU (oneDNN) and on GPU tensor
         # cores the convolutions run faster in this layout (FCOS-R50 inference 0.83× torchvision's
         # time against 1.04× in NCHW, BENCHMARKS.md). Subclasses build every module before
         # calling this __init__, so the whole network is converted here.
         self.to(memory_format=torch.channels_last)
+
+    score_thresh = postprocess_alias("score_thresh")
+    topk_candidates = postprocess_alias("topk_candidates")
+    nms_thresh = postprocess_alias("nms_thresh")
+    nms_method = postprocess_alias("nms_method")
+    detections_per_img = postprocess_alias("detections_per_img")
 
     def checked_nms_method(self, method: str) -> str:
         """``method`` if it is an NMS method of :mod:`hybridvision.ops.postprocess`, else a
@@ -141,10 +218,21 @@ class DenseDetector(nn.Module):
                     x[b, :, :, w:] = 0
         return x
 
+    def pad_to_divisible(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, C, H, W]`` -> ``[B, C, H', W']`` zero-padded bottom/right to multiples of
+        ``size_divisible`` (a no-op for inputs batched by :func:`batch_images` with it). After
+        normalisation 0 is the mean, as :meth:`normalize` gives padded pixels."""
+        d = self.size_divisible
+        h, w = x.shape[-2:]
+        pad_h, pad_w = -h % d, -w % d
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h))
+        return x
+
     def forward(
         self, images: torch.Tensor, image_sizes: Sequence[tuple[int, int]] | None = None
     ) -> dict[str, torch.Tensor | list[torch.Tensor]]:
-        x = self.normalize(images, image_sizes).contiguous(memory_format=torch.channels_last)
+        x = self.pad_to_divisible(self.normalize(images, image_sizes)).contiguous(memory_format=torch.channels_last)
         features = self.neck(self.backbone(x))  # [B, C, H/s, W/s] (NHWC in memory)
         return self.head(features)
 

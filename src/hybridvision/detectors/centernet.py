@@ -10,7 +10,7 @@ On the dense-detector core (:class:`~hybridvision.detectors.base.DenseDetector`)
 ResNet's C5) → neck (:class:`~hybridvision.necks.upsample.DeconvUpsample`, to stride 4) →
 :class:`CenterNetHead`. NL-CenterNet — the toolkit's question asked of CenterNet, which nobody
 has published — puts a non-local block on the stride-4 feature (``head_attn_at="neck"``) or at
-the start of each head (``"heads"``). Presets are in ``detectors/zoo.py``.
+the start of each head (``"heads"``). Presets are in ``detectors/presets/centernet.py``.
 
 Outputs of ``CenterNet.forward(images)`` (same in train and eval), one stride-4 level:
 
@@ -32,7 +32,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from hybridvision.constants import IMAGENET_MEAN, IMAGENET_STD
-from hybridvision.detectors.base import Detections, DenseDetector, Targets, check_targets
+from hybridvision.detectors.base import (Detections, DenseDetector, PostProcess, Targets, check_targets,
+                                         postprocess_alias)
 from hybridvision.errors import UserInputError
 from hybridvision.layers.registry import create_attn
 from hybridvision.losses import heatmap_focal_loss, reduce_mean
@@ -153,22 +154,22 @@ class CenterNet(DenseDetector):
             raise UserInputError(f"CenterNet needs a neck with one output level, got strides {neck.strides}")
         if head is None:
             head = CenterNetHead(neck.out_channels, num_classes, **head_kwargs)
-        super().__init__(backbone, neck, head, num_classes, pixel_mean=pixel_mean, pixel_std=pixel_std)
+        post = PostProcess(score_thresh=score_thresh, topk_candidates=topk, nms_thresh=nms_thresh,
+                           nms_method=nms_method, detections_per_img=detections_per_img)
+        super().__init__(backbone, neck, head, num_classes, pixel_mean=pixel_mean, pixel_std=pixel_std,
+                         postprocess=post)
         if radius_form not in ("corrected", "original"):
             raise UserInputError(f"CenterNet radius_form={radius_form!r} must be 'corrected' or 'original'")
         if not 0 < min_overlap < 1:
             raise UserInputError(f"CenterNet min_overlap={min_overlap} must lie in (0, 1), e.g. 0.7")
-        self.nms_method = self.checked_nms_method(nms_method)
         self.stride = self.strides[0]
         self.min_overlap = min_overlap
         self.radius_form = radius_form
         self.heatmap_weight = heatmap_weight
         self.size_weight = size_weight
         self.offset_weight = offset_weight
-        self.topk = topk
-        self.score_thresh = score_thresh
-        self.nms_thresh = nms_thresh
-        self.detections_per_img = detections_per_img
+
+    topk = postprocess_alias("topk_candidates")  # peaks kept per image
 
     # -- targets ----------------------------------------------------------------------------
 

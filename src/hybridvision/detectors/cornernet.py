@@ -1,4 +1,4 @@
-"""CornerNet: objects as paired keypoints (Law & Deng, ECCV 2018), and NL-CornerNet (seed 000).
+"""CornerNet: objects as paired keypoints (Law & Deng, ECCV 2018), and NL-CornerNet (thesis A).
 
 Each box is its top-left and bottom-right corner. Per corner type a prediction module (two 3×3
 conv-BN-ReLU branches → corner pooling: *top* + *left* pool for top-left corners, *bottom* +
@@ -33,7 +33,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from hybridvision.constants import IMAGENET_MEAN, IMAGENET_STD
-from hybridvision.detectors.base import Detections, DenseDetector, Targets, check_targets
+from hybridvision.detectors.base import (Detections, DenseDetector, PostProcess, Targets, check_targets,
+                                         postprocess_alias)
 from hybridvision.errors import UserInputError
 from hybridvision.layers.registry import create_attn
 from hybridvision.losses import heatmap_focal_loss, pull_push_loss
@@ -81,7 +82,7 @@ class CornerModule(nn.Module):
             pooling, Duan et al. 2019: two more 3×3 conv-BN-ReLU branches look along the edges);
             ignored for ``"ct"``.
         pool_channels: channels of the two branches (128).
-        pool_stride: 1, or 2 for the seed's "-64" size reduction: the two branches convolve with
+        pool_stride: 1, or 2 for thesis A's "-64" size reduction: the two branches convolve with
             stride 2, so the pooling runs at half the map's resolution (64² for a 128² map), and
             the pooled map is upsampled back (nearest) before the merge.
         attn, attn_kwargs: the non-local block of ``pool="nl"`` (its own ``reduce`` option is
@@ -175,7 +176,7 @@ class CornerNet(DenseDetector):
 
     Args:
         backbone: returns one stride-4 map per stack and exposes ``feature_info`` (and
-            ``size_multiple``, the input multiple it needs).
+            ``size_divisible``, the input multiple it needs).
         num_classes: K.
         neck: a pyramid neck (``out_channels``, ``strides``); None: :class:`StackNeck`.
         shared_head: one module pair for every neck output (CornerFCOS) instead of one per stack.
@@ -237,8 +238,10 @@ class CornerNet(DenseDetector):
         head = CornerHead(neck.out_channels, num_classes, len(neck.strides), shared=shared_head, pool=pool,
                           centers=center_keypoints, pool_channels=pool_channels, pool_stride=pool_stride, attn=attn,
                           attn_kwargs=attn_kwargs)
-        super().__init__(backbone, neck, head, num_classes, pixel_mean=pixel_mean, pixel_std=pixel_std)
-        self.size_divisible = int(getattr(backbone, "size_multiple", self.size_divisible))
+        post = PostProcess(score_thresh=score_thresh, topk_candidates=topk, nms_thresh=nms_thresh,
+                           nms_method=nms_method, detections_per_img=detections_per_img)
+        super().__init__(backbone, neck, head, num_classes, pixel_mean=pixel_mean, pixel_std=pixel_std,
+                         postprocess=post)
         if level_ranges is not None and len(level_ranges) != len(self.strides):
             raise UserInputError(f"CornerNet level_ranges has {len(level_ranges)} entries for "
                                  f"{len(self.strides)} outputs; give one (low, high) per level")
@@ -247,17 +250,14 @@ class CornerNet(DenseDetector):
         self.center_keypoints = center_keypoints
         self.center_topk = center_topk
         self.kinds = ["tl", "br", *(["ct"] if center_keypoints else [])]
-        self.nms_method = self.checked_nms_method(nms_method)
         if radius_form not in ("corrected", "original"):
             raise UserInputError(f"CornerNet radius_form={radius_form!r} must be 'corrected' or 'original'")
         self.min_overlap = min_overlap
         self.radius_form = radius_form
         self.pull_weight, self.push_weight, self.offset_weight = pull_weight, push_weight, offset_weight
-        self.topk = topk
         self.tag_thresh = tag_thresh
-        self.score_thresh = score_thresh
-        self.nms_thresh = nms_thresh
-        self.detections_per_img = detections_per_img
+
+    topk = postprocess_alias("topk_candidates")  # corners kept per type and image
 
     # -- targets ----------------------------------------------------------------------------
 

@@ -2,10 +2,10 @@
 
 On the dense-detector core (:class:`~hybridvision.detectors.base.DenseDetector`: backbone → neck
 → head), FCOS brings its head, label assignment, loss, decoding and target encoding. Presets
-(``fcos_r50_fpn``, ``nl_fcos_small``, …) are in ``detectors/zoo.py``.
+(``fcos_r50_fpn``, ``nl_fcos_small``, …) are in ``detectors/presets/fcos.py``.
 
 Head (one for every level): two towers of ``num_convs`` × (3×3 conv, GroupNorm, ReLU), one for
-classification, one for regression; an optional attention block (non-local: seed 000's NL-FCOS) at
+classification, one for regression; an optional attention block (non-local: thesis A's NL-FCOS) at
 the start of the cls and/or reg tower, one module shared across levels; cls logits (K, bias prior
 0.01), box regression (l, t, r, b ≥ 0 through a learnable per-level scale) and centerness (1, on
 the regression tower: the "improved" FCOS).
@@ -32,7 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from hybridvision.constants import IMAGENET_MEAN, IMAGENET_STD
-from hybridvision.detectors.base import Detections, DenseDetector, Targets, check_targets
+from hybridvision.detectors.base import Detections, DenseDetector, PostProcess, Targets, check_targets
 from hybridvision.errors import UserInputError
 from hybridvision.layers.blocks import group_norm
 from hybridvision.layers.registry import create_attn
@@ -299,7 +299,10 @@ class FCOS(DenseDetector):
         num_levels = len(neck.strides)
         if head is None:
             head = FCOSHead(neck.out_channels, num_classes, num_levels, **head_kwargs)
-        super().__init__(backbone, neck, head, num_classes, pixel_mean=pixel_mean, pixel_std=pixel_std)
+        post = PostProcess(score_thresh=score_thresh, topk_candidates=topk_candidates, nms_thresh=nms_thresh,
+                           nms_method=nms_method, detections_per_img=detections_per_img)
+        super().__init__(backbone, neck, head, num_classes, pixel_mean=pixel_mean, pixel_std=pixel_std,
+                         postprocess=post)
         ranges = default_size_ranges(num_levels) if size_ranges is None else [tuple(r) for r in size_ranges]
         if len(ranges) != num_levels:
             raise UserInputError(
@@ -314,12 +317,7 @@ class FCOS(DenseDetector):
         self.reg_loss = reg_loss
         self.focal_alpha = focal_alpha
         self.focal_gamma = focal_gamma
-        self.score_thresh = score_thresh
         self.score_sqrt = score_sqrt
-        self.topk_candidates = topk_candidates
-        self.nms_thresh = nms_thresh
-        self.nms_method = self.checked_nms_method(nms_method)
-        self.detections_per_img = detections_per_img
 
     # -- targets ----------------------------------------------------------------------------
 

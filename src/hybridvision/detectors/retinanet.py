@@ -31,7 +31,7 @@ from torchvision.models.detection.retinanet import RetinaNetHead
 from torchvision.ops import box_iou
 
 from hybridvision.constants import IMAGENET_MEAN, IMAGENET_STD
-from hybridvision.detectors.base import Detections, DenseDetector, Targets, check_targets
+from hybridvision.detectors.base import Detections, DenseDetector, PostProcess, Targets, check_targets
 from hybridvision.errors import UserInputError
 from hybridvision.ops.postprocess import clip_boxes_per_image, empty_detections, logit, nms_per_image
 
@@ -129,16 +129,14 @@ class RetinaNet(DenseDetector):
         anchors = AnchorGenerator(sizes, (tuple(aspect_ratios),) * len(sizes))
         num_anchors = anchors.num_anchors_per_location()[0]
         head = RetinaNetMaps(neck.out_channels, num_anchors, num_classes, prior_prob)
-        super().__init__(backbone, neck, head, num_classes, pixel_mean=pixel_mean, pixel_std=pixel_std)
-        self.nms_method = self.checked_nms_method(nms_method)
+        post = PostProcess(score_thresh=score_thresh, topk_candidates=topk_candidates, nms_thresh=nms_thresh,
+                           nms_method=nms_method, detections_per_img=detections_per_img)
+        super().__init__(backbone, neck, head, num_classes, pixel_mean=pixel_mean, pixel_std=pixel_std,
+                         postprocess=post)
         self.anchor_generator = anchors
         self.num_anchors = num_anchors
         self.matcher = det_utils.Matcher(fg_iou_thresh, bg_iou_thresh, allow_low_quality_matches=True)
         self.box_coder = det_utils.BoxCoder(weights=(1.0, 1.0, 1.0, 1.0))
-        self.score_thresh = score_thresh
-        self.topk_candidates = topk_candidates
-        self.nms_thresh = nms_thresh
-        self.detections_per_img = detections_per_img
 
     # -- anchors and matching ---------------------------------------------------------------
 

@@ -34,7 +34,6 @@ __all__ = ["TTA_MODES", "MULTISCALE_SCALES", "predict_tta", "flip_images", "merg
 
 TTA_MODES = ("flip", "multiscale")
 MULTISCALE_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5)  # CenterNet's multi-scale test
-MERGE_IOU = 0.5  # for a detector without a box NMS of its own (CenterNet)
 
 
 def flip_images(images: torch.Tensor, image_sizes: Sequence[tuple[int, int]],
@@ -65,7 +64,7 @@ def flip_boxes(dets: Detections, image_sizes: Sequence[tuple[int, int]]) -> Dete
 
 def merge_detections(views: Sequence[Detections], model: nn.Module) -> Detections:
     """Per image, the union of every view's detections through the model's class-wise NMS
-    (``nms_thresh``, or 0.5 for a model without one; ``nms_method``), best ``detections_per_img``.
+    (its ``postprocess``: ``merge_iou``, ``nms_method``), best ``detections_per_img``.
 
     With Soft-NMS the views' scores, already decayed inside each view, decay once more here, and
     an object's duplicate from another view stays with a low score (below the original by
@@ -80,11 +79,11 @@ def merge_detections(views: Sequence[Detections], model: nn.Module) -> Detection
             images.append(torch.full_like(d["labels"], b))
     if sum(len(s) for s in scores) == 0:
         return empty_detections(batch, views[0][0]["boxes"])
-    iou = getattr(model, "nms_thresh", None)
+    post = model.postprocess  # the model's PostProcess (detectors.base)
     return nms_per_image(
         torch.cat(boxes), torch.cat(scores), torch.cat(labels), torch.cat(images), batch_size=batch,
-        num_classes=model.num_classes, iou_threshold=MERGE_IOU if iou is None else iou,
-        max_per_image=getattr(model, "detections_per_img", 100), method=getattr(model, "nms_method", "hard"),
+        num_classes=model.num_classes, iou_threshold=post.merge_iou,
+        max_per_image=post.detections_per_img, method=post.nms_method,
     )
 
 

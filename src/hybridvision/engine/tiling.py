@@ -71,7 +71,7 @@ def predict_tiled(model: nn.Module, image: torch.Tensor, tile: int, *, overlap: 
                   max_detections: int | None = None) -> dict[str, torch.Tensor]:
     """Detections of ``model`` (eval mode, on the image's device) on one ``[3, H, W]`` image in
     [0, 1], by windows (module docstring) → ``{"boxes" [D, 4] xyxy image pixels, "scores",
-    "labels"}``, best first. ``iou_threshold`` defaults to the model's ``nms_thresh``;
+    "labels"}``, best first. ``iou_threshold`` defaults to the model's ``postprocess.merge_iou``;
     ``max_detections`` to its ``detections_per_img`` times the number of windows."""
     if image.dim() != 3:
         raise ValueError(f"image must be [3, H, W], got {tuple(image.shape)}")
@@ -84,7 +84,7 @@ def predict_tiled(model: nn.Module, image: torch.Tensor, tile: int, *, overlap: 
     for start in range(0, len(windows), batch_size):
         chunk = windows[start:start + batch_size]
         crops = [image[:, y0:y0 + tile, x0:x0 + tile] for y0, x0, _, _ in chunk]
-        batch, sizes = batch_images(crops, getattr(model, "size_divisible", 32))  # [b, 3, S, S]
+        batch, sizes = batch_images(crops, model.size_divisible)  # [b, 3, S, S]
         dets = model.decode(model(batch, sizes), sizes)
         for (y0, x0, (ylo, yhi), (xlo, xhi)), d in zip(chunk, dets):
             shift = torch.tensor([x0, y0, x0, y0], dtype=d["boxes"].dtype, device=d["boxes"].device)
@@ -95,9 +95,10 @@ def predict_tiled(model: nn.Module, image: torch.Tensor, tile: int, *, overlap: 
             scores.append(d["scores"][own])
             labels.append(d["labels"][own])
     all_boxes, all_scores, all_labels = torch.cat(boxes), torch.cat(scores), torch.cat(labels)
-    iou = float(iou_threshold if iou_threshold is not None else getattr(model, "nms_thresh", None) or 0.6)
+    post = model.postprocess  # the model's PostProcess (detectors.base)
+    iou = float(iou_threshold if iou_threshold is not None else post.merge_iou)
     # Each window kept up to the model's per-image limit: the whole image may hold that many per window.
-    per_window = int(getattr(model, "detections_per_img", 100))
+    per_window = int(post.detections_per_img)
     limit = int(max_detections) if max_detections is not None else per_window * len(windows)
     classes = int(getattr(model, "num_classes", 0)) or (1 + int(all_labels.max()) if len(all_labels) else 1)
     # Hard NMS across windows: each window's decoding already ran the model's own NMS (a second

@@ -370,7 +370,7 @@ _preset("nonlocal", mode="embedded_gaussian", scale=True, **_WANG)
 for _mode in NL_MODES:
     _preset(f"nonlocal_{_mode}", mode=_mode, scale=_mode == "embedded_gaussian", **_WANG)
 
-# Thesis A (seed 000, Código 3.4): θ, φ, g 1×1 to C/2, softmax without scale, W 1×1 conv to
+# Thesis A (Código 3.4): θ, φ, g 1×1 to C/2, softmax without scale, W 1×1 conv to
 # C, no norm, PyTorch default init (not identity at start); ``reduce=True`` gives its
 # "CornerNet-64" variant (Código 3.5).
 _preset(
@@ -384,7 +384,7 @@ _preset(
     init="torch",
 )
 
-# Thesis B (seed 001, Fig. 3.5; SPEC §B): BN-ReLU on the input; θ, φ: C→C/8, g: C→C/4 (with
+# Thesis B (Fig. 3.5; SPEC §B): BN-ReLU on the input; θ, φ: C→C/8, g: C→C/4 (with
 # bias); 2×2 max-pool on φ and g; f = θᵀφ / N_keys; W = BN-ReLU-1×1 conv C/4→C (bias);
 # Kaiming init.
 _preset(

@@ -6,7 +6,7 @@ Bottom-up path (Sec. 3.1 of the paper; every conv is followed by a ReLU):
     N_3     = P_3
     N_{i+1} = ReLU(conv3x3(ReLU(conv3x3_stride2(N_i)) + P_{i+1}))
 
-Extra levels, as NL-FCOS-PANet builds them (seed 000): N6 = conv3x3_stride2(N5),
+Extra levels, as NL-FCOS-PANet builds them (thesis A): N6 = conv3x3_stride2(N5),
 N7 = conv3x3_stride2(ReLU(N6)) — the RetinaNet/FCOS P6/P7 recipe, fed by the last bottom-up level.
 
 Symbols: B batch, C channels, s_i strides.

@@ -37,7 +37,7 @@ def contrastive_loss(sketch: torch.Tensor, photo: torch.Tensor, same: torch.Tens
         sketch, photo: ``[N, E]`` embeddings.
         same: ``[N]`` bool, True where the pair shows one class.
         margin: m, on the squared distance.
-        normalize: L2-normalise the embeddings first (the seed's length-128 unit vectors).
+        normalize: L2-normalise the embeddings first (thesis B's length-128 unit vectors).
     """
     d2 = squared_distance(sketch, photo, normalize)  # [N]
     same = same.to(dtype=torch.bool, device=d2.device)

@@ -153,7 +153,7 @@ class TwoBranchSBIR(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------
-# Registered presets (task "sbir"): the seed's two backbones of Table 4.4
+# Registered presets (task "sbir"): thesis B's two backbones of Table 4.4
 # ---------------------------------------------------------------------------------------------
 
 
@@ -165,17 +165,14 @@ def _sbir_options(backbone: str) -> dict[str, inspect.Parameter]:
     return {**branch, **keyword_parameters(TwoBranchSBIR.__init__, exclude=("backbone", "num_classes"))}
 
 
-@register_model(task="sbir")
+@register_model(task="sbir", options=_sbir_options("resnet26"))
 def sbir_resnet26(*, num_classes: int = 33, **kwargs: Any) -> TwoBranchSBIR:
     """Two-branch SBIR on ResNet26 (thesis B, Table 4.4): the last 2 stages and the head shared."""
     return TwoBranchSBIR("resnet26", num_classes=num_classes, **kwargs)
 
 
-@register_model(task="sbir")
+@register_model(task="sbir", options=_sbir_options("hib_patch_2_2_nl"))
 def sbir_hib_patch_2_2_nl(*, num_classes: int = 33, **kwargs: Any) -> TwoBranchSBIR:
-    """Two-branch SBIR on HIB patch 2-2 (nl), the seed's hybrid backbone of Table 4.4."""
+    """Two-branch SBIR on HIB patch 2-2 (nl), thesis B's hybrid backbone of Table 4.4."""
     return TwoBranchSBIR("hib_patch_2_2_nl", num_classes=num_classes, **kwargs)
 
-
-sbir_resnet26.options = _sbir_options("resnet26")
-sbir_hib_patch_2_2_nl.options = _sbir_options("hib_patch_2_2_nl")

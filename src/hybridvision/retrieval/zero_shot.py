@@ -1,7 +1,7 @@
 """Unimodal zero-shot sketch retrieval (thesis B, Table 4.3): a classifier trained on some classes
 embeds sketches of classes it never saw; queries rank a catalogue by cosine similarity.
 
-Protocol (the seed's): 45 unseen classes, per class 500 catalogue and 50 query sketches, the
+Protocol (thesis B's): 45 unseen classes, per class 500 catalogue and 50 query sketches, the
 embedding the global-average-pooled last stage of the classifier (2048-d for ResNet26), cosine
 similarity, mAP / mRR / P@10 (:func:`~hybridvision.evaluation.retrieval.retrieval_metrics`). The
 CPU presets scale the counts down; :func:`split_queries` draws them per class by seed.

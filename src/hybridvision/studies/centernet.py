@@ -39,7 +39,8 @@ def measure_with_tta(model: torch.nn.Module, cfg: TrainConfig, device: torch.dev
     task = make_task(cfg)
     bundle = task.build_eval_data(cfg)
     loader = DataLoader(bundle.val, batch_size=8, collate_fn=bundle.collate)
-    s = -(-cfg.image_size // 32) * 32
+    d = model.size_divisible  # the input multiple the detector needs
+    s = -(-cfg.image_size // d) * d
     x = torch.rand(1, 3, s, s, device=device)
     runner = fuse_conv_bn(model.to(device).eval())
     for mode, suffix in (("flip", "flip"), ("multiscale", "ms")):

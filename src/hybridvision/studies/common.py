@@ -103,7 +103,8 @@ def measure_detector(model: torch.nn.Module, cfg: TrainConfig, device: torch.dev
     inference runs it, BN folded into the convs), memory, the time of one training step,
     parameters, FLOPs. Called after all training, one model at a time, so nothing else runs
     beside the timings."""
-    s = -(-cfg.image_size // 32) * 32
+    d = model.size_divisible  # the input multiple the detector needs
+    s = -(-cfg.image_size // d) * d
     model = model.to(device).eval()
     runner = fuse_conv_bn(model)  # what predict / eval / bench run
     x = torch.rand(1, 3, s, s, device=device)

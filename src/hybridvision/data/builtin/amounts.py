@@ -61,7 +61,7 @@ from PIL import Image
 from hybridvision.errors import UserInputError
 from hybridvision.data.builtin.generated import MANIFEST, GeneratedSet, write_manifest
 from hybridvision.fileio import atomic_replace_dir
-from hybridvision.options import NonNegativeInt
+from hybridvision.options import GeneratedCount, NonNegativeInt
 
 __all__ = [
     "AMOUNTS_VERSION",
@@ -462,8 +462,8 @@ def read_manifest(root: str | os.PathLike) -> dict[str, Any] | None:
 def make_amounts(
     out_dir: str | os.PathLike,
     *,
-    n_train: NonNegativeInt = 2000,
-    n_val: NonNegativeInt = 300,
+    n_train: GeneratedCount = 2000,
+    n_val: GeneratedCount = 300,
     seed: NonNegativeInt = 0,
     image_size: Annotated[int, at.Ge(32)] = 128,
     source: str = "sklearn",

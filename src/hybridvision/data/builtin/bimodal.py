@@ -39,7 +39,7 @@ from hybridvision.data.sketch_raster import rasterize_strokes
 from hybridvision.errors import DataError
 from hybridvision.data.builtin.generated import GeneratedSet, write_manifest
 from hybridvision.fileio import atomic_replace_dir
-from hybridvision.options import PositiveInt
+from hybridvision.options import PositiveGeneratedCount
 
 __all__ = ["BIMODAL_CLASSES", "UNSEEN_CLASSES", "render_photo", "make_bimodal", "ensure_bimodal"]
 
@@ -179,12 +179,13 @@ def make_bimodal(out_dir: str | os.PathLike, *, sketches: int = DEFAULT_SKETCHES
     return atomic_replace_dir(out, fill, is_ours=BIMODAL.is_ours)
 
 
-def ensure_bimodal(root: str | os.PathLike, *, sketches: PositiveInt = DEFAULT_SKETCHES,
-                   photos: PositiveInt = DEFAULT_PHOTOS, size: Annotated[int, at.Ge(16)] = DEFAULT_SIZE,
+def ensure_bimodal(root: str | os.PathLike, *, sketches: PositiveGeneratedCount = DEFAULT_SKETCHES,
+                   photos: PositiveGeneratedCount = DEFAULT_PHOTOS, size: Annotated[int, at.Ge(16)] = DEFAULT_SIZE,
                    seed: int = 0) -> dict[str, Any]:
-    """Reuse ``root`` when it holds a complete generation with these settings (or more images per
-    class) and every file it wrote; otherwise (re)generate it."""
+    """Reuse ``root`` when it holds a complete generation with exactly these settings and every
+    file it wrote; otherwise (re)generate it. Exactly: the SBIR reader takes every sketch and photo
+    of the folders, so a generation with more per class would train on more than was asked for."""
     m = BIMODAL.reusable(root, lambda m: m.get("version") == VERSION and m.get("seed") == seed
-                         and m.get("size") == size and int(m.get("sketches_per_class", 0)) >= sketches
-                         and int(m.get("photos_per_class", 0)) >= photos)
+                         and m.get("size") == size and m.get("sketches_per_class") == sketches
+                         and m.get("photos_per_class") == photos)
     return m if m is not None else make_bimodal(root, sketches=sketches, photos=photos, size=size, seed=seed)

@@ -36,7 +36,7 @@ import numpy as np
 from hybridvision.errors import DataError
 from hybridvision.data.builtin.generated import GeneratedSet, write_manifest
 from hybridvision.fileio import atomic_replace_dir
-from hybridvision.options import NonNegativeInt, PositiveInt
+from hybridvision.options import NonNegativeInt, PositiveGeneratedCount
 
 __all__ = [
     "SKETCH_CLASSES",
@@ -539,7 +539,7 @@ def read_manifest(root: str | os.PathLike) -> dict[str, Any] | None:
     return SKETCHES.read_manifest(root)
 
 
-def make_sketches(out_dir: str | os.PathLike, *, per_class: PositiveInt = DEFAULT_PER_CLASS,
+def make_sketches(out_dir: str | os.PathLike, *, per_class: PositiveGeneratedCount = DEFAULT_PER_CLASS,
                   seed: NonNegativeInt = 0) -> dict[str, Any]:
     """Generate the built-in sketches into ``out_dir`` (replacing an earlier generation) → the manifest.
 
