@@ -11,6 +11,7 @@ Example::
 from __future__ import annotations
 
 from pathlib import Path
+import math
 from typing import Any
 
 import torch
@@ -27,21 +28,24 @@ from hybridvision.engine.checkpoint import load_weights, read_sidecar
 from hybridvision.engine.inference import scale_detections
 from hybridvision.engine.progress import console
 from hybridvision.engine.tasks import DetectionTask, make_task
-from hybridvision.engine.tiling import predict_tiled
+from hybridvision.engine.tiling import check_tile_overlap, predict_tiled
 from hybridvision.engine.trainer import resolve_device
 from hybridvision.errors import UserInputError
-from hybridvision.evaluation.analysis import evaluate_with_analysis
+from hybridvision.data.validate import check_annotation_file
+from hybridvision.evaluation.analysis import STATS_FILES, DatasetStats, dataset_stats, evaluate_with_analysis
+from hybridvision.evaluation.analysis import write_dataset_stats
 from hybridvision.evaluation.coco import check_max_dets, write_metrics_json
 from hybridvision.factory import create_model
 from hybridvision.drawing import draw_detections, draw_retrieval_grid, save_image
 from hybridvision.fileio import (OWNER_MARKER, atomic_write_json, check_output_path,
                                  make_output_dir, read_json)
 from hybridvision.imageio import IMAGE_EXTENSIONS, load_image, load_image_uint8, read_image_size
+from hybridvision.plots import save_dataset_stats_plots
 from hybridvision.retrieval.index import GalleryIndex
 from hybridvision.retrieval.zero_shot import pooled_features
 
 __all__ = ["load_trained", "evaluate_run", "evaluate_files", "predict", "prepare_image", "retrieve",
-           "IMAGE_EXTENSIONS"]
+           "IMAGE_EXTENSIONS", "check_predict_options", "dataset_report"]
 
 # The files evaluate_run and evaluate_files write: a folder holding only these was written by us
 # (a run's eval/): the metrics, the results, and a detection evaluation's analysis and plots.
@@ -288,6 +292,38 @@ def _predict_folder(folder: Path) -> bool:
     return "predictions.json" in names and all(
         n in ("predictions.json", "images.json") or (n == "labels" and e.is_dir())
         or (n.lower().endswith(".png") and e.is_file()) for n, e in names.items())
+
+
+def dataset_report(ann: Path, out: Path | None = None, *, exist_ok: bool = False) -> tuple[DatasetStats, Path]:
+    """``hybridvision data stats``: the statistics of a COCO file, written as stats.json and three
+    figures (:data:`~hybridvision.evaluation.analysis.STATS_FILES`) into ``out`` (default
+    runs/stats/ANN_STEM), a folder that must be new, empty or written by this function unless
+    ``exist_ok``. Returns the statistics and the folder."""
+    check_annotation_file(ann)
+    target = out if out is not None else Path("runs/stats") / ann.stem
+    check_output_path(target, inputs=[ann], kind="dir", exist_ok=exist_ok, known_files=STATS_FILES)
+    stats = dataset_stats(ann)
+    make_output_dir(target)
+    write_dataset_stats(stats, target)
+    save_dataset_stats_plots(stats, target)
+    return stats, target
+
+
+def check_predict_options(score_threshold: float, *, iou: float | None = None, max_det: int | None = None,
+                          image_size: int | None = None, tile_overlap: float = 0.5) -> None:
+    """Refuse, in one line naming the ``hybridvision predict`` option, a :func:`predict` setting
+    out of range: a score threshold outside [0, 1], an IoU threshold outside (0, 1], fewer than one
+    detection per image, a side outside [32, 8192], a window overlap outside [0, 0.9]."""
+    conf = score_threshold
+    if not (math.isfinite(conf) and 0.0 <= conf <= 1.0):
+        raise UserInputError(f"--conf {conf:g}: not a score threshold; use a number in [0, 1], e.g. --conf 0.3")
+    if iou is not None and not (math.isfinite(iou) and 0.0 < iou <= 1.0):
+        raise UserInputError(f"--iou {iou:g}: not an IoU threshold; use a number in (0, 1], e.g. --iou 0.6")
+    if max_det is not None and max_det < 1:
+        raise UserInputError(f"--max-det {max_det}: keep at least 1 detection per image, e.g. --max-det 300")
+    if image_size is not None and not 32 <= image_size <= 8192:
+        raise UserInputError(f"--image-size {image_size}: use a side in [32, 8192] pixels")
+    check_tile_overlap(tile_overlap, "--tile-overlap")
 
 
 @torch.inference_mode()

@@ -17,6 +17,7 @@ on it (``maxvit_t``, ``inception_v3`` and ``alexnet`` below their minimum).
 
 from __future__ import annotations
 
+import json
 import re
 import statistics
 import time
@@ -35,7 +36,8 @@ from hybridvision.evaluation.cost import count_flops, count_params, measure_peak
 from hybridvision.factory import create_model, model_task
 from hybridvision.layers.fusion import fuse_conv_bn
 
-__all__ = ["BenchTarget", "bench_task", "build_bench_target", "compare_models", "TORCHVISION_PREFIX"]
+__all__ = ["BenchTarget", "bench_side", "bench_task", "build_bench_target", "compare_models", "TORCHVISION_PREFIX",
+           "bench_json"]
 
 TORCHVISION_PREFIX = "torchvision:"
 
@@ -70,6 +72,23 @@ def bench_task(name: str) -> str:
         f"{name}: not a torchvision detection or classification model; e.g. "
         "torchvision:fcos_resnet50_fpn, torchvision:retinanet_resnet50_fpn, torchvision:resnet50 "
         "(torchvision.models.list_models() lists them)")
+
+
+def bench_side(names: list[str], size: int | None = None) -> int:
+    """The square input side of a bench of ``names``: ``size``, else their task's default (512
+    detection, 224 classification); the names must be of one task."""
+    tasks = {bench_task(n) for n in names}
+    if len(tasks) > 1:
+        raise UserInputError(f"bench compares models of one task; got {', '.join(sorted(tasks))}")
+    return size or create_task(tasks.pop()).default_image_size
+
+
+def bench_json(rows: list[dict[str, Any]], *, size: int, batch: int, runs: int, warmup: int,
+               device: torch.device) -> str:
+    """The JSON text of ``bench --out``: the settings, the machine's threads and torch, then the rows."""
+    meta = {"size": size, "batch": batch, "runs": runs, "warmup": warmup, "device": str(device),
+            "threads": torch.get_num_threads(), "torch": torch.__version__}
+    return json.dumps({**meta, "rows": rows}, indent=1)
 
 
 def build_bench_target(name: str, *, size: int, batch: int = 1, num_classes: int | None = None,

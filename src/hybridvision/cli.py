@@ -12,11 +12,7 @@ as ``import hybridvision``. No package module imports this one.
 
 from __future__ import annotations
 
-import inspect
-import json
-import math
 import os
-import re
 import sys
 from pathlib import Path
 
@@ -26,36 +22,36 @@ from typer import rich_utils as typer_help
 from rich import box
 from rich.table import Column, Table
 
-from hybridvision.api import evaluate_files, evaluate_run, load_trained, predict, retrieve
-from hybridvision.bench import bench_task, build_bench_target, compare_models
+from hybridvision.api import (check_predict_options, dataset_report, evaluate_files, evaluate_run, load_trained,
+                              predict, retrieve)
+from hybridvision.bench import bench_json, bench_side, build_bench_target, compare_models
 from hybridvision import interrupts
 from hybridvision.console import console, err_console
-from hybridvision.config import TrainConfig, apply_overrides, load_config
+from hybridvision.config import TrainConfig, train_config
 from hybridvision.data.builtin.amounts import make_amounts
 from hybridvision.data.builtin.bimodal import make_bimodal
 from hybridvision.data.builtin.sketches import make_sketches
 from hybridvision.data.converters import modanet_to_coco, montos_to_coco
 from hybridvision.data.classification_transforms import AUGMENT_OPTIONS as CLASSIFICATION_AUGMENT
 from hybridvision.data.classification_transforms import augment_defaults
-from hybridvision.data.importers import csv_to_coco, parse_csv_columns, voc_to_coco, yolo_to_coco
-from hybridvision.data.slicing import check_slice_options, slice_coco
+from hybridvision.data.importers import csv_to_coco, parse_class_names, parse_csv_columns, voc_to_coco, yolo_to_coco
+from hybridvision.data.slicing import slice_coco
 from hybridvision.data.transforms import AUGMENT_OPTIONS as DETECTION_AUGMENT
 from hybridvision.data.transforms import TRANSFORM_PRESETS
-from hybridvision.data.validate import check_coco
+from hybridvision.data.validate import check_annotation_file, check_coco
 from hybridvision.demo import DEMO_CONFIG, run_demo
 from hybridvision.engine.progress import format_evaluation, format_per_class, format_train_evaluations
 from hybridvision.engine.tasks import create_task
-from hybridvision.engine.tiling import check_tile_overlap
 from hybridvision.engine.trainer import resolve_device, train
 from hybridvision.errors import UserInputError
 from hybridvision.evaluation.coco import check_max_dets
-from hybridvision.explain import explain
-from hybridvision.export import check_export_paths, check_opset, check_size, default_size, export_onnx
-from hybridvision.factory import create_model, list_models, model_builder, model_task
-from hybridvision.evaluation.analysis import STATS_FILES, dataset_stats, write_dataset_stats
+from hybridvision.explain import explain, parse_point
+from hybridvision.export import (check_exportable, check_opset, check_size, default_size, export_onnx, export_target,
+                                 random_model)
+from hybridvision.factory import describe_model, find_models
+from hybridvision.evaluation.analysis import dataset_stats
 from hybridvision.options import MAX_GENERATED
-from hybridvision.fileio import atomic_write_text, check_output_path, make_output_dir, read_json
-from hybridvision.plots import save_dataset_stats_plots
+from hybridvision.fileio import atomic_write_text, check_output_path
 from hybridvision.registry import registered_tasks
 from hybridvision.studies.runner import STUDIES, run_study
 
@@ -89,34 +85,15 @@ def models_cmd(
 ):
     """List the registered models: task, parameters, input and what each one is (its builder's
     docstring)."""
-    if task is not None and task not in registered_tasks():
-        raise UserInputError(f"--task {task}: use one of {', '.join(registered_tasks())}")
-    names = list_models(pattern, task=task)
-    if not names:
-        where = f" among the {task} models" if task else ""
-        raise UserInputError(f"no model matches {pattern!r}{where}; run `hybridvision models` for all")
+    names = find_models(pattern, task=task)
     if names_only:
         sys.stdout.write("".join(f"{n}\n" for n in names))
         return
     # No vertical rules: each row starts with its model name, as a script splitting on spaces expects.
     table = Table("model", "task", "params", "input", Column("description", overflow="fold"), box=box.SIMPLE_HEAD)
-    for n in names:
-        with torch.device("meta"):  # built without memory: counting is instant
-            model = create_model(n)
-        count = sum(p.numel() for p in model.parameters())
-        # a detector's input multiple (it pads to it); a classifier pools whatever its last stage gives
-        multiple = model.size_divisible if model_task(n) == "detection" else None
-        shape = f"{getattr(model, 'in_chans', 1 if model_task(n) == 'sbir' else 3)} ch" + (
-            f", sides ×{multiple}" if multiple else "")
-        table.add_row(n, model_task(n), f"{count / 1e6:.2f}M", shape, _first_sentence(model_builder(n)))
+    for m in map(describe_model, names):
+        table.add_row(m.name, m.task, f"{m.params / 1e6:.2f}M", m.input, m.description)
     console.print(table)
-
-
-def _first_sentence(fn) -> str:
-    """A builder docstring's first sentence, without reStructuredText roles and literals."""
-    doc = " ".join((inspect.getdoc(fn) or "").split("\n\n")[0].split())
-    doc = re.sub(r":\w+:`~?([^`]+)`", r"\1", doc).replace("``", "")
-    return re.split(r"(?<=\.)\s", doc, maxsplit=1)[0]
 
 
 # ---------------------------------------------------------------------------------------- train
@@ -125,22 +102,6 @@ def _from_config(help_text: str, key: str) -> str:
     value. The bracket is escaped for rich's markup."""
     default = TrainConfig.model_fields[key].get_default(call_default_factory=True)
     return f"{help_text} \\[default: {default} (from the config)]"
-
-
-def _resume_config(out: Path) -> TrainConfig:
-    """The config of the run in ``out``: its config.yaml, else the one in checkpoints/last.json."""
-    run_cfg = out / "config.yaml"
-    if run_cfg.is_file():
-        return load_config(run_cfg)
-    last = out / "checkpoints" / "last.json"
-    if not last.is_file():
-        raise UserInputError(f"--out {out}: no config.yaml and no checkpoints/last.json, so there is no "
-                             "run to resume; start without --resume, or pass the run's --config")
-    state = read_json(last, what="checkpoint state")
-    stored = state.get("config") if isinstance(state, dict) else None
-    if not isinstance(stored, dict):
-        raise UserInputError(f"{last}: holds no \"config\"; pass the run's settings with --config")
-    return TrainConfig.from_dict(stored, source=str(last))
 
 
 @app.command("train", context_settings={"allow_extra_args": False})
@@ -184,18 +145,11 @@ def train_cmd(
 
     Example: hybridvision train --model fcos_demo --data builtin:amounts --epochs 10
     """
-    if resume and config is None:
-        cfg = _resume_config(Path(out or TrainConfig().out))
-    else:
-        cfg = load_config(config) if config else TrainConfig()
     options = dict(model=model, data=data, epochs=epochs, batch_size=batch_size, lr=lr,
                    optimizer=optimizer, image_size=image_size, device=device, seed=seed,
                    workers=workers, out=out)
-    cfg = cfg.updated({k: v for k, v in options.items() if v is not None}, source="options")
-    if backbone_weights:
-        cfg = cfg.updated({"model_kwargs": {**cfg.model_kwargs, "backbone_weights": backbone_weights}},
-                          source="--backbone-weights")
-    cfg = apply_overrides(cfg, overrides or [])
+    cfg = train_config(config, resume=resume, options=options, backbone_weights=backbone_weights,
+                       overrides=overrides)
     summary = train(cfg, resume=resume, weights=str(weights) if weights else None, exist_ok=exist_ok)
     text = format_train_evaluations(summary.evaluation, summary.best_evaluation, summary.last_epoch,
                                     summary.best_epoch)
@@ -300,15 +254,7 @@ def predict_cmd(
 ):
     """Detect objects: annotated PNGs, COCO results (predictions.json), images.json and
     labels/<image>.json in --out."""
-    if not (math.isfinite(conf) and 0.0 <= conf <= 1.0):
-        raise UserInputError(f"--conf {conf:g}: not a score threshold; use a number in [0, 1], e.g. --conf 0.3")
-    if iou is not None and not (math.isfinite(iou) and 0.0 < iou <= 1.0):
-        raise UserInputError(f"--iou {iou:g}: not an IoU threshold; use a number in (0, 1], e.g. --iou 0.6")
-    if max_det is not None and max_det < 1:
-        raise UserInputError(f"--max-det {max_det}: keep at least 1 detection per image, e.g. --max-det 300")
-    if image_size is not None and not 32 <= image_size <= 8192:
-        raise UserInputError(f"--image-size {image_size}: use a side in [32, 8192] pixels")
-    check_tile_overlap(tile_overlap, "--tile-overlap")
+    check_predict_options(conf, iou=iou, max_det=max_det, image_size=image_size, tile_overlap=tile_overlap)
     records = predict(source, weights=weights, out=out, device=device, score_threshold=conf, gt=gt,
                       exist_ok=exist_ok, image_size=image_size, iou=iou, max_det=max_det, tile=tile,
                       tile_overlap=tile_overlap)
@@ -410,13 +356,6 @@ def convert_modanet_cmd(
                   f"({coco['info']['dropped_boxes']} without area inside their image dropped)")
 
 
-def _classes_option(classes: str | None) -> list[str] | None:
-    names = [c.strip() for c in classes.split(",")] if classes else None
-    if names is not None and (not all(names) or len(set(names)) != len(names)):
-        raise UserInputError(f"--classes {classes}: give distinct, non-empty names separated by commas")
-    return names
-
-
 def _converted(out: Path, coco: dict) -> None:
     crowd = sum(int(a.get("iscrowd", 0)) for a in coco["annotations"])
     console.print(f"wrote {out}: {len(coco['images'])} images, {len(coco['annotations'])} boxes"
@@ -439,7 +378,7 @@ def convert_voc_cmd(
     exist_ok: bool = typer.Option(False, "--exist-ok", help="replace an existing output file"),
 ):
     """Pascal VOC XML → COCO JSON (1-based inclusive pixel indices → continuous pixel boxes)."""
-    _converted(out, voc_to_coco(annotations, images, out, class_names=_classes_option(classes),
+    _converted(out, voc_to_coco(annotations, images, out, class_names=parse_class_names(classes),
                                 drop_difficult=drop_difficult, exist_ok=exist_ok))
 
 
@@ -479,7 +418,7 @@ def convert_csv_cmd(
     columns read."""
 
     mapping = parse_csv_columns(columns) if columns is not None else None
-    _converted(out, csv_to_coco(csv_file, images, out, class_names=_classes_option(classes), columns=mapping,
+    _converted(out, csv_to_coco(csv_file, images, out, class_names=parse_class_names(classes), columns=mapping,
                                 exist_ok=exist_ok))
 
 
@@ -490,9 +429,7 @@ def check_cmd(
     no_images: bool = typer.Option(False, "--no-images", help="skip opening the image files"),
 ):
     """Validate a COCO dataset: keys, boxes, ids, categories, image files."""
-    if not ann.is_file():
-        raise UserInputError(f"{ann}: {'is a folder, not' if ann.is_dir() else 'not found; pass'} a COCO "
-                             "annotation JSON file")
+    check_annotation_file(ann)
     if not no_images and not images.is_dir():
         raise UserInputError(f"--images {images}: image folder not found; pass the folder holding the "
                              "images, or --no-images")
@@ -521,15 +458,7 @@ def stats_cmd(
     Validates the file as `data check --no-images` does, then writes stats.json, class_counts.png,
     box_sizes.png and box_centres.png into --out and prints a summary.
     """
-    if not ann.is_file():
-        raise UserInputError(f"{ann}: {'is a folder, not' if ann.is_dir() else 'not found; pass'} a COCO "
-                             "annotation JSON file")
-    target = out if out is not None else Path("runs/stats") / ann.stem
-    check_output_path(target, inputs=[ann], kind="dir", exist_ok=exist_ok, known_files=STATS_FILES)
-    stats = dataset_stats(ann)
-    make_output_dir(target)
-    write_dataset_stats(stats, target)
-    save_dataset_stats_plots(stats, target)
+    stats, target = dataset_report(ann, out, exist_ok=exist_ok)
     console.print(stats.summary(), markup=False, highlight=False, soft_wrap=True)
     console.print(f"wrote {target}/stats.json, class_counts.png, box_sizes.png, box_centres.png",
                   markup=False, highlight=False, soft_wrap=True)
@@ -559,7 +488,6 @@ def slice_cmd(
     source_image_id, source_file_name, offset_x and offset_y. Train on it with
     --data coco:OUT/annotations.json,OUT/images, then predict large images with predict --tile.
     """
-    check_slice_options(size, overlap, min_visible)
     summary = slice_coco(ann, images, out, size=size, overlap=overlap, min_visible=min_visible,
                          keep_empty=keep_empty, exist_ok=exist_ok)
     console.print(summary.summary(), markup=False, highlight=False, soft_wrap=True)
@@ -652,16 +580,11 @@ def bench_cmd(
 
     Detectors are timed with their post-processing (decode, NMS); ratios are to the first model.
     """
-    if runs < 1 or warmup < 0 or batch < 1 or (size is not None and size < 32):
-        raise UserInputError("--runs and --batch must be >= 1, --warmup >= 0 and --size >= 32")
     if out is not None:  # before any model is built or timed
         check_output_path(out, kind="file", exist_ok=exist_ok)
     if threads:
         torch.set_num_threads(threads)
-    tasks = {bench_task(n) for n in models}
-    if len(tasks) > 1:
-        raise UserInputError(f"bench compares models of one task; got {', '.join(sorted(tasks))}")
-    side = size or create_task(tasks.pop()).default_image_size
+    side = bench_side(models, size)
     dev = resolve_device(device)
     targets = [build_bench_target(n, size=side, batch=batch, num_classes=num_classes,
                                   in_chans=in_chans, device=dev) for n in models]
@@ -678,16 +601,11 @@ def bench_cmd(
         if r.get("note"):
             console.print(f"* {r['note']}", markup=False, highlight=False, soft_wrap=True)
     if out is not None:
-        meta = {"size": side, "batch": batch, "runs": runs, "warmup": warmup, "device": str(dev),
-                "threads": torch.get_num_threads(), "torch": torch.__version__}
-        atomic_write_text(out, json.dumps({**meta, "rows": rows}, indent=1))
+        atomic_write_text(out, bench_json(rows, size=side, batch=batch, runs=runs, warmup=warmup, device=dev))
         console.print(f"wrote {out}")
 
 
 # --------------------------------------------------------------------------------------- export
-EXPORTABLE_TASKS = ("detection", "classification")  # raw outputs a runtime decodes: dense maps or logits
-
-
 @app.command("export")
 def export_cmd(
     weights: Path | None = typer.Option(None, "--weights", "-w",
@@ -720,11 +638,7 @@ def export_cmd(
     if weights is None and model is None:
         raise UserInputError("pass --weights CHECKPOINT.safetensors, or --model NAME for random weights")
     check_opset(opset)  # before anything is built or printed
-    if weights is None:
-        model_task(model)  # an unknown name is named before its default path is looked at
-    target = out or (weights.with_suffix(".onnx") if weights is not None else Path("runs/export") / f"{model}.onnx")
-    if weights is None or weights.is_file():  # else load_trained's line names the missing checkpoint first
-        check_export_paths(target, weights=weights, exist_ok=exist_ok, default=out is None)  # before any work
+    target = export_target(out, weights=weights, model=model, exist_ok=exist_ok)  # before any work
     kwargs = {"num_classes": num_classes} if num_classes else {}
     meta: dict = {}
     if weights is not None:
@@ -732,13 +646,8 @@ def export_cmd(
         meta = {"weights": str(weights), "class_names": info.get("class_names"),
                 "label_to_cat_id": info.get("label_to_cat_id")}
     else:
-        kwargs.update(create_task(model_task(model)).input_kwargs(in_chans))
-        net, info = create_model(model, **kwargs), {}
-    name, task = net.model_name, model_task(net.model_name)
-    if task not in EXPORTABLE_TASKS:
-        raise UserInputError(f"export: {name} is a {task} model (two branches, sketch and photo, with one output "
-                             f"each); export handles {' and '.join(EXPORTABLE_TASKS)} models — export a "
-                             "classifier backbone (e.g. --model resnet26) instead")
+        net, info = random_model(model, in_chans, **kwargs), {}
+    name, task = check_exportable(net)
     chans = create_task(task).input_channels(net)
     side = size if size is not None else default_size(task, info)
     check_size(side, net)
@@ -765,11 +674,8 @@ def explain_cmd(
     exist_ok: bool = typer.Option(False, "--exist-ok", help="replace an existing output file"),
 ):
     """Save where a non-local block attends for one query pixel, overlaid on the image."""
-    try:
-        x, y = (float(v) for v in point.split(","))
-    except ValueError:
-        raise UserInputError(f"--point {point}: expected X,Y in pixels, e.g. --point 64,40") from None
-    path = explain(weights, image, (x, y), out=out, block=block, call=call, device=device, exist_ok=exist_ok)
+    path = explain(weights, image, parse_point(point), out=out, block=block, call=call, device=device,
+                   exist_ok=exist_ok)
     console.print(f"wrote {path}")
 
 

@@ -27,12 +27,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from hybridvision.backbones.pretrained import BACKBONE_PARAMETERS
 from hybridvision.errors import UserInputError
-from hybridvision.fileio import atomic_write_text
+from hybridvision.fileio import atomic_write_text, read_json
 from hybridvision.options import check_model_options, check_options, model_parameters
 from hybridvision.registry import UnknownModelError, model_task, registered_tasks, task_class
 
-__all__ = ["TrainConfig", "load_config", "apply_overrides", "save_config", "atomic_write_text",
-           "MAX_NESTING", "DATA_KINDS"]
+__all__ = ["TrainConfig", "load_config", "apply_overrides", "resume_config", "train_config", "save_config",
+           "atomic_write_text", "MAX_NESTING", "DATA_KINDS"]
 
 MAX_NESTING = 16  # levels of mappings/lists inside model_kwargs, augment, data_kwargs
 MAX_VALUES = 10_000  # values inside one of those mappings (YAML aliases can multiply them)
@@ -398,6 +398,24 @@ def load_config(path: str | os.PathLike) -> TrainConfig:
     return TrainConfig.from_dict(d, source=str(p))
 
 
+def resume_config(out: str | os.PathLike) -> TrainConfig:
+    """The config of the run in ``out`` (``train --resume`` without ``--config``): its config.yaml,
+    else the one stored in checkpoints/last.json."""
+    out = Path(out)
+    run_cfg = out / "config.yaml"
+    if run_cfg.is_file():
+        return load_config(run_cfg)
+    last = out / "checkpoints" / "last.json"
+    if not last.is_file():
+        raise UserInputError(f"--out {out}: no config.yaml and no checkpoints/last.json, so there is no "
+                             "run to resume; start without --resume, or pass the run's --config")
+    state = read_json(last, what="checkpoint state")
+    stored = state.get("config") if isinstance(state, dict) else None
+    if not isinstance(stored, dict):
+        raise UserInputError(f"{last}: holds no \"config\"; pass the run's settings with --config")
+    return TrainConfig.from_dict(stored, source=str(last))
+
+
 def _parse_value(item: str, text: str) -> Any:
     # YAML scalars: 0.1 -> float, true -> bool, [1,2] -> list, {a: 1} -> dict, else str.
     try:
@@ -439,6 +457,25 @@ def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
             target = nxt
         target[parts[-1]] = _parse_value(item, value)
     return TrainConfig.from_dict(d, source="overrides")
+
+
+def train_config(config: str | os.PathLike | None = None, *, resume: bool = False,
+                 options: dict[str, Any] | None = None, backbone_weights: str | None = None,
+                 overrides: list[str] | None = None) -> TrainConfig:
+    """The config of ``hybridvision train``, in its order of precedence: the built-in defaults,
+    then ``config`` (or, with ``resume`` and no ``config``, the run's own: :func:`resume_config`
+    of the ``out`` option, else of the default run folder), then the ``options`` that are not
+    None, then ``backbone_weights`` (into ``model_kwargs``), then the key=value ``overrides``."""
+    options = {k: v for k, v in (options or {}).items() if v is not None}
+    if resume and config is None:
+        cfg = resume_config(options.get("out") or TrainConfig().out)
+    else:
+        cfg = load_config(config) if config else TrainConfig()
+    cfg = cfg.updated(options, source="options")
+    if backbone_weights:
+        cfg = cfg.updated({"model_kwargs": {**cfg.model_kwargs, "backbone_weights": backbone_weights}},
+                          source="--backbone-weights")
+    return apply_overrides(cfg, overrides or [])
 
 
 def save_config(cfg: TrainConfig, path: str | os.PathLike) -> None:

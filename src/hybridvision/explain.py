@@ -20,10 +20,19 @@ from hybridvision.imageio import load_image
 from hybridvision.drawing import plot_attention_overlay
 from hybridvision.factory import model_task
 
-__all__ = ["attention_maps", "explain"]
+__all__ = ["attention_maps", "explain", "parse_point"]
 
 
 @torch.inference_mode()
+def parse_point(point: str) -> tuple[float, float]:
+    """``--point X,Y`` → the query pixel (x, y) in image pixels."""
+    try:
+        x, y = (float(v) for v in point.split(","))
+    except ValueError:
+        raise UserInputError(f"--point {point}: expected X,Y in pixels, e.g. --point 64,40") from None
+    return x, y
+
+
 def attention_maps(model: torch.nn.Module, batch: torch.Tensor, point_xy: tuple[float, float],
                    image_sizes: list[tuple[int, int]] | None = None) -> list[dict[str, Any]]:
     """One entry per (attention block, call): ``dict(name, call, map [h, w], feature_hw)``.

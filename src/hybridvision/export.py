@@ -34,12 +34,16 @@ import torch.nn as nn
 from hybridvision.detectors.base import DenseDetector
 from hybridvision.engine.tasks import create_task
 from hybridvision.errors import UserInputError
-from hybridvision.factory import list_models, model_task
+from hybridvision.factory import create_model, list_models, model_task
 from hybridvision.fileio import atomic_write_bytes, atomic_write_text
 from hybridvision.fileio import check_output_path
 
-__all__ = ["ExportCheckError", "MAX_OPSET", "MIN_OPSET", "check_export_paths", "check_opset", "check_size",
-           "default_size", "export_onnx", "flatten_outputs", "unflatten_outputs"]
+__all__ = ["EXPORTABLE_TASKS", "ExportCheckError", "MAX_OPSET", "MIN_OPSET", "check_export_paths", "check_exportable",
+           "check_opset", "check_size", "default_size", "export_onnx", "export_target", "flatten_outputs",
+           "random_model", "unflatten_outputs"]
+
+# The tasks whose raw outputs a runtime can decode: dense maps (detection) or logits (classification).
+EXPORTABLE_TASKS = ("detection", "classification")
 
 # The opsets an export can target: the exporter writes opset 18 natively and converts down to
 # 16 or 17 (below that its converter silently falls back to 18); onnxruntime 1.31 (pinned in
@@ -148,6 +152,41 @@ def check_export_paths(out: str | Path, *, weights: str | Path | None = None, ex
     for path in (out, Path(f"{out}.json")):
         check_output_path(path, inputs=inputs, kind="file", exist_ok=exist_ok, default=default)
     return out
+
+
+def export_target(out: Path | None, *, weights: Path | None, model: str | None, exist_ok: bool = False) -> Path:
+    """The .onnx file of ``hybridvision export``: ``out``, else beside ``weights``, else
+    runs/export/MODEL.onnx; checked by :func:`check_export_paths` before any work.
+
+    Without ``weights`` an unknown ``model`` is named before its default path is looked at; with
+    ``weights`` that do not exist the paths are left unchecked, so that loading them names the
+    missing checkpoint first.
+    """
+    if weights is None:
+        model_task(model)
+    target = out or (weights.with_suffix(".onnx") if weights is not None else Path("runs/export") / f"{model}.onnx")
+    if weights is None or weights.is_file():
+        check_export_paths(target, weights=weights, exist_ok=exist_ok, default=out is None)
+    return target
+
+
+def random_model(name: str, in_chans: int, **kwargs: Any) -> nn.Module:
+    """A registered model with random weights, built for ``in_chans`` input channels where its
+    task takes them (a classifier)."""
+    kwargs.update(create_task(model_task(name)).input_kwargs(in_chans))
+    return create_model(name, **kwargs)
+
+
+def check_exportable(model: nn.Module) -> tuple[str, str]:
+    """(registered name, task) of a model whose task is in :data:`EXPORTABLE_TASKS`; a
+    one-line :class:`UserInputError` for any other (an SBIR model's two branches)."""
+    name = model.model_name
+    task = model_task(name)
+    if task not in EXPORTABLE_TASKS:
+        raise UserInputError(f"export: {name} is a {task} model (two branches, sketch and photo, with one output "
+                             f"each); export handles {' and '.join(EXPORTABLE_TASKS)} models — export a "
+                             "classifier backbone (e.g. --model resnet26) instead")
+    return name, task
 
 
 def export_onnx(

@@ -51,7 +51,7 @@ from hybridvision.errors import DataError, UserInputError
 from hybridvision.fileio import atomic_write_json, check_output_path
 from hybridvision.imageio import IMAGE_EXTENSIONS, read_image_size
 
-__all__ = ["voc_to_coco", "yolo_to_coco", "csv_to_coco", "read_yolo_names", "parse_csv_columns",
+__all__ = ["voc_to_coco", "yolo_to_coco", "csv_to_coco", "read_yolo_names", "parse_csv_columns", "parse_class_names",
            "CSV_COLUMNS", "CSV_ALIASES"]
 
 
@@ -345,6 +345,15 @@ _EXAMPLE = "image=0,xmin=1,ymin=2,xmax=3,ymax=4,label=5"
 
 def _norm(name: str) -> str:
     return name.strip().lower().replace(" ", "_").replace("-", "_")
+
+
+def parse_class_names(classes: str | None) -> list[str] | None:
+    """``--classes a,b,c`` → the class names in id order; None when not given. The names must be
+    distinct and non-empty."""
+    names = [c.strip() for c in classes.split(",")] if classes else None
+    if names is not None and (not all(names) or len(set(names)) != len(names)):
+        raise UserInputError(f"--classes {classes}: give distinct, non-empty names separated by commas")
+    return names
 
 
 def parse_csv_columns(spec: str) -> dict[str, int | str]:

@@ -43,7 +43,7 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 import torch
 
-from hybridvision.data.validate import check_coco, raise_for_findings
+from hybridvision.data.validate import check_annotation_file, check_coco, raise_for_findings
 from hybridvision.errors import DataError, UserInputError
 from hybridvision.fileio import (atomic_write_bytes, atomic_write_json, check_output_path, make_output_dir,
                                  read_json)
@@ -288,9 +288,7 @@ def slice_coco(ann_file: str | os.PathLike, images_dir: str | os.PathLike, out: 
     """
     check_slice_options(size, overlap, min_visible)
     ann_file, images_dir, out = Path(ann_file), Path(images_dir), Path(out)
-    if not ann_file.is_file():
-        raise UserInputError(f"{ann_file}: {'is a folder, not' if ann_file.is_dir() else 'not found; pass'} a "
-                             "COCO annotation JSON file")
+    check_annotation_file(ann_file)
     if not images_dir.is_dir():
         raise UserInputError(f"--images {images_dir}: image folder not found; pass the folder the images' "
                              "file_name is relative to")

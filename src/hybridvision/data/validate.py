@@ -45,7 +45,7 @@ from hybridvision.errors import DataError, UserInputError
 from hybridvision.fileio import read_json
 from hybridvision.imageio import load_image_uint8, read_image_size, verify_image
 
-__all__ = ["BOX_TOLERANCE", "Finding", "check_coco", "format_findings", "raise_for_findings"]
+__all__ = ["BOX_TOLERANCE", "Finding", "check_annotation_file", "check_coco", "format_findings", "raise_for_findings"]
 
 BOX_TOLERANCE = 1.0  # px a box may overshoot its image on each side
 MAX_SHOWN = 5  # findings listed in a DataError message
@@ -91,6 +91,13 @@ def _rec(kind: str, r: Any, pos: int) -> str:
     if isinstance(r, dict) and isinstance(r.get("id"), (int, str)) and not isinstance(r.get("id"), bool):
         return f"{kind} id={r['id']}"
     return f"{kind} #{pos} (no id)"
+
+
+def check_annotation_file(ann: Path) -> None:
+    """Refuse, in one line, an annotation path that is a folder or does not exist."""
+    if not ann.is_file():
+        raise UserInputError(f"{ann}: {'is a folder, not' if ann.is_dir() else 'not found; pass'} a COCO "
+                             "annotation JSON file")
 
 
 def check_coco(
