@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 import pytest
+from readme_blocks import readme_block
 
 import hybridvision.options as options_module
 import hybridvision.registry as registry
@@ -18,16 +19,10 @@ from hybridvision.factory import create_model, list_models
 from hybridvision.options import model_parameters
 
 ROOT = Path(__file__).resolve().parents[1]
-MARKER = "<!-- extending-model:"
 
 
 def readme_model_code() -> str:
-    """The Python block that follows the README's ``extending-model`` marker."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert text.count(MARKER) == 1, "README.md: the new detector's preset block lost its marker"
-    block = re.search(r"```python\n(.*?)```", text[text.index(MARKER):], re.S)
-    assert block is not None, "README.md: no ```python block after the extending-model marker"
-    return block.group(1)
+    return readme_block("extending-model")
 
 
 @pytest.fixture

@@ -7,24 +7,18 @@ from __future__ import annotations
 import ast
 import dataclasses
 import json
-import re
 from pathlib import Path
 
 import pytest
+from readme_blocks import readme_block
 
 from hybridvision.studies.spec import STUDIES, Study, StudyRow, register_study
 
 ROOT = Path(__file__).resolve().parents[1]
-MARKER = "<!-- extending-study:"
 
 
 def readme_study_code() -> str:
-    """The Python block that follows the README's ``extending-study`` marker."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert text.count(MARKER) == 1, "README.md: the 'A new study' code block lost its marker"
-    block = re.search(r"```python\n(.*?)```", text[text.index(MARKER):], re.S)
-    assert block is not None, "README.md: no ```python block after the extending-study marker"
-    return block.group(1)
+    return readme_block("extending-study")
 
 
 @pytest.fixture
